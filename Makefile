@@ -1,0 +1,42 @@
+# ApexTrader. `make demo` and `make test` are all a user needs on a fresh machine.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PYTEST_ARGS ?=
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install demo test lint fmt crds check-crds bench clean help
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## Create .venv and install apextrader with everything it needs to run and test
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: install  ## Run the pipeline on this machine for 60 s (embedded NATS, synthetic data, paper trading)
+	$(BIN)/apex demo
+
+test: install  ## Run the full test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+lint: install  ## ruff, mypy and import-linter (agents never import each other)
+	$(BIN)/ruff check agents operator tests
+	$(BIN)/ruff format --check agents operator tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+fmt: install  ## Format and autofix
+	$(BIN)/ruff format agents operator tests
+	$(BIN)/ruff check --fix agents operator tests
+
+bench: install  ## Full-size benchmarks (numbers and ratios against peers, printed)
+	APEX_BENCH_FULL=1 $(BIN)/python -m pytest tests/bench -s -q -p no:randomly
+
+clean:  ## Remove the virtualenv and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Backtester agent: the walk-forward gate -> signal.validated / signal.rejected."""

@@ -1,0 +1,244 @@
+"""The TradingPipeline `spec` (CONVENTIONS.md 1): the one source of the CRD and of every agent's config.
+
+Keys are camelCase (Kubernetes style); `agents` is keyed by agent id as written. Every section has
+defaults, so a minimal spec names only exchanges and symbols.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from apextrader.contracts.base import SpecModel
+from apextrader.contracts.canary_spec import CanarySpec
+from apextrader.contracts.names import AgentId
+from apextrader.contracts.payloads import Exchange
+from apextrader.contracts.units import Duration, Quantity
+
+SYMBOL_PATTERN = r"^[A-Z0-9]+/[A-Z0-9]+(:[A-Z0-9]+)?$"
+Timeframe = Literal["1m", "3m", "5m", "15m", "30m", "1h", "4h", "1d"]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class Capital(SpecModel):
+    amount: Annotated[float, Field(gt=0)] = 100_000.0
+    currency: str = "USDT"
+
+
+class SourceSpec(SpecModel):
+    """Where market data comes from: `synthetic` (seeded), `replay` (a file) or `ccxt` (live public)."""
+
+    kind: Literal["synthetic", "replay", "ccxt"] = "synthetic"
+    seed: int = 1
+    #: Parquet or CSV for `replay`.
+    path: str | None = None
+    #: Closed bars per symbol published at start (`backfill: true`) so indicators warm up.
+    backfill_bars: Annotated[int, Field(ge=0, le=100_000)] = 600
+    #: Snapshots per second per symbol.
+    snapshot_hz: Annotated[float, Field(gt=0, le=100)] = 2.0
+    #: Market-time seconds per wall-clock second for synthetic/replay (None: real time for ccxt,
+    #: and an accelerated default for offline sources chosen by `apex up`).
+    speed: Annotated[float, Field(gt=0)] | None = None
+    #: Order-book levels per side.
+    depth_levels: Annotated[int, Field(ge=1, le=100)] = 10
+
+    @model_validator(mode="after")
+    def _replay_needs_path(self) -> SourceSpec:
+        if self.kind == "replay" and not self.path:
+            raise ValueError("source.path is required when kind is replay")
+        return self
+
+
+class ManagedBus(SpecModel):
+    replicas: Literal[1, 3] = 1
+    storage: Quantity = "1Gi"
+    image: str = "nats:2.10-alpine"
+
+
+class StreamLimits(SpecModel):
+    max_age: Duration = "24h"
+    max_bytes: Quantity = "256Mi"
+
+
+class BusSpec(SpecModel):
+    """Exactly one of `managed` (the operator runs NATS) or `url` (an external NATS)."""
+
+    managed: ManagedBus | None = None
+    url: Annotated[str, Field(pattern=r"^(nats|tls)://")] | None = None
+    limits: StreamLimits = Field(default_factory=StreamLimits)
+    #: Delivery attempts before an event goes to the DLQ.
+    max_deliver: Annotated[int, Field(ge=1, le=20)] = 5
+    ack_wait: Duration = "30s"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_managed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("managed") is None and data.get("url") is None:
+            return {**data, "managed": {}}
+        return data
+
+    @model_validator(mode="after")
+    def _managed_or_url(self) -> BusSpec:
+        if self.managed is not None and self.url is not None:
+            raise ValueError("bus: give managed or url, not both")
+        return self
+
+
+class ImageSpec(SpecModel):
+    repository: str = "ghcr.io/apextrader/apextrader"
+    tag: str = "0.1.0"
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+
+
+class ResourceList(SpecModel):
+    cpu: str | None = None
+    memory: str | None = None
+
+
+class Resources(SpecModel):
+    requests: ResourceList = Field(default_factory=ResourceList)
+    limits: ResourceList = Field(default_factory=ResourceList)
+
+
+class AgentSpec(SpecModel):
+    replicas: Annotated[int, Field(ge=0, le=20)] = 1
+    resources: Resources = Field(default_factory=Resources)
+    #: Free-form agent settings (documented per agent).
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class BreakoutParams(SpecModel):
+    """Donchian-channel break confirmed by volume (and CVD), ATR stop and target."""
+
+    enabled: bool = True
+    lookback: Annotated[int, Field(ge=2, le=500)] = 20
+    volume_factor: Annotated[float, Field(ge=0)] = 1.2
+    volume_lookback: Annotated[int, Field(ge=2, le=500)] = 20
+    cvd_confirm: bool = False
+    stop_atr: Annotated[float, Field(gt=0)] = 2.0
+    target_atr: Annotated[float, Field(gt=0)] = 3.0
+
+
+class MeanReversionParams(SpecModel):
+    """RSI/Bollinger extremes, traded toward the mean, with an EMA-200 trend filter."""
+
+    enabled: bool = True
+    rsi_low: Annotated[float, Field(gt=0, lt=50)] = 30.0
+    rsi_high: Annotated[float, Field(gt=50, lt=100)] = 70.0
+    bb_period: Annotated[int, Field(ge=2, le=500)] = 20
+    bb_std: Annotated[float, Field(gt=0)] = 2.0
+    trend_filter: bool = True
+    stop_atr: Annotated[float, Field(gt=0)] = 1.5
+    target_atr: Annotated[float, Field(gt=0)] = 2.0
+
+
+class Strategies(SpecModel):
+    breakout: BreakoutParams = Field(default_factory=BreakoutParams)
+    mean_reversion: MeanReversionParams = Field(default_factory=MeanReversionParams)
+
+
+class RiskLimits(SpecModel):
+    """The risk manager's limits; fractions are of the track's capital share."""
+
+    risk_per_trade: Annotated[float, Field(gt=0, le=0.1)] = 0.005
+    max_leverage: Annotated[float, Field(gt=0, le=125)] = 3.0
+    max_position_pct: Fraction = 0.5
+    max_gross_exposure: Annotated[float, Field(gt=0)] = 2.0
+    max_net_exposure: Annotated[float, Field(gt=0)] = 1.5
+    max_open_positions: Annotated[int, Field(ge=1, le=1000)] = 6
+    #: Keep this share of equity free after initial margin.
+    margin_headroom: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    maintenance_margin_rate: Annotated[float, Field(gt=0, lt=1)] = 0.005
+    max_daily_loss: Fraction = 0.03
+    max_drawdown: Fraction = 0.10
+    #: Size multiplier while a `reduce` alert is active.
+    reduce_factor: Annotated[float, Field(ge=0, le=1)] = 0.5
+
+
+def _taker_fees() -> dict[Exchange, float]:
+    return {"binance": 5.0, "bybit": 5.5, "okx": 5.0}
+
+
+def _maker_fees() -> dict[Exchange, float]:
+    return {"binance": 2.0, "bybit": 2.0, "okx": 2.0}
+
+
+def _default_exchanges() -> list[Exchange]:
+    return ["binance"]
+
+
+class ExecutionSpec(SpecModel):
+    #: Kubernetes Secret with `<EXCHANGE>_API_KEY`/`_API_SECRET`/`_API_PASSWORD` and `DRY_RUN`.
+    credentials_secret: str | None = None
+    order_type: Literal["market", "limit"] = "market"
+    #: Fee tiers in bps per exchange (VIP 0 perpetual taker/maker rates).
+    taker_fee_bps: dict[Exchange, Annotated[float, Field(ge=0)]] = Field(default_factory=_taker_fees)
+    maker_fee_bps: dict[Exchange, Annotated[float, Field(ge=0)]] = Field(default_factory=_maker_fees)
+    #: Paper-trading latency between decision and fill.
+    latency_ms: Annotated[float, Field(ge=0)] = 50.0
+    cancel_on_stop: bool = True
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 3
+
+
+class WatcherThresholds(SpecModel):
+    liquidation_z: Annotated[float, Field(gt=0)] = 3.0
+    liquidation_window: Duration = "5m"
+    funding_abs: Annotated[float, Field(gt=0)] = 0.001
+    volatility_z: Annotated[float, Field(gt=0)] = 4.0
+    stale_after: Duration = "15s"
+    divergence_bps: Annotated[float, Field(gt=0)] = 50.0
+    #: Severity for a volatility spike / funding extreme (cascades and stale data halt).
+    spike_severity: Literal["info", "reduce", "halt"] = "reduce"
+
+
+class BacktestSpec(SpecModel):
+    """The live walk-forward gate and the defaults of `apex backtest`."""
+
+    in_sample_bars: Annotated[int, Field(ge=20)] = 300
+    out_of_sample_bars: Annotated[int, Field(ge=5)] = 100
+    folds: Annotated[int, Field(ge=1, le=100)] = 3
+    anchored: bool = False
+    min_trades: Annotated[int, Field(ge=1)] = 5
+    fees_bps: Annotated[float, Field(ge=0)] = 5.0
+    slippage_bps: Annotated[float, Field(ge=0)] = 2.0
+
+
+class TradingPipelineSpec(SpecModel):
+    mode: Literal["paper", "live"] = "paper"
+    exchanges: Annotated[list[Exchange], Field(min_length=1)] = Field(default_factory=_default_exchanges)
+    symbols: Annotated[list[Annotated[str, Field(pattern=SYMBOL_PATTERN)]], Field(min_length=1)]
+    timeframe: Timeframe = "1m"
+    capital: Capital = Field(default_factory=Capital)
+    source: SourceSpec = Field(default_factory=SourceSpec)
+    bus: BusSpec = Field(default_factory=BusSpec)
+    image: ImageSpec | None = None
+    agents: dict[AgentId, AgentSpec] = Field(default_factory=dict)
+    strategies: Strategies = Field(default_factory=Strategies)
+    risk: RiskLimits = Field(default_factory=RiskLimits)
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
+    watcher: WatcherThresholds = Field(default_factory=WatcherThresholds)
+    backtest: BacktestSpec = Field(default_factory=BacktestSpec)
+    canary: CanarySpec | None = None
+
+    @field_validator("exchanges", "symbols")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("entries must be unique")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> TradingPipelineSpec:
+        for agent, spec in self.agents.items():
+            if agent != "strategy-builder" and spec.replicas > 1:
+                raise ValueError(
+                    f"agents.{agent}.replicas: only strategy-builder may run more than 1 replica"
+                )
+        if self.mode == "live" and not self.execution.credentials_secret:
+            raise ValueError("execution.credentialsSecret is required when mode is live")
+        return self
+
+    def agent(self, agent: AgentId) -> AgentSpec:
+        return self.agents.get(agent) or AgentSpec()

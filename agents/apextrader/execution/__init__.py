@@ -1,0 +1,1 @@
+"""ExecutionAgent: paper fills on real depth, guarded live orders -> order.filled / order.rejected."""

@@ -1,0 +1,1 @@
+"""FeatureEngineer agent: indicators on closed bars -> features.computed."""

@@ -1,0 +1,1 @@
+"""The `apex up` supervisor: embedded nats-server, agents as `apex agent` subprocesses."""

@@ -1,0 +1,1 @@
+"""MarketScanner agent: market data sources (ccxt, replay, synthetic) -> market.snapshot."""

@@ -1,0 +1,1 @@
+"""Process-free quant library: indicators, strategies, backtest engine, walk-forward, stats."""

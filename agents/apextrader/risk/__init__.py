@@ -1,0 +1,1 @@
+"""RiskManager agent: the final gate -> order.approved / signal.rejected."""

@@ -1,0 +1,1 @@
+"""Agent runtime: settings, NATS connection, handler loop, /health /ready /metrics, graceful stop."""

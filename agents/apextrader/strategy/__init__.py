@@ -1,0 +1,1 @@
+"""StrategyBuilder agent: breakout and mean-reversion -> signal.proposed."""

@@ -1,0 +1,1 @@
+"""EventWatcher agent: market conditions -> market.alert."""

@@ -1,0 +1,1 @@
+"""The ApexTrader kopf operator (import name never `operator`, which is the standard library)."""
