@@ -16,7 +16,7 @@ from apextrader.contracts.status import TradingPipelineStatus
 
 API_GROUP: Final = "apextrader.io"
 API_VERSION: Final = "v1alpha1"
-API_GROUP_VERSION: Final = "apextrader.io/v1alpha1"
+API_GROUP_VERSION: Final[Literal["apextrader.io/v1alpha1"]] = "apextrader.io/v1alpha1"
 KIND: Final = "TradingPipeline"
 PLURAL = "tradingpipelines"
 #: DNS-1035 label, short enough for `<name>-strategy-builder-canary` to stay a valid name.
@@ -34,9 +34,7 @@ class Metadata(BaseModel):
 class TradingPipeline(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    api_version: Literal["apextrader.io/v1alpha1"] = Field(
-        default=f"{API_GROUP}/{API_VERSION}", alias="apiVersion"
-    )
+    api_version: Literal["apextrader.io/v1alpha1"] = Field(default=API_GROUP_VERSION, alias="apiVersion")
     kind: Literal["TradingPipeline"] = KIND
     metadata: Metadata
     spec: TradingPipelineSpec
