@@ -8,6 +8,7 @@ import typer
 
 from apextrader import __version__
 from apextrader.cli import agents as agents_cli
+from apextrader.cli import dlq as dlq_cli
 from apextrader.cli.validate import validate
 
 app = typer.Typer(
@@ -40,6 +41,7 @@ def _root(
 
 app.command("validate")(validate)
 app.command("agent")(agents_cli.agent)
+app.add_typer(dlq_cli.app, name="dlq")
 
 
 def main() -> None:
