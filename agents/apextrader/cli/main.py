@@ -9,6 +9,7 @@ import typer
 from apextrader import __version__
 from apextrader.cli import agents as agents_cli
 from apextrader.cli import dlq as dlq_cli
+from apextrader.cli.demo import demo
 from apextrader.cli.validate import validate
 
 app = typer.Typer(
@@ -42,6 +43,7 @@ def _root(
 app.command("validate")(validate)
 app.command("agent")(agents_cli.agent)
 app.add_typer(dlq_cli.app, name="dlq")
+app.command("demo")(demo)
 
 
 def main() -> None:
