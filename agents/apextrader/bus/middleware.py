@@ -32,6 +32,7 @@ from typing import Final
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from prometheus_client import Counter, Histogram
 
 from apextrader.bus import metrics, tracing
 from apextrader.bus.codec import DEFAULT_MAX_EVENT_BYTES, DecodeError, decode
@@ -128,10 +129,20 @@ def build_chain(cfg: ChainConfig) -> Callable[[Msg], Awaitable[Delivery]]:
     """The consumer's message callback: runs the chain and returns the settled delivery."""
     accepted = frozenset(cfg.handlers)
     labels = (cfg.agent, cfg.track)
+    tracing_on = not tracing.is_noop(cfg.tracer)
+    # Bound metric children, looked up once per label set (labels() takes a lock each call).
+    event_counters: dict[tuple[str, str], Counter] = {}
+    handler_timers: dict[str, Histogram] = {}
+
+    def count(etype: str, outcome: str) -> None:
+        child = event_counters.get((etype, outcome))
+        if child is None:
+            child = event_counters[(etype, outcome)] = metrics.EVENTS.labels(*labels, etype, outcome)
+        child.inc()
 
     async def metrics_mw(d: Delivery, nxt: Next) -> None:
         await nxt(d)
-        metrics.EVENTS.labels(*labels, d.type_label, d.outcome or "acked").inc()
+        count(d.type_label, d.outcome or "acked")
         if d.dlq_reason is not None:
             metrics.DLQ.labels(*labels, cfg.stream, d.dlq_reason).inc()
 
@@ -187,6 +198,14 @@ def build_chain(cfg: ChainConfig) -> Callable[[Msg], Awaitable[Delivery]]:
         event = d.event
         assert event is not None
         token = current_correlation_id.set(event.correlation_id)
+        if not tracing_on:  # hot path: no spans, pass the incoming traceparent on
+            tp_token = tracing.current_traceparent.set(d.headers.get(tracing.TRACEPARENT))
+            try:
+                await nxt(d)
+            finally:
+                tracing.current_traceparent.reset(tp_token)
+                current_correlation_id.reset(token)
+            return
         try:
             parent = tracing.extract_context(d.headers, event.correlation_id)
             with cfg.tracer.start_as_current_span(
@@ -230,7 +249,10 @@ def build_chain(cfg: ChainConfig) -> Callable[[Msg], Awaitable[Delivery]]:
                 await cfg.publisher.publish(out)
             d.outputs = outputs
         finally:
-            metrics.HANDLER_SECONDS.labels(*labels, event.type).observe(time.perf_counter() - started)
+            timer = handler_timers.get(event.type)
+            if timer is None:
+                timer = handler_timers[event.type] = metrics.HANDLER_SECONDS.labels(*labels, event.type)
+            timer.observe(time.perf_counter() - started)
 
     chain: Final[list[Middleware]] = [metrics_mw, settle_mw, validate_mw, trace_mw, idempotency_mw]
     run = compose(chain, invoke)
