@@ -35,6 +35,13 @@ fmt: install  ## Format and autofix
 	$(BIN)/ruff format agents operator tests
 	$(BIN)/ruff check --fix agents operator tests
 
+crds: install  ## Regenerate crds/ from the spec models (commit the result)
+	mkdir -p crds
+	$(BIN)/apex crds > crds/tradingpipelines.apextrader.io.yaml
+
+check-crds: install  ## Fail when the committed CRD differs from the models (also a test in make test)
+	$(BIN)/apex crds | diff -u crds/tradingpipelines.apextrader.io.yaml - && echo "crds/ is current"
+
 bench: install  ## Full-size benchmarks (numbers and ratios against peers, printed)
 	APEX_BENCH_FULL=1 $(BIN)/python -m pytest tests/bench -s -q -p no:randomly
 
