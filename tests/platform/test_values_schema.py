@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.operator.crd_tools import to_jsonschema
 from tests.platform.charts import (
     CRDS,
     OPERATOR_CHART,
@@ -73,9 +74,10 @@ def test_crd_can_be_left_out(helm: str) -> None:
 def _crd_validator() -> jsonschema.protocols.Validator:
     crd = _crd()
     version = next(v for v in crd["spec"]["versions"] if v.get("storage"))
-    schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
-    cls = jsonschema.validators.validator_for({"$schema": "http://json-schema.org/draft-07/schema#"})
-    return cls(schema)  # type: ignore[no-any-return]
+    # OpenAPI 3.0 schemas are draft-4 style (boolean exclusiveMinimum, nullable): convert like the
+    # operator's CRD tests do.
+    schema = to_jsonschema(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
+    return jsonschema.Draft4Validator(schema)
 
 
 @pytest.mark.parametrize("values", [None, *example_values(PIPELINE_CHART)], ids=lambda v: v and v.name)
