@@ -189,7 +189,7 @@ class SyntheticMarket:
 
     def _generate_chunk(self) -> dict[str, dict[str, Array]]:
         n = CHUNK
-        t_sec = (self._index + np.arange(n)) * float(self.seconds)
+        t_sec: Array = (self._index + np.arange(n, dtype=np.float64)) * float(self.seconds)
         self._index += n
         hour = ((self.start.timestamp() + t_sec) % 86_400) / 3_600
         season = 1 + 0.3 * np.cos(2 * np.pi * (hour - 14.5) / 24) + 0.1 * np.cos(2 * np.pi * (hour - 8) / 12)
