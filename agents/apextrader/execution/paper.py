@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from apextrader.contracts.payloads import OrderApproved, OrderBook
+from apextrader.contracts.payloads import Exchange, OrderApproved, OrderBook
 from apextrader.contracts.spec import ExecutionSpec
 
 
@@ -115,8 +115,9 @@ class PaperEngine:
         self.spec = spec
         self.latency = LatencyModel(spec.latency_ms, jitter_ms)
 
-    def fee_rate(self, exchange: str) -> float:
-        return self.spec.taker_fee_bps.get(exchange, 5.0) / 1e4  # type: ignore[call-overload]
+    def fee_rate(self, exchange: Exchange) -> float:
+        """Taker fee of the exchange's tier in the spec, as a fraction."""
+        return float(self.spec.taker_fee_bps.get(exchange, 5.0)) / 1e4
 
     def fill(self, order: OrderApproved, book: OrderBook) -> PaperFill | None:
         """Fill `order` against `book`; None when nothing at all can be taken (no liquidity)."""
