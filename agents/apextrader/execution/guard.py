@@ -14,6 +14,7 @@ their values.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -99,3 +100,33 @@ def redact(text: str, secrets: Sequence[str]) -> str:
         if s:
             text = text.replace(s, "***")
     return text
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites any log record whose text contains a secret (ccxt logs request headers, including
+    the API key, at DEBUG)."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if any(s in text for s in self.secrets):
+            record.msg, record.args = redact(text, self.secrets), None
+        return True
+
+
+#: Loggers that can see request data: ccxt's own, and ours.
+SENSITIVE_LOGGERS = ("ccxt", "ccxt.base.exchange", "apextrader")
+
+
+def install_redaction(secrets: Sequence[str]) -> RedactingFilter:
+    """Attach a redacting filter to every logger that can see credentials (idempotent per secret set)."""
+    filt = RedactingFilter(secrets)
+    for name in SENSITIVE_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, RedactingFilter)]:
+            logger.removeFilter(old)
+        logger.addFilter(filt)
+    return filt
