@@ -107,12 +107,6 @@ def _strict(node: Any) -> Any:
     """Refuse unknown keys like the pydantic model does (a CRD would silently prune them)."""
     if isinstance(node, dict):
         out = {k: _strict(v) for k, v in node.items()}
-        # OpenAPI 3.0 (the CRD) writes exclusive bounds as booleans; JSON Schema (helm) wants numbers.
-        for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
-            if out.get(bound) is True and limit in out:
-                out[bound] = out.pop(limit)
-            elif out.get(bound) is False:
-                out.pop(bound)
         open_ended = "additionalProperties" in out or out.get("x-kubernetes-preserve-unknown-fields")
         if "properties" in out and not open_ended:
             out["additionalProperties"] = False
