@@ -188,3 +188,18 @@ def test_kustomization_builds(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(out.stdout))
     assert kinds == ["ConfigMap"] * len(DASHBOARDS) + ["PodMonitor", "PrometheusRule", "ServiceMonitor"]
+
+
+def test_conventions_metrics_match_the_bus_registry() -> None:
+    """The names and labels the rules and dashboards read are the ones the agents really export."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from apextrader.bus import metrics
+
+    # prometheus-client keeps a metric's full name and label names only in (stable) private fields.
+    declared = {
+        obj._name + ("_total" if obj._type == "counter" else ""): set(obj._labelnames)
+        for obj in vars(metrics).values()
+        if isinstance(obj, MetricWrapperBase)
+    }
+    assert declared == METRICS
