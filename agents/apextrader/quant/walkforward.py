@@ -35,6 +35,10 @@ from apextrader.quant.strategies import FeatureArrays, Strategy, StrategyParams,
 F64 = npt.NDArray[np.float64]
 
 
+#: Smallest out-of-sample window `auto_plan` makes (fewer bars say nothing about a strategy).
+MIN_AUTO_WINDOW = 50
+
+
 class WalkForwardError(ValueError):
     """Bad walk-forward input (too little data, an empty grid); `reason` is a short word."""
 
@@ -76,6 +80,12 @@ def plan_folds(n_bars: int, folds: int, in_sample: int, out_of_sample: int, anch
 def auto_plan(n_bars: int, folds: int, ratio: float, anchored: bool) -> list[Fold]:
     """Use all bars: OOS windows of n / (folds + ratio) bars, IS windows `ratio` times longer."""
     oos = int(n_bars // (folds + ratio))
+    if oos < MIN_AUTO_WINDOW:
+        raise WalkForwardError(
+            "too_short",
+            f"walk-forward needs {MIN_AUTO_WINDOW} bars per out-of-sample window: {folds} folds over "
+            f"{n_bars} bars give {oos}; use fewer folds or more data",
+        )
     return plan_folds(n_bars, folds, max(1, int(oos * ratio)), oos, anchored)
 
 
