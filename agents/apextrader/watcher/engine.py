@@ -42,6 +42,7 @@ class Watcher:
     instruments: dict[tuple[str, str], InstrumentState] = field(default_factory=dict)
     active: dict[Key, MarketAlert] = field(default_factory=dict)
     source_seen: dict[str, datetime] = field(default_factory=dict)
+    last_closed: dict[tuple[str, str], datetime] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         tf = _TF_SECONDS.get(self.timeframe, 60)
@@ -102,10 +103,14 @@ class Watcher:
             self._quality_rules(out, snap)
         if snap.quality != "ok" or (snap.depth is not None and snap.depth.crossed):
             return [] if quiet else out
+        last = self.last_closed.get((ex, sym))
+        if snap.closed and last is not None and snap.bar.open_time <= last:
+            return [] if quiet else out  # a bar seen before (history, then redelivery): measured once
         st.liquidations.add(snap)
         mid = snap.depth.mid if snap.depth is not None else None
         st.price, st.price_seen = (mid or snap.bar.close), now
         if snap.closed:
+            self.last_closed[(ex, sym)] = snap.bar.open_time
             z24, zwin, wsum = st.liquidations.close_bar()
             ztr, zret = st.volatility.close_bar(snap.bar.high, snap.bar.low, snap.bar.close)
             if not quiet:
