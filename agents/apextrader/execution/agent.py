@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -71,6 +72,8 @@ class ExecutionAgent(Agent):
         self.open: dict[str, OpenOrder] = {}
         self.live: LiveExecutor | None = None
         self.labels = {"track": ctx.track}
+        #: Results per client order id: a redelivered order gets the same events, never a new fill.
+        self.done: OrderedDict[str, list[Envelope]] = OrderedDict()
         if self.mode.mode == "live":
             secrets = [s for c in self.mode.credentials.values() for s in c.secrets()]
             exchanges = {ex: build_exchange(ex, c) for ex, c in self.mode.credentials.items()}
@@ -107,12 +110,16 @@ class ExecutionAgent(Agent):
     # --- orders --------------------------------------------------------------------------------
     async def on_order(self, ev: Envelope) -> Sequence[Envelope]:
         assert isinstance(ev, OrderApprovedEvent)
-        metrics.PIPELINE_LATENCY.labels(**self.labels).observe(
-            max(0.0, (utcnow() - ev.origin_ts).total_seconds())
-        )
-        if self.live is not None:
-            return await self._live(ev)
-        return self._paper(ev)
+        coid = ev.data.client_order_id
+        if coid in self.done:
+            return self.done[coid]
+        latency = max(0.0, (utcnow() - ev.origin_ts).total_seconds())
+        metrics.PIPELINE_LATENCY.labels(**self.labels).observe(latency)
+        out = await self._live(ev) if self.live is not None else self._paper(ev)
+        self.done[coid] = out
+        if len(self.done) > 100_000:
+            self.done.popitem(last=False)
+        return out
 
     def _derive_fill(
         self,

@@ -11,6 +11,7 @@ the client order id: derived from the signal event, so a redelivery yields the s
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +44,8 @@ from apextrader.runtime.context import AgentContext
 #: Seconds after which an approved order the execution never reported stops counting as exposure.
 PENDING_TTL_S = 300.0
 HISTORY_FILLS = 20_000
+#: Decisions remembered per signal event id, so a redelivered signal gets the same answer.
+DECISIONS_KEPT = 100_000
 
 
 class RiskManagerAgent(Agent):
@@ -59,6 +62,7 @@ class RiskManagerAgent(Agent):
         self.killed = False
         self.in_violation = False
         self.labels = {"track": ctx.track}
+        self.decisions: OrderedDict[str, list[Envelope]] = OrderedDict()
 
     # --- wiring --------------------------------------------------------------------------------
     def subscriptions(self) -> Mapping[EventType, Handler]:
@@ -81,6 +85,9 @@ class RiskManagerAgent(Agent):
         async for ev in self.ctx.history("order.filled", last=HISTORY_FILLS, track=self.ctx.track):
             if isinstance(ev, OrderFilledEvent):
                 self._apply_fill(ev)
+        async for ev in self.ctx.history("order.approved", last=HISTORY_FILLS, track=self.ctx.track):
+            if isinstance(ev, OrderApprovedEvent) and ev.causation_id:
+                self._remember(ev.causation_id, [ev])
         async for ev in self.ctx.history("market.alert", last=2000):
             if isinstance(ev, MarketAlertEvent):
                 self.alerts.apply(ev.data)
@@ -128,8 +135,21 @@ class RiskManagerAgent(Agent):
                 await self._echo()
 
     # --- handlers ------------------------------------------------------------------------------
+    def _remember(self, signal_id: str, events: list[Envelope]) -> list[Envelope]:
+        self.decisions[signal_id] = events
+        if len(self.decisions) > DECISIONS_KEPT:
+            self.decisions.popitem(last=False)
+        return events
+
     async def on_signal(self, ev: Envelope) -> Sequence[Envelope]:
         assert isinstance(ev, SignalValidatedEvent)
+        # A redelivered signal (crash between publish and ack, or restart) gets the decision it got
+        # before: the same event ids, which JetStream de-duplicates, and no second reservation.
+        if ev.id in self.decisions:
+            return self.decisions[ev.id]
+        return self._remember(ev.id, await self._decide(ev))
+
+    async def _decide(self, ev: SignalValidatedEvent) -> list[Envelope]:
         sig = ev.data.signal
         self.book.expire(time.monotonic(), PENDING_TTL_S)
         coid = derive_id(ev.id, OrderApprovedEvent.event_type, self.ctx.track, 0)
