@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import ClassVar
 
 from apextrader.bus import metrics
 from apextrader.bus.kv import KV
@@ -64,7 +65,7 @@ def validated(
 class FlakyRisk(RiskManagerAgent):
     """Publishes its decision, then dies before the ack: every signal is delivered twice."""
 
-    crashed: set[str] = set()
+    crashed: ClassVar[set[str]] = set()
 
     async def on_signal(self, ev: Envelope) -> list[Envelope]:  # type: ignore[override]
         out = list(await super().on_signal(ev))
@@ -77,7 +78,7 @@ class FlakyRisk(RiskManagerAgent):
 
 
 class FlakyExecution(ExecutionAgent):
-    crashed: set[str] = set()
+    crashed: ClassVar[set[str]] = set()
 
     async def on_order(self, ev: Envelope) -> list[Envelope]:  # type: ignore[override]
         out = list(await super().on_order(ev))
