@@ -19,13 +19,17 @@ from apextrader.runtime import Agent, AgentRunner, AgentSettings
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_pipeline(tmp: Path, canary: bool = False, **spec: dict[str, Any]) -> Path:
-    """`manifests/pipeline.yaml` with sections merged over it (and no canary unless asked)."""
+def write_pipeline(tmp: Path, canary: bool = False, **spec: Any) -> Path:
+    """`manifests/pipeline.yaml` with sections merged over it (dicts) or replaced (anything else),
+    and no canary unless asked."""
     doc = yaml.safe_load((ROOT / "manifests" / "pipeline.yaml").read_text())
     if not canary:
         doc["spec"].pop("canary", None)
     for section, values in spec.items():
-        doc["spec"].setdefault(section, {}).update(values)
+        if isinstance(values, dict):
+            doc["spec"].setdefault(section, {}).update(values)
+        else:
+            doc["spec"][section] = values
     path = tmp / "pipeline.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path

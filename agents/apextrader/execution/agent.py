@@ -18,6 +18,8 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import ccxt.async_support as ccxt
+
 from apextrader.bus import metrics
 from apextrader.bus.middleware import Handler
 from apextrader.contracts import (
@@ -36,7 +38,7 @@ from apextrader.contracts import (
     utcnow,
 )
 from apextrader.contracts.names import EventType
-from apextrader.execution.guard import LiveModeRefused, execution_mode
+from apextrader.execution.guard import Credentials, LiveModeRefused, execution_mode
 from apextrader.execution.live import LiveExecutor, LiveOutcome, build_exchange
 from apextrader.execution.orders import OrderState, OrderTracker
 from apextrader.execution.paper import BookHistory, PaperEngine, adverse_bps, slippage_bps
@@ -76,8 +78,12 @@ class ExecutionAgent(Agent):
         self.done: OrderedDict[str, list[Envelope]] = OrderedDict()
         if self.mode.mode == "live":
             secrets = [s for c in self.mode.credentials.values() for s in c.secrets()]
-            exchanges = {ex: build_exchange(ex, c) for ex, c in self.mode.credentials.items()}
+            exchanges = {ex: self.make_exchange(ex, c) for ex, c in self.mode.credentials.items()}
             self.live = LiveExecutor(exchanges, secrets, max_retries=spec.execution.max_retries)
+
+    def make_exchange(self, exchange: str, creds: Credentials) -> ccxt.Exchange:
+        """The ccxt client for one exchange (a subclass may supply its own HTTP session)."""
+        return build_exchange(exchange, creds)
 
     def subscriptions(self) -> Mapping[EventType, Handler]:
         return {"order.approved": self.on_order, "market.snapshot": self.on_snapshot}
