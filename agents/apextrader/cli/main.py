@@ -9,6 +9,8 @@ import typer
 from apextrader import __version__
 from apextrader.cli import agents as agents_cli
 from apextrader.cli.crds import crds
+from apextrader.cli.data import data_app
+from apextrader.cli.features import features
 from apextrader.cli.validate import validate
 
 app = typer.Typer(
@@ -42,6 +44,8 @@ def _root(
 app.command("validate")(validate)
 app.command("crds")(crds)
 app.command("agent")(agents_cli.agent)
+app.add_typer(data_app, name="data")
+app.command("features")(features)
 
 
 def main() -> None:
