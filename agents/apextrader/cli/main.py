@@ -8,6 +8,7 @@ import typer
 
 from apextrader import __version__
 from apextrader.cli import agents as agents_cli
+from apextrader.cli import backtest as backtest_cli
 from apextrader.cli.crds import crds
 from apextrader.cli.data import data_app
 from apextrader.cli.features import features
@@ -46,6 +47,7 @@ app.command("crds")(crds)
 app.command("agent")(agents_cli.agent)
 app.add_typer(data_app, name="data")
 app.command("features")(features)
+app.command("backtest")(backtest_cli.backtest)
 
 
 def main() -> None:
