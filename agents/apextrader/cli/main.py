@@ -10,6 +10,8 @@ from apextrader import __version__
 from apextrader.cli import agents as agents_cli
 from apextrader.cli import backtest as backtest_cli
 from apextrader.cli.crds import crds
+from apextrader.cli.data import data_app
+from apextrader.cli.features import features
 from apextrader.cli.validate import validate
 
 app = typer.Typer(
@@ -43,6 +45,8 @@ def _root(
 app.command("validate")(validate)
 app.command("crds")(crds)
 app.command("agent")(agents_cli.agent)
+app.add_typer(data_app, name="data")
+app.command("features")(features)
 app.command("backtest")(backtest_cli.backtest)
 
 
