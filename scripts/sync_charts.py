@@ -68,11 +68,39 @@ def spec_schema_source() -> tuple[dict[str, Any], str]:
     for crd in crd_documents():
         if crd["spec"]["names"]["kind"] == "TradingPipeline":
             version = next(v for v in crd["spec"]["versions"] if v.get("storage"))
-            return copy.deepcopy(version["schema"]["openAPIV3Schema"]["properties"]["spec"]), "crds/"
+            spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            return _openapi_to_json_schema(copy.deepcopy(spec)), "crds/"
     from apextrader.contracts.spec import TradingPipelineSpec
 
     raw = TradingPipelineSpec.model_json_schema(by_alias=True)
     return _inline_refs(raw, raw.get("$defs", {})), "TradingPipelineSpec.model_json_schema(by_alias=True)"
+
+
+def _openapi_to_json_schema(node: Any) -> Any:
+    """A CRD's OpenAPI v3.0 schema as JSON Schema draft 7 (what helm validates values with):
+    boolean exclusiveMinimum/Maximum become numbers, `nullable` becomes a "null" type, and the
+    x-kubernetes-* extensions go (their CEL rules are re-stated by `_add_rules`)."""
+    if isinstance(node, list):
+        return [_openapi_to_json_schema(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {
+        k: _openapi_to_json_schema(v)
+        for k, v in node.items()
+        if not k.startswith("x-kubernetes-") or k == "x-kubernetes-preserve-unknown-fields"
+    }
+    for bound in ("Minimum", "Maximum"):
+        if out.get(f"exclusive{bound}") is True:
+            out[f"exclusive{bound}"] = out.pop(bound.lower())
+        elif out.get(f"exclusive{bound}") is False:
+            out.pop(f"exclusive{bound}")
+    out.pop("format", None)
+    if out.pop("nullable", False):
+        if isinstance(out.get("type"), str):
+            out["type"] = [out["type"], "null"]
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+    return out
 
 
 def _strict(node: Any) -> Any:
@@ -110,11 +138,23 @@ def _add_rules(spec: dict[str, Any]) -> dict[str, Any]:
         }
     )
     canary = _object(props["canary"])
-    canary["not"] = {"required": ["weight", "steps"], "description": "canary: weight or steps, not both"}
+    canary["oneOf"] = [
+        {"required": ["weight"], "description": "manual canary: weight"},
+        {"required": ["steps"], "description": "automatic canary: steps"},
+    ]
     if "anyOf" in props["canary"]:  # pydantic's `CanarySpec | None`
         props["canary"] = {**props["canary"], "anyOf": [canary, {"type": "null"}]}
     else:
         props["canary"] = canary
+    source = _object(props["source"])
+    source.setdefault("allOf", []).append(
+        {
+            "description": "source.path is required when kind is replay",
+            "if": {"properties": {"kind": {"const": "replay"}}, "required": ["kind"]},
+            "then": {"required": ["path"]},
+        }
+    )
+    props["source"] = source
     bus = _object(props["bus"])
     bus["not"] = {"required": ["managed", "url"], "description": "bus: managed or url, not both"}
     props["bus"] = bus
@@ -155,6 +195,19 @@ def pipeline_values_schema() -> dict[str, Any]:
     }
 
 
+def prometheus_rule_manifest() -> str:
+    """manifests/observability/prometheusrule.yaml: the rules file as a Prometheus Operator object."""
+    rules = yaml.safe_load((OBSERVABILITY / "rules" / "apextrader-alerts.yaml").read_text())
+    doc = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "apextrader-alerts", "labels": {"app.kubernetes.io/part-of": "apextrader"}},
+        "spec": {"groups": rules["groups"]},
+    }
+    src = "manifests/observability/rules/apextrader-alerts.yaml"
+    return HEADER.format(src=src) + yaml.safe_dump(doc, sort_keys=False, width=1000)
+
+
 def wanted_files() -> dict[Path, str]:
     files: dict[Path, str] = {}
     for crd in crd_documents():
@@ -162,6 +215,8 @@ def wanted_files() -> dict[Path, str]:
         files[OPERATOR_CHART / "templates" / f"crd-{plural}.yaml"] = crd_template(crd)
     schema = pipeline_values_schema()
     files[PIPELINE_CHART / "values.schema.json"] = json.dumps(schema, indent=2) + "\n"
+    files[OBSERVABILITY / "prometheusrule.yaml"] = prometheus_rule_manifest()
+    files[OPERATOR_CHART / "files" / "podmonitor.yaml"] = (OBSERVABILITY / "podmonitor.yaml").read_text()
     for sub in ("rules", "dashboards"):
         for path in sorted((OBSERVABILITY / sub).glob("*.*")):
             files[OPERATOR_CHART / "files" / sub / path.name] = path.read_text()

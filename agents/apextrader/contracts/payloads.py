@@ -246,7 +246,11 @@ class OrderRejected(Payload):
 
 
 class MarketAlert(Payload):
-    """`market.alert`: raised (`active`) and cleared (`active: false`) by the event watcher."""
+    """`market.alert`: raised (`active`) and cleared (`active: false`) by the event watcher.
+
+    Scope: `exchange` and `symbol` set = that instrument; only `exchange` = every symbol there;
+    neither = everything. `data_gap` reports the scanner's `gap` quality flag (info only).
+    """
 
     kind: Literal[
         "liquidation_cascade",
@@ -256,6 +260,7 @@ class MarketAlert(Payload):
         "crossed_book",
         "exchange_divergence",
         "source_down",
+        "data_gap",
     ]
     severity: Severity
     active: bool = True

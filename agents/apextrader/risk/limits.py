@@ -54,12 +54,14 @@ def exposure(
     share: float,
     limits: RiskLimits,
     extra: tuple[Instrument, float] | None = None,
+    include_pending: bool = True,
 ) -> Exposure:
-    """The book's exposure, optionally with one more order (`(instrument, signed qty)`) on top."""
+    """The book's exposure, optionally with one more order (`(instrument, signed qty)`) on top.
+    Without pending orders it is what is actually held (what observed violations are counted on)."""
     qty: dict[Instrument, float] = {}
     for inst, pos in book.positions.items():
         qty[inst] = qty.get(inst, 0.0) + pos.qty
-    for pend in book.pending.values():
+    for pend in book.pending.values() if include_pending else ():
         qty[pend.instrument] = qty.get(pend.instrument, 0.0) + pend.remaining
     if extra is not None:
         qty[extra[0]] = qty.get(extra[0], 0.0) + extra[1]

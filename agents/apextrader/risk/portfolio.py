@@ -55,6 +55,8 @@ class PendingOrder:
     instrument: Instrument
     remaining: float
     reduce_only: bool
+    #: Monotonic seconds when approved; an order never settled expires (see `expire`).
+    since: float = 0.0
 
 
 @dataclass
@@ -83,9 +85,21 @@ class Portfolio:
             self.day_start_pnl = self.pnl()
 
     def add_pending(
-        self, client_order_id: str, instrument: Instrument, signed_qty: float, reduce_only: bool
+        self,
+        client_order_id: str,
+        instrument: Instrument,
+        signed_qty: float,
+        reduce_only: bool,
+        since: float = 0.0,
     ) -> None:
-        self.pending.setdefault(client_order_id, PendingOrder(instrument, signed_qty, reduce_only))
+        self.pending.setdefault(client_order_id, PendingOrder(instrument, signed_qty, reduce_only, since))
+
+    def expire(self, now: float, ttl: float) -> list[str]:
+        """Drop pending orders older than `ttl` seconds (execution never reported them)."""
+        old = [coid for coid, p in self.pending.items() if now - p.since > ttl]
+        for coid in old:
+            del self.pending[coid]
+        return old
 
     def settle(self, client_order_id: str) -> None:
         """The order is done (filled, cancelled or rejected): its unfilled rest is no exposure."""
