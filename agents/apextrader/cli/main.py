@@ -9,7 +9,9 @@ import typer
 from apextrader import __version__
 from apextrader.cli import agents as agents_cli
 from apextrader.cli import backtest as backtest_cli
+from apextrader.cli import canary as canary_cli
 from apextrader.cli.crds import crds
+from apextrader.cli.operator import operator
 from apextrader.cli.validate import validate
 
 app = typer.Typer(
@@ -44,6 +46,8 @@ app.command("validate")(validate)
 app.command("crds")(crds)
 app.command("agent")(agents_cli.agent)
 app.command("backtest")(backtest_cli.backtest)
+app.command("operator")(operator)
+app.add_typer(canary_cli.app, name="canary")
 
 
 def main() -> None:
