@@ -1,0 +1,171 @@
+"""Per-event cost of the risk decision (`RiskManagerAgent.on_signal`) and the paper fill
+(`ExecutionAgent.on_order`), next to a bare handler that only derives one event, in the same run.
+Goal: p99 < 200 µs each. Smoke-sized by default; `APEX_BENCH_FULL=1` for the full run. Prints
+numbers; asserts only that the work was done, never on timing."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import pytest
+
+from apextrader.contracts import (
+    Envelope,
+    OrderApproved,
+    OrderApprovedEvent,
+    OrderBook,
+    OrderCancelled,
+    OrderCancelledEvent,
+    SignalValidated,
+    SignalValidatedEvent,
+    load_pipeline,
+    track_spec,
+)
+from apextrader.contracts.payloads import BookLevel
+from apextrader.execution.agent import ExecutionAgent
+from apextrader.execution.paper import BookHistory
+from apextrader.risk.agent import RiskManagerAgent
+from apextrader.runtime.context import AgentContext
+from apextrader.runtime.settings import AgentSettings
+from tests.agents.harness import ROOT
+from tests.risk.helpers import signal
+
+FULL = os.environ.get("APEX_BENCH_FULL") == "1"
+N = 100_000 if FULL else 3_000
+#: Five symbols: under the example spec's caps (6 open positions, 2x gross) every entry and exit passes.
+SYMBOLS = [f"S{i:02d}/USDT:USDT" for i in range(5)]
+pytestmark = pytest.mark.bench
+
+
+def context(agent: str) -> AgentContext:
+    """A real context minus the bus (the handlers measured here never publish or touch KV)."""
+    pipeline = load_pipeline(ROOT / "manifests" / "pipeline.yaml")
+    settings = AgentSettings(agent=agent, track="stable")  # type: ignore[arg-type]
+    return AgentContext(
+        pipeline=pipeline,
+        spec=track_spec(pipeline.spec, "stable"),
+        track="stable",
+        instance="bench",
+        settings=settings,
+        log=logging.getLogger("bench"),
+        publisher=None,  # type: ignore[arg-type]
+        kv=None,  # type: ignore[arg-type]
+        _spawn=lambda coro: asyncio.ensure_future(coro),
+    )
+
+
+async def timed(
+    handler: Callable[[Envelope], Awaitable[Sequence[Envelope] | None]], events: list[Envelope]
+) -> list[float]:
+    out = []
+    for ev in events:
+        t = time.perf_counter_ns()
+        await handler(ev)
+        out.append((time.perf_counter_ns() - t) / 1000.0)
+    return out
+
+
+def summary(name: str, us: list[float], base: list[float] | None = None) -> str:
+    q = statistics.quantiles(us, n=100)
+    p50, p99 = q[49], q[98]
+    ratio = ""
+    if base is not None:
+        b = statistics.quantiles(base, n=100)
+        ratio = f"  p50 {p50 / b[49]:5.1f}x / p99 {p99 / b[98]:5.1f}x bare"
+    goal = "met" if p99 < 200 else "MISSED"
+    return (
+        f"{name:<22} n={len(us):>7}  p50 {p50:7.1f} µs  p99 {p99:7.1f} µs  (goal p99 < 200 µs: {goal}){ratio}"
+    )
+
+
+def signals(n: int) -> list[Envelope]:
+    evs: list[Envelope] = []
+    for i in range(n):
+        sym = SYMBOLS[i % len(SYMBOLS)]
+        side = "long" if (i // len(SYMBOLS)) % 2 == 0 else "flat"  # enter, then exit, per symbol
+        data = SignalValidated(
+            signal=signal(side=side, symbol=sym, price=100.0, stop=98.0),  # type: ignore[arg-type]
+            expectancy=0.1,
+            expectancy_se=0.01,
+            trades=30,
+            confidence=0.9,
+        )
+        evs.append(
+            SignalValidatedEvent.new(data, pipeline="btc-perp", source_agent="backtester", track="stable")
+        )
+    return evs
+
+
+def approvals(n: int) -> list[Envelope]:
+    src = signals(1)[0]
+    out: list[Envelope] = []
+    for i in range(n):
+        order = OrderApproved.model_validate(
+            {
+                "client_order_id": f"{i:032x}",
+                "exchange": "binance",
+                "symbol": SYMBOLS[i % len(SYMBOLS)],
+                "side": "buy" if i % 2 else "sell",
+                "amount": 3.0 + (i % 7),
+                "mid_at_decision": 100.0,
+                "notional": 500.0,
+                "leverage": 0.1,
+                "weight_applied": 100,
+            }
+        )
+        ev = src.derive(OrderApprovedEvent, order, source_agent="risk-manager", n=i)
+        out.append(ev)
+    return out
+
+
+async def bare(ev: Envelope) -> Sequence[Envelope]:
+    data = OrderCancelled(client_order_id=ev.id, exchange="binance", symbol="X/USDT:USDT", reason="bench")
+    return [ev.derive(OrderCancelledEvent, data, source_agent="execution")]
+
+
+async def test_bench_risk_decision_and_paper_fill(capsys: pytest.CaptureFixture[str]) -> None:
+    risk = RiskManagerAgent(context("risk-manager"))
+    execution = ExecutionAgent(context("execution"))
+    book = OrderBook(
+        bids=[BookLevel(price=100.0 - 0.01 * (k + 1), amount=2.0) for k in range(10)],
+        asks=[BookLevel(price=100.0 + 0.01 * (k + 1), amount=2.0) for k in range(10)],
+    )
+    for sym in SYMBOLS:
+        hist = execution.books[("binance", sym)] = BookHistory()
+        hist.add(signals(1)[0].timestamp.replace(year=2000), book)
+    sig_events, order_events = signals(N), approvals(N)
+
+    await timed(bare, sig_events[:200])  # warm-up
+    base = await timed(bare, sig_events)
+    risk_us: list[float] = []
+    approved = 0
+    gc.collect()
+    for ev in sig_events:  # fills arrive between decisions, as on the bus (not timed)
+        t = time.perf_counter_ns()
+        out = await risk.on_signal(ev)
+        risk_us.append((time.perf_counter_ns() - t) / 1000.0)
+        for o in out or []:
+            if isinstance(o, OrderApprovedEvent):
+                approved += 1
+                d = o.data
+                signed = d.amount if d.side == "buy" else -d.amount
+                risk.book.apply_fill(
+                    o.id, d.client_order_id, (d.exchange, d.symbol), signed, 100.0, 0.0, True
+                )
+    fill_us = await timed(execution.on_order, order_events)
+    lines = [
+        f"risk/execution per-event cost ({'full' if FULL else 'smoke'}; 2-core shared machine)",
+        summary("bare handler", base),
+        summary("risk decision", risk_us, base),
+        summary("paper fill", fill_us, base),
+    ]
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+    assert approved == N  # every entry and every exit was approved: the full decision path ran
+    assert len(execution.done) == N
