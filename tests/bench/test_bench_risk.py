@@ -5,9 +5,7 @@ numbers; asserts only that the work was done, never on timing."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
-import logging
 import os
 import statistics
 import time
@@ -24,16 +22,12 @@ from apextrader.contracts import (
     OrderCancelledEvent,
     SignalValidated,
     SignalValidatedEvent,
-    load_pipeline,
-    track_spec,
 )
 from apextrader.contracts.payloads import BookLevel
 from apextrader.execution.agent import ExecutionAgent
 from apextrader.execution.paper import BookHistory
 from apextrader.risk.agent import RiskManagerAgent
-from apextrader.runtime.context import AgentContext
-from apextrader.runtime.settings import AgentSettings
-from tests.agents.harness import ROOT
+from tests.agents.harness import offline_context
 from tests.risk.helpers import signal
 
 FULL = os.environ.get("APEX_BENCH_FULL") == "1"
@@ -41,23 +35,6 @@ N = 100_000 if FULL else 3_000
 #: Five symbols: under the example spec's caps (6 open positions, 2x gross) every entry and exit passes.
 SYMBOLS = [f"S{i:02d}/USDT:USDT" for i in range(5)]
 pytestmark = pytest.mark.bench
-
-
-def context(agent: str) -> AgentContext:
-    """A real context minus the bus (the handlers measured here never publish or touch KV)."""
-    pipeline = load_pipeline(ROOT / "manifests" / "pipeline.yaml")
-    settings = AgentSettings(agent=agent, track="stable")  # type: ignore[arg-type]
-    return AgentContext(
-        pipeline=pipeline,
-        spec=track_spec(pipeline.spec, "stable"),
-        track="stable",
-        instance="bench",
-        settings=settings,
-        log=logging.getLogger("bench"),
-        publisher=None,  # type: ignore[arg-type]
-        kv=None,  # type: ignore[arg-type]
-        _spawn=lambda coro: asyncio.ensure_future(coro),
-    )
 
 
 async def timed(
@@ -130,8 +107,8 @@ async def bare(ev: Envelope) -> Sequence[Envelope]:
 
 
 async def test_bench_risk_decision_and_paper_fill(capsys: pytest.CaptureFixture[str]) -> None:
-    risk = RiskManagerAgent(context("risk-manager"))
-    execution = ExecutionAgent(context("execution"))
+    risk = RiskManagerAgent(offline_context("risk-manager"))
+    execution = ExecutionAgent(offline_context("execution"))
     book = OrderBook(
         bids=[BookLevel(price=100.0 - 0.01 * (k + 1), amount=2.0) for k in range(10)],
         asks=[BookLevel(price=100.0 + 0.01 * (k + 1), amount=2.0) for k in range(10)],
