@@ -27,18 +27,13 @@ class Exposure:
     notional: dict[Instrument, float] = field(default_factory=dict)
     initial_margin: float = 0.0
     maintenance_margin: float = 0.0
-
-    @property
-    def gross(self) -> float:
-        return sum(abs(n) for n in self.notional.values())
-
-    @property
-    def net(self) -> float:
-        return sum(self.notional.values())
+    #: Sum of |notional| and sum of notional (computed once with the rest).
+    gross: float = 0.0
+    net: float = 0.0
 
     @property
     def open_positions(self) -> int:
-        return sum(1 for n in self.notional.values() if abs(n) > 0)
+        return len(self.notional)
 
 
 def _price(book: Portfolio, inst: Instrument) -> float:
@@ -66,16 +61,19 @@ def exposure(
     if extra is not None:
         qty[extra[0]] = qty.get(extra[0], 0.0) + extra[1]
     notional: dict[Instrument, float] = {}
-    im = mm = 0.0
+    im = mm = gross = net = 0.0
     for inst, q in qty.items():
         if abs(q) < 1e-12:
             continue
         n = q * _price(book, inst)
         notional[inst] = n
         terms = contract_terms(inst[0], inst[1], limits)
-        im += abs(n) / leverage_used(terms, limits)
-        mm += abs(n) * terms.maintenance_rate
-    return Exposure(share + book.pnl(), notional, im, mm)
+        an = abs(n)
+        im += an / leverage_used(terms, limits)
+        mm += an * terms.maintenance_rate
+        gross += an
+        net += n
+    return Exposure(share + book.pnl(), notional, im, mm, gross, net)
 
 
 def _over(value: float, cap: float) -> bool:
