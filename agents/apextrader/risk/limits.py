@@ -35,6 +35,25 @@ class Exposure:
     def open_positions(self) -> int:
         return len(self.notional)
 
+    def plus(self, inst: Instrument, notional: float, leverage: float, maintenance_rate: float) -> Exposure:
+        """This exposure with one more order of signed `notional` on `inst` (same marks)."""
+        old = self.notional.get(inst, 0.0)
+        new = old + notional
+        changed = dict(self.notional)
+        if abs(new) < 1e-12:
+            changed.pop(inst, None)
+        else:
+            changed[inst] = new
+        d_abs = abs(new) - abs(old)
+        return Exposure(
+            self.equity,
+            changed,
+            self.initial_margin + d_abs / leverage,
+            self.maintenance_margin + d_abs * maintenance_rate,
+            self.gross + d_abs,
+            self.net + notional,
+        )
+
 
 def _price(book: Portfolio, inst: Instrument) -> float:
     mark = book.mark_of(inst)
@@ -88,7 +107,8 @@ def breaches(exp: Exposure, limits: RiskLimits) -> list[str]:
     if e <= 0:
         return ["equity"]
     out: list[str] = []
-    if any(_over(abs(n), limits.max_position_pct * e) for n in exp.notional.values()):
+    largest = max(abs(n) for n in exp.notional.values())
+    if _over(largest, limits.max_position_pct * e):
         out.append("max_position_notional")
     if _over(exp.gross, limits.max_gross_exposure * e):
         out.append("max_gross_exposure")
