@@ -30,7 +30,7 @@ async def connect(url: str, *, name: str = "apextrader", **options: Any) -> Nats
         log.warning("nats: %s", exc)
 
     async def _disconnected() -> None:
-        log.warning("nats: disconnected from %s", url)
+        log.info("nats: disconnected from %s", url)
 
     async def _reconnected() -> None:
         log.info("nats: reconnected to %s", url)

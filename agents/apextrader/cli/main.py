@@ -8,6 +8,7 @@ import typer
 
 from apextrader import __version__
 from apextrader.cli import agents as agents_cli
+from apextrader.cli import backtest as backtest_cli
 from apextrader.cli.crds import crds
 from apextrader.cli.validate import validate
 
@@ -42,6 +43,7 @@ def _root(
 app.command("validate")(validate)
 app.command("crds")(crds)
 app.command("agent")(agents_cli.agent)
+app.command("backtest")(backtest_cli.backtest)
 
 
 def main() -> None:
