@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import time
 from collections import OrderedDict
@@ -118,6 +119,8 @@ class ChainConfig:
     tracer: Tracer = tracing.NOOP_TRACER
     completed: CompletedIds = field(default_factory=CompletedIds)
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    #: The consumer's ack wait: a handler running longer tells the server it is still working.
+    ack_wait_s: float = 30.0
 
     def backoff_for(self, num_delivered: int) -> float:
         if not self.backoff_s:
@@ -243,12 +246,14 @@ def build_chain(cfg: ChainConfig) -> Callable[[Msg], Awaitable[Delivery]]:
         event = d.event
         assert event is not None
         started = time.perf_counter()
+        stop_keepalive = keep_alive(d.msg, cfg.ack_wait_s / 3)
         try:
             outputs = await cfg.handlers[event.type](event) or ()
             for out in outputs:
                 await cfg.publisher.publish(out)
             d.outputs = outputs
         finally:
+            stop_keepalive()
             timer = handler_timers.get(event.type)
             if timer is None:
                 timer = handler_timers[event.type] = metrics.HANDLER_SECONDS.labels(*labels, event.type)
@@ -263,6 +268,29 @@ def build_chain(cfg: ChainConfig) -> Callable[[Msg], Awaitable[Delivery]]:
         return d
 
     return on_message
+
+
+def keep_alive(msg: Msg, interval: float) -> Callable[[], None]:
+    """Send `+WPI` (in progress) every `interval` seconds until the returned function is called, so a
+    slow handler is not redelivered to someone else meanwhile. Costs one timer for a fast handler."""
+    loop = asyncio.get_running_loop()
+    handle: asyncio.TimerHandle | None = None
+    pending: set[asyncio.Task[None]] = set()
+
+    def tick() -> None:
+        nonlocal handle
+        task = loop.create_task(msg.in_progress())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        handle = loop.call_later(interval, tick)
+
+    handle = loop.call_later(interval, tick)
+
+    def stop() -> None:
+        if handle is not None:
+            handle.cancel()
+
+    return stop
 
 
 def compose(chain: Sequence[Middleware], terminal: Next) -> Next:

@@ -16,6 +16,7 @@ from typing import Any
 
 from nats.aio.client import Client as NatsClient
 
+from apextrader.bus.advisories import watch_max_deliveries
 from apextrader.bus.client import connect, ensure_topology
 from apextrader.bus.consumer import PullConsumer
 from apextrader.bus.kv import KV
@@ -138,6 +139,7 @@ class AgentRunner:
                 tracer=tracer,
                 completed=completed,
                 max_event_bytes=s.max_event_bytes,
+                ack_wait_s=decl.ack_wait_s,
             )
             self.consumers.append(PullConsumer(js, decl, build_chain(cfg), batch=s.fetch_batch))
         missing = set(handlers) - covered
@@ -145,6 +147,8 @@ class AgentRunner:
             raise RuntimeError(f"{s.agent} handles {sorted(missing)} but the topology gives it no consumer")
         for consumer in self.consumers:
             await consumer.bind()
+            # Messages that crashed or hung this agent max_deliver times still reach the DLQ.
+            await watch_max_deliveries(nc, self.pipeline.name, consumer.decl)
 
         http = HealthServer(
             s.http_host, s.http_port, alive=lambda: self._crashed is None, ready=self.readiness
