@@ -22,6 +22,7 @@ from tests.bus.helpers import (
     publish_many,
     snapshot,
     wait_settled,
+    wait_until,
 )
 
 
@@ -74,3 +75,26 @@ async def test_message_nobody_acks_reaches_dlq_as_max_deliver(nc: NatsClient, to
     (entry,) = entries
     assert entry.reason == "max_deliver" and entry.deliveries == 2 and entry.data == ev.to_json()
     assert entry.event_id == ev.id and entry.original_subject.endswith("market.snapshot.shared")
+
+
+async def test_consumer_reports_unbound_while_its_durable_is_missing(
+    nc: NatsClient, topology: Topology
+) -> None:
+    js = nc.jetstream()
+    topo = fast_topology(topology)
+    await ensure_topology(js, topo)
+    decl = consumer_decl(topo, "feature-engineer")
+    handled: list[str] = []
+
+    async def handle(ev: Envelope) -> None:
+        handled.append(ev.id)
+
+    async with RunningConsumer(js, decl, chain_config(js, topo, decl, {"market.snapshot": handle})) as rc:
+        assert rc.consumer.bound
+        await js.delete_consumer(decl.stream, decl.durable)
+        await wait_until(lambda: not rc.consumer.bound, limit_s=10, what="unbound")
+        await ensure_topology(js, topo)  # the operator puts it back
+        await wait_until(lambda: rc.consumer.bound, limit_s=10, what="bound again")
+        ev = snapshot(1)
+        await publish_many(js, [ev])
+        await wait_until(lambda: handled == [ev.id], limit_s=10, what="handled after rebind")
