@@ -225,16 +225,21 @@ def test_bench_envelope_codec(kind: str) -> None:
     def pydantic_core() -> object:
         return decode_event(ev.model_dump_json())
 
+    def pydantic_core_hinted() -> object:  # what the chain does: class chosen by the Apex-Type header
+        return cls.model_validate_json(ev.model_dump_json())
+
     def orjson_validate() -> object:
         return cls.model_validate(orjson.loads(orjson.dumps(ev.model_dump(mode="json"))))
 
     assert decode_event(raw) == ev == orjson_validate()
     a = per_event_us(pydantic_core, N_CODEC)
+    h = per_event_us(pydantic_core_hinted, N_CODEC)
     b = per_event_us(orjson_validate, N_CODEC)
     enc = per_event_us(lambda: ev.model_dump_json(), N_CODEC)
     dec = per_event_us(lambda: decode_event(raw), N_CODEC)
     print(
         f"\n[bench envelope {kind}, {len(raw)} B] encode+decode per event: pydantic-core JSON {a:.1f} µs "
-        f"(encode {enc:.1f} + decode {dec:.1f}), orjson+model_validate {b:.1f} µs; "
-        f"faster: {'pydantic-core' if a <= b else 'orjson'} (goal < 10 µs)"
+        f"(encode {enc:.1f} + union decode {dec:.1f}), pydantic-core with type hint {h:.1f} µs, "
+        f"orjson+model_validate {b:.1f} µs; faster: {'pydantic-core' if min(a, h) <= b else 'orjson'} "
+        "(goal < 10 µs)"
     )

@@ -39,7 +39,7 @@ from apextrader.bus import metrics, tracing
 from apextrader.bus.codec import DEFAULT_MAX_EVENT_BYTES, DecodeError, decode
 from apextrader.bus.dlq import DeadLetter, send_to_dlq
 from apextrader.bus.errors import Reject
-from apextrader.bus.publisher import Publisher
+from apextrader.bus.publisher import EVENT_TYPE, Publisher
 from apextrader.contracts import Envelope
 from apextrader.contracts.names import AgentId, EventType, Track
 
@@ -194,7 +194,9 @@ def build_chain(cfg: ChainConfig) -> Callable[[Msg], Awaitable[Delivery]]:
             d.outcome = d.outcome or "acked"
 
     async def validate_mw(d: Delivery, nxt: Next) -> None:
-        d.event = decode(d.data, accepted=accepted, max_bytes=cfg.max_event_bytes)
+        d.event = decode(
+            d.data, accepted=accepted, max_bytes=cfg.max_event_bytes, type_hint=d.headers.get(EVENT_TYPE)
+        )
         await nxt(d)
 
     async def trace_mw(d: Delivery, nxt: Next) -> None:
