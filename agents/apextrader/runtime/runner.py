@@ -99,6 +99,18 @@ class AgentRunner:
             log = self.log = setup_logging(
                 s.log_level, agent=s.agent, track=s.track, instance=s.instance, pipeline=self.pipeline.name
             )
+        # Health first: /health answers 200 and /ready 503 while NATS is still being reached.
+        http = HealthServer(
+            s.http_host, s.http_port, alive=lambda: self._crashed is None, ready=self.readiness
+        )
+        self.http_port = await http.start()
+        try:
+            return await self._run(name, log)
+        finally:
+            await http.stop()
+
+    async def _run(self, name: str, log: logging.Logger) -> int:
+        s = self.settings
         provider = setup_tracing(name, s.otlp_endpoint)
         tracer = tracer_from(provider)
         self.nc = nc = await connect(s.nats_url, name=f"{name}@{s.instance}")
@@ -150,10 +162,6 @@ class AgentRunner:
             # Messages that crashed or hung this agent max_deliver times still reach the DLQ.
             await watch_max_deliveries(nc, self.pipeline.name, consumer.decl)
 
-        http = HealthServer(
-            s.http_host, s.http_port, alive=lambda: self._crashed is None, ready=self.readiness
-        )
-        self.http_port = await http.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
@@ -189,7 +197,6 @@ class AgentRunner:
                 await nc.drain()
             if provider is not None:
                 provider.shutdown()
-            await http.stop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
