@@ -133,6 +133,7 @@ def build_chain(cfg: ChainConfig) -> Callable[[Msg], Awaitable[Delivery]]:
     accepted = frozenset(cfg.handlers)
     labels = (cfg.agent, cfg.track)
     tracing_on = not tracing.is_noop(cfg.tracer)
+    keepalive = KeepAlive(cfg.ack_wait_s)
     # Bound metric children, looked up once per label set (labels() takes a lock each call).
     event_counters: dict[tuple[str, str], Counter] = {}
     handler_timers: dict[str, Histogram] = {}
@@ -248,14 +249,14 @@ def build_chain(cfg: ChainConfig) -> Callable[[Msg], Awaitable[Delivery]]:
         event = d.event
         assert event is not None
         started = time.perf_counter()
-        stop_keepalive = keep_alive(d.msg, cfg.ack_wait_s / 3)
+        keepalive.begin(d.msg, started)
         try:
             outputs = await cfg.handlers[event.type](event) or ()
             for out in outputs:
                 await cfg.publisher.publish(out)
             d.outputs = outputs
         finally:
-            stop_keepalive()
+            keepalive.end()
             timer = handler_timers.get(event.type)
             if timer is None:
                 timer = handler_timers[event.type] = metrics.HANDLER_SECONDS.labels(*labels, event.type)
@@ -272,27 +273,35 @@ def build_chain(cfg: ChainConfig) -> Callable[[Msg], Awaitable[Delivery]]:
     return on_message
 
 
-def keep_alive(msg: Msg, interval: float) -> Callable[[], None]:
-    """Send `+WPI` (in progress) every `interval` seconds until the returned function is called, so a
-    slow handler is not redelivered to someone else meanwhile. Costs one timer for a fast handler."""
-    loop = asyncio.get_running_loop()
-    handle: asyncio.TimerHandle | None = None
-    pending: set[asyncio.Task[None]] = set()
+class KeepAlive:
+    """Tells the server a slow handler is still working (`+WPI`), so its message is not redelivered
+    meanwhile. One self-rescheduling timer per chain (a chain handles one message at a time), rather
+    than a timer per message: fast handlers pay two attribute writes."""
 
-    def tick() -> None:
-        nonlocal handle
-        task = loop.create_task(msg.in_progress())
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-        handle = loop.call_later(interval, tick)
+    def __init__(self, ack_wait_s: float) -> None:
+        self.interval = max(ack_wait_s / 3, 0.05)
+        self.msg: Msg | None = None
+        self.since = 0.0
+        self._armed = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    handle = loop.call_later(interval, tick)
+    def begin(self, msg: Msg, now: float) -> None:
+        self.msg, self.since = msg, now
+        if not self._armed:
+            self._armed = True
+            asyncio.get_running_loop().call_later(self.interval, self._tick)
 
-    def stop() -> None:
-        if handle is not None:
-            handle.cancel()
+    def end(self) -> None:
+        self.msg = None
 
-    return stop
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        msg = self.msg
+        if msg is not None and time.perf_counter() - self.since >= self.interval:
+            task = loop.create_task(msg.in_progress())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        loop.call_later(self.interval, self._tick)
 
 
 def compose(chain: Sequence[Middleware], terminal: Next) -> Next:
