@@ -36,13 +36,19 @@ async def _read_tail(
         ),
     )
     kept: deque[bytes] = deque(maxlen=last)
+    idle = 0
     try:
         done = False
         while not done:
             try:
-                msgs = await sub.fetch(batch, timeout=0.5)
+                msgs = await sub.fetch(batch, timeout=1.0)
             except (TimeoutError, FetchTimeoutError):
-                break
+                # Nothing more matched, or a busy server/host was slow: ask again before concluding.
+                idle += 1
+                if idle >= 3:
+                    break
+                continue
+            idle = 0
             for msg in msgs:
                 meta = msg.metadata
                 if meta.sequence.stream > end_seq:
