@@ -38,7 +38,10 @@ async def _read_tail(
     kept: deque[bytes] = deque(maxlen=last)
     idle = 0
     try:
-        done = False
+        # How many matching messages follow start_seq right now: nothing to wait for when it is 0.
+        expected = (await sub.consumer_info()).num_pending or 0
+        done = expected == 0
+        seen = 0
         while not done:
             try:
                 msgs = await sub.fetch(batch, timeout=1.0)
@@ -55,7 +58,8 @@ async def _read_tail(
                     done = True
                     break
                 kept.append(msg.data)
-                if meta.sequence.stream == end_seq or meta.num_pending == 0:
+                seen += 1
+                if meta.sequence.stream == end_seq or meta.num_pending == 0 or seen >= expected:
                     done = True
     finally:
         await sub.unsubscribe()
