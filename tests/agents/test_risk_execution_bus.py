@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
 
+from nats.aio.client import Client as NatsClient
+
 from apextrader.bus import metrics
 from apextrader.bus.kv import KV
 from apextrader.bus.publisher import Publisher
@@ -257,3 +259,55 @@ async def test_canary_weight_is_read_from_kv_applied_and_echoed(
 async def _applied(kv: KV, key: str, weight: int) -> bool:
     value = await kv.get_json(key)
     return bool(value and value["weight"] == weight)
+
+
+async def test_restart_after_a_crash_between_publish_and_ack_keeps_one_order_per_signal(
+    nats_server: EmbeddedNats, nc: NatsClient, tmp_path: Path
+) -> None:
+    n, crash_at = 120, 40
+    pfile = write_pipeline(
+        tmp_path, risk={"riskPerTrade": 0.0001, "maxOpenPositions": 1000, "maxGrossExposure": 10}
+    )
+    symbols = [f"R{i:03d}/USDT:USDT" for i in range(n)]
+    signals = [validated(s) for s in symbols]
+    handled: list[str] = []
+
+    class DiesOnce(RiskManagerAgent):
+        """Dies after publishing its decision for signal `crash_at`, before the ack; a dead process
+        acks nothing more, so every later delivery fails too until it is stopped."""
+
+        async def on_signal(self, ev: Envelope) -> list[Envelope]:  # type: ignore[override]
+            if len(handled) >= crash_at:
+                raise RuntimeError("dead")
+            out = list(await super().on_signal(ev))
+            handled.append(ev.id)
+            if len(handled) == crash_at:
+                for e in out:
+                    await self.ctx.publish(e)
+                raise RuntimeError("killed after publishing, before the ack")
+            return out
+
+    js = nc.jetstream()
+    async with running(DiesOnce, "risk-manager", nats_server, pfile) as first:
+        for ev in signals:
+            await Publisher(js).publish(ev)
+        await eventually(lambda: len(handled) >= crash_at, what="the crash")
+        first.request_stop()
+    async with running(RiskManagerAgent, "risk-manager", nats_server, pfile) as second:
+        risk = second.agent
+        assert isinstance(risk, RiskManagerAgent)
+        assert len(risk.decisions) >= crash_at  # decisions rebuilt from the ORDERS stream
+        assert len(risk.book.pending) >= crash_at  # and the exposure they reserved
+
+        async def all_decided() -> bool:
+            return (
+                len(await read(js, PIPE, "order.approved")) + len(await read(js, PIPE, "signal.rejected"))
+                >= n
+            )
+
+        await eventually(all_decided, what="every signal decided")
+        approved = await read(js, PIPE, "order.approved")
+        rejected = await read(js, PIPE, "signal.rejected")
+    causes = Counter(e.causation_id for e in approved)
+    assert rejected == [] and len(approved) == n and set(causes.values()) == {1}
+    assert set(causes) == {ev.id for ev in signals}

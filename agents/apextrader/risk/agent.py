@@ -82,13 +82,24 @@ class RiskManagerAgent(Agent):
         if weight is not None:
             self.canary_weight = int(weight)
         self.halted = bool(await kv.get_json(KV_HALT, False))
-        # Rebuild the book and the alert state from the streams (idempotent by event id).
-        async for ev in self.ctx.history("order.filled", last=HISTORY_FILLS, track=self.ctx.track):
-            if isinstance(ev, OrderFilledEvent):
-                self._apply_fill(ev)
+        # Rebuild from the streams (idempotent by event id): approvals are the decisions already
+        # taken (a redelivered signal gets the same one) and pending exposure until their fills,
+        # rejections or cancellations, which are applied next.
+        now = time.monotonic()
         async for ev in self.ctx.history("order.approved", last=HISTORY_FILLS, track=self.ctx.track):
             if isinstance(ev, OrderApprovedEvent) and ev.causation_id:
                 self._remember(ev.causation_id, [ev])
+                o = ev.data
+                signed = o.amount if o.side == "buy" else -o.amount
+                self.book.add_pending(o.client_order_id, (o.exchange, o.symbol), signed, o.reduce_only, now)
+        async for ev in self.ctx.history("order.filled", last=HISTORY_FILLS, track=self.ctx.track):
+            if isinstance(ev, OrderFilledEvent):
+                self._apply_fill(ev)
+        settled_types: tuple[EventType, ...] = ("order.rejected", "order.cancelled")
+        for settled in settled_types:
+            async for ev in self.ctx.history(settled, last=HISTORY_FILLS, track=self.ctx.track):
+                if isinstance(ev, OrderRejectedEvent | OrderCancelledEvent):
+                    self.book.settle(ev.data.client_order_id)
         async for ev in self.ctx.history("market.alert", last=2000):
             if isinstance(ev, MarketAlertEvent):
                 self.alerts.apply(ev.data)
