@@ -64,6 +64,7 @@ class RiskManagerAgent(Agent):
         self.labels = {"track": ctx.track}
         self._approved = metrics.ORDERS.labels(state="approved", **self.labels)
         self.decisions: OrderedDict[str, list[Envelope]] = OrderedDict()
+        self._reported: set[str] = set()
 
     # --- wiring --------------------------------------------------------------------------------
     def subscriptions(self) -> Mapping[EventType, Handler]:
@@ -239,8 +240,12 @@ class RiskManagerAgent(Agent):
     def _observe(self) -> None:
         """Update position/PnL gauges and count entering a margin violation (held positions only)."""
         held = exposure(self.book, self.share, self.limits, include_pending=False)
+        per_symbol: dict[str, float] = dict.fromkeys(self._reported, 0.0)  # closed ones drop to 0
         for (_, symbol), n in held.notional.items():
+            per_symbol[symbol] = per_symbol.get(symbol, 0.0) + n
+        for symbol, n in per_symbol.items():
             metrics.POSITION_NOTIONAL.labels(symbol=symbol, **self.labels).set(n)
+        self._reported = {sym for sym, n in per_symbol.items() if n != 0.0}
         metrics.PNL.labels(symbol="total", **self.labels).set(self.book.pnl())
         violated = bool(MARGIN_RULES & set(breaches(held, self.limits)))
         if violated and not self.in_violation:
