@@ -23,6 +23,7 @@ from apextrader.contracts import (
     MarketAlertEvent,
     MarketSnapshot,
     MarketSnapshotEvent,
+    OrderApproved,
     OrderApprovedEvent,
     OrderBook,
     OrderFilledEvent,
@@ -311,3 +312,55 @@ async def test_restart_after_a_crash_between_publish_and_ack_keeps_one_order_per
     causes = Counter(e.causation_id for e in approved)
     assert rejected == [] and len(approved) == n and set(causes.values()) == {1}
     assert set(causes) == {ev.id for ev in signals}
+
+
+async def test_execution_restart_never_fills_a_redelivered_order_twice(
+    nats_server: EmbeddedNats, nc: NatsClient, tmp_path: Path
+) -> None:
+    pfile = write_pipeline(tmp_path)
+    js = nc.jetstream()
+    filled_counter = metrics.ORDERS.labels(track="stable", state="filled")
+    before = filled_counter._value.get()
+    sig = validated("ETH/USDT:USDT")
+
+    class DiesAfterPublishing(ExecutionAgent):
+        async def on_order(self, ev: Envelope) -> list[Envelope]:  # type: ignore[override]
+            for e in await super().on_order(ev):
+                await self.ctx.publish(e)
+            raise RuntimeError("killed after publishing, before the ack")
+
+    async with running(DiesAfterPublishing, "execution", nats_server, pfile) as first:
+        agent = first.agent
+        assert isinstance(agent, ExecutionAgent)
+        await Publisher(js).publish(snapshot_event("ETH/USDT:USDT", 100.0))
+        await eventually(lambda: len(agent.books) == 1, what="book")
+        order = sig.derive(OrderApprovedEvent, _approval(sig), source_agent="risk-manager")
+        await Publisher(js).publish(order)
+        await eventually(lambda: order.data.client_order_id in agent.done, what="first fill")
+    async with running(ExecutionAgent, "execution", nats_server, pfile) as second:
+        again = second.agent
+        assert isinstance(again, ExecutionAgent)
+        assert again.reported[order.data.client_order_id].done
+        # A different market now: a second fill would differ (and count twice in the metric).
+        await Publisher(js).publish(snapshot_event("ETH/USDT:USDT", 120.0, i=1))
+        await eventually(lambda: order.data.client_order_id in again.done, limit_s=20, what="redelivery")
+        assert again.done[order.data.client_order_id] == []
+    fills = await read(js, PIPE, "order.filled")
+    assert len(fills) == 1 and filled_counter._value.get() == before + 1
+
+
+def _approval(sig: SignalValidatedEvent) -> OrderApproved:
+    from apextrader.contracts import derive_id
+
+    coid = derive_id(sig.id, "order.approved", "stable", 0)
+    return OrderApproved(
+        client_order_id=coid,
+        exchange="binance",
+        symbol="ETH/USDT:USDT",
+        side="buy",
+        amount=2.0,
+        mid_at_decision=100.0,
+        notional=200.0,
+        leverage=0.002,
+        weight_applied=0,
+    )
