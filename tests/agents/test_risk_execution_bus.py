@@ -213,12 +213,14 @@ async def test_kill_switch_after_the_configured_drawdown(nats_server: EmbeddedNa
         assert isinstance(risk, RiskManagerAgent)
         execution = ex_run.agent
         assert isinstance(execution, ExecutionAgent)
-        await pub.publish(snapshot_event("ETH/USDT:USDT", 100.0))
+        await pub.publish(snapshot_event("ETH/USDT:USDT", 100.0, depth=10_000.0))
         await eventually(lambda: len(execution.books) == 1, what="book")
         # Stop 0.1 away: the per-symbol cap binds, ~49.5k notional on 100k.
         await pub.publish(validated("ETH/USDT:USDT", stop=99.9))
         await eventually(lambda: ("binance", "ETH/USDT:USDT") in risk.book.positions, what="filled position")
-        await pub.publish(snapshot_event("ETH/USDT:USDT", 95.0, i=1))  # -5 % on ~50 % of equity: -2.5 %
+        await pub.publish(
+            snapshot_event("ETH/USDT:USDT", 95.0, i=1, depth=10_000.0)
+        )  # -5 % on ~50 % of equity: -2.5 %
         await eventually(lambda: risk.book.drawdown(risk.share) >= 0.02, what="drawdown past 2 %")
         after = validated("BTC/USDT:USDT", price=50_000.0, stop=49_000.0)
         await pub.publish(after)

@@ -65,6 +65,12 @@ class RiskManagerAgent(Agent):
         self._approved = metrics.ORDERS.labels(state="approved", **self.labels)
         self.decisions: OrderedDict[str, list[Envelope]] = OrderedDict()
         self._reported: set[str] = set()
+        #: Visible book notional per (instrument, side taking it), from the latest snapshot.
+        self.liquidity: dict[tuple[tuple[str, str], str], float] = {}
+        config = ctx.spec.agent(self.agent_id).config
+        #: `agents.risk-manager.config.maxBookParticipation`: the share of the visible depth on the
+        #: side an entry takes that it may use (bounds paper and live slippage); default 0.25.
+        self.max_book_participation = float(config.get("maxBookParticipation", 0.25))
 
     # --- wiring --------------------------------------------------------------------------------
     def subscriptions(self) -> Mapping[EventType, Handler]:
@@ -172,7 +178,14 @@ class RiskManagerAgent(Agent):
                 "kill-switch: max drawdown reached", extra={"drawdown": self.book.drawdown(self.share)}
             )
             await self._echo()
-        state = GateState(self.share, self.weight, halted=self.halted, killed=self.killed)
+        state = GateState(
+            self.share,
+            self.weight,
+            halted=self.halted,
+            killed=self.killed,
+            liquidity=self.liquidity,
+            max_book_participation=self.max_book_participation,
+        )
         decision = decide(
             sig, coid, self.book, state, self.limits, self.alerts, self.ctx.spec.execution.order_type
         )
@@ -231,6 +244,9 @@ class RiskManagerAgent(Agent):
             return
         mid = snap.depth.mid if snap.depth is not None else None
         inst = (snap.exchange, snap.symbol)
+        if snap.depth is not None and not snap.backfill:
+            self.liquidity[(inst, "buy")] = sum(lv.price * lv.amount for lv in snap.depth.asks)
+            self.liquidity[(inst, "sell")] = sum(lv.price * lv.amount for lv in snap.depth.bids)
         if inst in self.book.positions or not snap.backfill:
             self.book.mark(inst, mid or snap.bar.close, snap.bar.open_time.date())
         if inst in self.book.positions:
