@@ -38,7 +38,7 @@ pytestmark = pytest.mark.bench
 FULL = os.environ.get("APEX_BENCH_FULL") == "1"
 BARS = 1_000_000 if FULL else 20_000
 STREAM_BARS = 200_000 if FULL else 5_000
-SNAPSHOTS = 100_000 if FULL else 3_000
+SNAPSHOTS = 50_000 if FULL else 3_000
 
 
 def best_of(fn: Callable[[], object], runs: int = 3) -> float:
@@ -168,7 +168,7 @@ async def test_bench_scanner_publish_rate(
     source = SyntheticSource(exchanges=list(spec.exchanges), symbols=list(spec.symbols), backfill_bars=0,
                              speed=None, depth_levels=spec.source.depth_levels)  # fmt: skip
     ctx: Any = SimpleNamespace(
-        spec=spec, pipeline=example_pipeline, log=None, publish=Publisher(js).publish, spawn=None
+        spec=spec, pipeline=example_pipeline, log=None, publish=Publisher(js, timeout=30).publish, spawn=None
     )
     agent = MarketScannerAgent(ctx, source=source)
     t0 = time.perf_counter()
