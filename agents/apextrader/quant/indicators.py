@@ -72,8 +72,7 @@ def compute_features(frame: pl.DataFrame) -> pl.DataFrame:
         kernel.new_state(), data.open, data.high, data.low, data.close, data.volume, data.buy_volume
     )
     columns = [
-        pl.Series(name, np.ascontiguousarray(out[:, j]), dtype=pl.Float64, nan_to_null=True)
-        for j, name in enumerate(FEATURE_COLUMNS)
+        pl.Series(name, out[j], dtype=pl.Float64, nan_to_null=True) for j, name in enumerate(FEATURE_COLUMNS)
     ]
     return frame.drop([c for c in FEATURE_COLUMNS if c in frame.columns]).with_columns(columns)
 
