@@ -168,7 +168,11 @@ async def test_bench_scanner_publish_rate(
     source = SyntheticSource(exchanges=list(spec.exchanges), symbols=list(spec.symbols), backfill_bars=0,
                              speed=None, depth_levels=spec.source.depth_levels)  # fmt: skip
     ctx: Any = SimpleNamespace(
-        spec=spec, pipeline=example_pipeline, log=None, publish=Publisher(js, timeout=30).publish, spawn=None
+        spec=spec,
+        pipeline=example_pipeline,
+        log=None,
+        publish=Publisher(js, ack_timeout=30).publish,
+        spawn=None,
     )
     agent = MarketScannerAgent(ctx, source=source)
     t0 = time.perf_counter()
