@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -30,6 +30,7 @@ from apextrader.contracts import Bar, MarketSnapshotEvent, TradingPipeline, deco
 from apextrader.features.agent import FeatureEngineerAgent
 from apextrader.local.nats_server import EmbeddedNats
 from apextrader.market.agent import MarketScannerAgent
+from apextrader.market.sources.base import Batch
 from apextrader.market.sources.synthetic import SyntheticSource
 from apextrader.quant.indicators import FEATURE_COLUMNS, StreamingFeatures, compute_features
 from apextrader.quant.synthetic import generate
@@ -184,10 +185,26 @@ async def test_bench_scanner_publish_rate(
         if generated >= SNAPSHOTS:
             break
     gen_s = time.perf_counter() - t0
+
+    async def replay() -> AsyncIterator[Batch]:
+        for batch in batches:
+            yield batch
+
     t0 = time.perf_counter()
-    for batch in batches:
-        await agent.publish_batch(batch)
+    await agent.pump(replay())
     scanner_s = time.perf_counter() - t0
+
+    async def limited() -> AsyncIterator[Batch]:
+        n = 0
+        async for batch in source.live():
+            yield batch
+            n += len(batch)
+            if n >= SNAPSHOTS:
+                return
+
+    t0 = time.perf_counter()
+    await agent.pump(limited())  # what the agent runs: generation overlapped with publishing
+    pipelined_s = time.perf_counter() - t0
     bodies = [MarketSnapshotEvent.new(s, pipeline=example_pipeline.name, source_agent="market-scanner")
               for b in batches for s in b]  # fmt: skip
     subj = subject(example_pipeline.name, "market.snapshot", "shared")
@@ -200,8 +217,8 @@ async def test_bench_scanner_publish_rate(
     await nc.close()
     print(
         f"\n[bench] scanner, synthetic source ({generated:,} snapshots, 10-level books): generate "
-        f"{generated / gen_s:,.0f}/s; generate+publish {generated / (gen_s + scanner_s):,.0f}/s "
-        f"(publish alone {generated / scanner_s:,.0f}/s; goal >= 10,000/s); raw JetStream publish of "
-        f"the same events, same window: {generated / raw_s:,.0f}/s"
+        f"{generated / gen_s:,.0f}/s, publish {generated / scanner_s:,.0f}/s, the agent's pipelined "
+        f"generate+publish {generated / pipelined_s:,.0f}/s (goal >= 10,000/s); raw JetStream publish "
+        f"of the same events, same window: {generated / raw_s:,.0f}/s"
     )
-    assert agent.published == generated
+    assert agent.published >= 2 * generated
