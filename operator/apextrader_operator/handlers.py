@@ -19,7 +19,7 @@ from apextrader.contracts.pipeline import API_GROUP, API_VERSION, PLURAL
 from apextrader_operator.builders import nats_url
 from apextrader_operator.kube import KubeClient, KubeError, load_credentials
 from apextrader_operator.natsbus import BusPool, BusUnavailable
-from apextrader_operator.reconcile import OperatorConfig, PipelineMemory, _pipeline, reconcile
+from apextrader_operator.reconcile import OperatorConfig, PipelineMemory, pipeline_from_body, reconcile
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
 FINALIZER = "apextrader.io/halt-on-delete"
@@ -109,7 +109,7 @@ async def tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any,
 async def on_delete(body: kopf.Body, memo: kopf.Memo, retry: int, logger: Any, **_: Any) -> None:
     """Halt every track before the children go (owner references delete them): no new orders."""
     try:
-        tp = _pipeline(body)
+        tp = pipeline_from_body(body)
     except ValueError:
         return  # an invalid spec never got a bus from us
     try:

@@ -41,6 +41,8 @@ class OperatorConfig:
     #: Reach the bus at this URL instead of the in-cluster Service (an operator run outside the cluster).
     nats_url: str | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    #: The OTLP collector agents export to (their NetworkPolicy lets them reach its port).
+    otlp_endpoint: str | None = None
     #: Where the built-in analysis scrapes /metrics (default: every agent Service of the pipeline).
     metrics_urls: MetricsUrls = metrics_urls
 
@@ -70,7 +72,7 @@ class Outcome:
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
 
 
-def _pipeline(body: Mapping[str, Any]) -> TradingPipeline:
+def pipeline_from_body(body: Mapping[str, Any]) -> TradingPipeline:
     meta = body.get("metadata", {})
     doc = {
         "apiVersion": body.get("apiVersion", "apextrader.io/v1alpha1"),
@@ -152,7 +154,7 @@ async def reconcile(
         )
 
     try:
-        tp = _pipeline(body)
+        tp = pipeline_from_body(body)
     except PipelineError as exc:
         message = "; ".join(exc.errors)
         status.phase, status.message = "Invalid", message
@@ -185,7 +187,7 @@ async def reconcile(
     cond("BusReady", "True" if bus_ready else "False", bus_reason, bus_message)
 
     # 2. config and agents, only on a ready bus (agents bind to consumers that must exist)
-    agent_objs = build_agent_children(tp, config.image)
+    agent_objs = build_agent_children(tp, config.image, config.otlp_endpoint)
     keep = {f"{o['kind']}/{o['metadata']['name']}" for o in build_bus_children(tp) + agent_objs}
     if bus_ready:
         more, agents_current, existed = await _apply_all(kube, tp, agent_objs, body)
