@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,10 +12,11 @@ from typing import Any
 import yaml
 
 from apextrader.bus.history import history
-from apextrader.contracts import Envelope
+from apextrader.contracts import Envelope, load_pipeline, track_spec
 from apextrader.contracts.names import AgentId, EventType, Track
 from apextrader.local.nats_server import EmbeddedNats
 from apextrader.runtime import Agent, AgentRunner, AgentSettings
+from apextrader.runtime.context import AgentContext
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,3 +82,19 @@ async def eventually(predicate: Any, limit_s: float = 30.0, what: str = "conditi
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+def offline_context(agent: AgentId, pipeline: Path | None = None, track: Track = "stable") -> AgentContext:
+    """A real context minus the bus, for handlers that neither publish nor touch KV."""
+    loaded = load_pipeline(pipeline or ROOT / "manifests" / "pipeline.yaml")
+    return AgentContext(
+        pipeline=loaded,
+        spec=track_spec(loaded.spec, track),
+        track=track,
+        instance="offline",
+        settings=AgentSettings(agent=agent, track=track),
+        log=logging.getLogger(f"offline.{agent}"),
+        publisher=None,  # type: ignore[arg-type]
+        kv=None,  # type: ignore[arg-type]
+        _spawn=asyncio.ensure_future,
+    )

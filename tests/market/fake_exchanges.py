@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import ccxt.async_support as ccxt_async
 from aiohttp import web
 
 from apextrader.contracts.payloads import Exchange
-from apextrader.market.sources.ccxt_client import make_exchange
+from apextrader.market.sources.ccxt_client import make_exchange, point_at
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ccxt"
 T0 = 1_795_629_600_000  # open time of the first recorded candle (2026-11-25T18:00:00Z)
@@ -69,15 +68,7 @@ class FakeExchanges:
         """An unmodified ccxt client whose API hosts point here."""
         # ccxt's limiter stays on, paced for a local server (the venue's 429s come from `faults`)
         client = make_exchange(exchange, timeout_ms=timeout_ms, rate_limit_ms=2)
-
-        def rewrite(node: Any) -> Any:
-            if isinstance(node, dict):
-                return {k: rewrite(v) for k, v in node.items()}
-            if isinstance(node, str) and node.startswith("http"):
-                return re.sub(r"^https?://[^/]+", f"{self.base}/{exchange}", node)
-            return node
-
-        client.urls["api"] = rewrite(client.urls["api"])
+        point_at(client, f"{self.base}/{exchange}")
         return client
 
     def advance(self, minutes: float) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import subprocess
 import time
@@ -23,7 +24,14 @@ from apextrader.bus.kv import KV
 from apextrader.bus.topology import KV_CANARY_WEIGHT, declare, kv_applied_key, stream_name, subject
 from apextrader.contracts import TradingPipeline, load_pipeline
 from apextrader.local.nats_server import free_port
-from apextrader_operator.builders.security import OPERATOR_USER, nats_authorization, user_password
+from apextrader_operator.builders.nats import build_nats_config
+from apextrader_operator.builders.security import (
+    AUTH_INCLUDE,
+    OPERATOR_USER,
+    nats_authorization,
+    nats_config_volume,
+    user_password,
+)
 from tests.platform.conftest import REPO, require_tool
 
 KEY = b"pipeline-key-for-tests"
@@ -159,3 +167,23 @@ async def test_wrong_password_is_refused(secured_server: str) -> None:
             allow_reconnect=False,
             connect_timeout=2,
         )
+
+
+def test_operator_nats_conf_with_auth_include_is_valid(tmp_path: Path, pipeline: TradingPipeline) -> None:
+    """The operator's managed nats.conf plus AUTH_INCLUDE, with auth.conf beside it as the projected
+    volume mounts them, passes `nats-server -t`."""
+    bus = pipeline.spec.bus.managed
+    assert bus is not None
+    volume = nats_config_volume(pipeline)
+    paths = [s.get("secret", {}).get("items", [{}])[0].get("path") for s in volume["projected"]["sources"]]
+    assert "auth.conf" in paths
+    conf = build_nats_config(pipeline, bus)["data"]["nats.conf"] + AUTH_INCLUDE + "\n"
+    conf = conf.replace("/data/jetstream", str(tmp_path / "js"))
+    (tmp_path / "nats.conf").write_text(conf)
+    (tmp_path / "auth.conf").write_text(nats_authorization(pipeline, KEY))
+    env = {**os.environ, "POD_NAME": "btc-perp-nats-0"}
+    binary = require_tool("nats-server")
+    out = subprocess.run(
+        [binary, "-c", str(tmp_path / "nats.conf"), "-t"], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, out.stderr

@@ -195,7 +195,11 @@ class OrderSubmitted(Payload):
 
 
 class OrderFilled(Payload):
-    """`order.filled`: a (partial) fill; paper fills walk the book, slippage vs mid at decision."""
+    """`order.filled`: a (partial) fill; paper fills walk the book, slippage vs mid at decision.
+
+    `filled` is the base amount of this fill event alone (an order filled in steps sends one event
+    per step, each with its own deterministic id); `status` says whether the order is now complete.
+    """
 
     client_order_id: str
     exchange_order_id: str | None = None

@@ -17,6 +17,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import ccxt.async_support as ccxt
 
@@ -74,6 +75,13 @@ class ExecutionAgent(Agent):
         self.open: dict[str, OpenOrder] = {}
         self.live: LiveExecutor | None = None
         self.labels = {"track": ctx.track}
+        # Labelled metric children resolved once (a `labels()` lookup costs more than the fill math).
+        self._latency = metrics.PIPELINE_LATENCY.labels(**self.labels)
+        self._orders = {
+            s: metrics.ORDERS.labels(state=s, **self.labels)
+            for s in ("submitted", "filled", "partially_filled", "cancelled", "rejected")
+        }
+        self._slippage: dict[tuple[str, str], Any] = {}
         #: Results per client order id: a redelivered order gets the same events, never a new fill.
         self.done: OrderedDict[str, list[Envelope]] = OrderedDict()
         if self.mode.mode == "live":
@@ -120,7 +128,7 @@ class ExecutionAgent(Agent):
         if coid in self.done:
             return self.done[coid]
         latency = max(0.0, (utcnow() - ev.origin_ts).total_seconds())
-        metrics.PIPELINE_LATENCY.labels(**self.labels).observe(latency)
+        self._latency.observe(latency)
         out = await self._live(ev) if self.live is not None else self._paper(ev)
         self.done[coid] = out
         if len(self.done) > 100_000:
@@ -139,10 +147,12 @@ class ExecutionAgent(Agent):
     ) -> OrderFilledEvent:
         o = ev.data
         slip = slippage_bps(o.side, avg, o.mid_at_decision)
-        metrics.SLIPPAGE_BPS.labels(exchange=o.exchange, symbol=o.symbol, **self.labels).observe(
-            adverse_bps(slip)
-        )
-        metrics.ORDERS.labels(state=status.value, **self.labels).inc()
+        hist = self._slippage.get((o.exchange, o.symbol))
+        if hist is None:
+            hist = metrics.SLIPPAGE_BPS.labels(exchange=o.exchange, symbol=o.symbol, **self.labels)
+            self._slippage[(o.exchange, o.symbol)] = hist
+        hist.observe(adverse_bps(slip))
+        self._orders[status.value].inc()
         data = OrderFilled(
             client_order_id=o.client_order_id,
             exchange_order_id=exchange_order_id,
@@ -166,7 +176,7 @@ class ExecutionAgent(Agent):
         self, ev: OrderApprovedEvent, reason: str, message: str, retryable: bool = False
     ) -> Envelope:
         o = ev.data
-        metrics.ORDERS.labels(state="rejected", **self.labels).inc()
+        self._orders["rejected"].inc()
         data = OrderRejected.model_validate(
             {
                 "client_order_id": o.client_order_id,
@@ -181,7 +191,7 @@ class ExecutionAgent(Agent):
 
     def _derive_cancel(self, ev: OrderApprovedEvent, reason: str, filled: float) -> Envelope:
         o = ev.data
-        metrics.ORDERS.labels(state="cancelled", **self.labels).inc()
+        self._orders["cancelled"].inc()
         data = OrderCancelled(
             client_order_id=o.client_order_id,
             exchange=o.exchange,
@@ -225,7 +235,7 @@ class ExecutionAgent(Agent):
         out: list[Envelope] = []
         tracker = OrderTracker(o.client_order_id, o.amount)
         if outcome.exchange_order_id:
-            metrics.ORDERS.labels(state="submitted", **self.labels).inc()
+            self._orders["submitted"].inc()
             out.append(
                 ev.derive(
                     OrderSubmittedEvent,

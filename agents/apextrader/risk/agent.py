@@ -62,6 +62,7 @@ class RiskManagerAgent(Agent):
         self.killed = False
         self.in_violation = False
         self.labels = {"track": ctx.track}
+        self._approved = metrics.ORDERS.labels(state="approved", **self.labels)
         self.decisions: OrderedDict[str, list[Envelope]] = OrderedDict()
 
     # --- wiring --------------------------------------------------------------------------------
@@ -169,7 +170,7 @@ class RiskManagerAgent(Agent):
             self.book.add_pending(
                 coid, (order.exchange, order.symbol), signed, order.reduce_only, time.monotonic()
             )
-            metrics.ORDERS.labels(state="approved", **self.labels).inc()
+            self._approved.inc()
             out = ev.derive(OrderApprovedEvent, order, source_agent=self.agent_id, track=self.ctx.track)
             assert out.id == coid
             return [out]

@@ -70,10 +70,13 @@ class Portfolio:
     day: date | None = None
     day_start_pnl: float = 0.0
     _seen_fills: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    #: PnL is read several times per decision; recomputed only after a mark or a fill changed it.
+    _pnl: float | None = None
 
     # --- updates -------------------------------------------------------------------------------
     def mark(self, instrument: Instrument, price: float, market_day: date | None = None) -> None:
         self.marks[instrument] = price
+        self._pnl = None
         if market_day is not None:
             self.roll_day(market_day)
         self._track_peak()
@@ -121,6 +124,7 @@ class Portfolio:
         self._seen_fills[fill_id] = None
         if len(self._seen_fills) > _SEEN_MAX:
             self._seen_fills.popitem(last=False)
+        self._pnl = None
         pos = self.positions.setdefault(instrument, Position())
         self.realised += pos.apply(signed_qty, price)
         self.fees += fee
@@ -150,8 +154,11 @@ class Portfolio:
         return total
 
     def pnl(self) -> float:
-        """Realised + unrealised - fees, in quote currency."""
-        return self.realised + self.unrealised() - self.fees
+        """Realised + unrealised - fees, in quote currency. Positions change only through
+        `apply_fill` and marks through `mark`, which invalidate the cached value."""
+        if self._pnl is None:
+            self._pnl = self.realised + self.unrealised() - self.fees
+        return self._pnl
 
     def position_qty(self, instrument: Instrument) -> float:
         pos = self.positions.get(instrument)

@@ -187,6 +187,26 @@ def build_nats_auth_secret(tp: TradingPipeline, key: bytes) -> Manifest:
     return _secret(tp, name, "nats", {"auth.conf": nats_authorization(tp, key)})
 
 
+#: The line the managed nats.conf needs; NATS resolves includes relative to the config file, so
+#: auth.conf must sit beside nats.conf (see `nats_config_volume`).
+AUTH_INCLUDE: Final = 'include "auth.conf"'
+
+
+def nats_config_volume(tp: TradingPipeline) -> Manifest:
+    """A projected volume holding nats.conf (the ConfigMap) and auth.conf (the Secret) side by side,
+    to replace the managed StatefulSet's `config` volume when NATS users are on."""
+    name = nats_service_name(tp.name)
+    return {
+        "name": "config",
+        "projected": {
+            "sources": [
+                {"configMap": {"name": f"{name}-config"}},
+                {"secret": {"name": f"{name}-auth", "items": [{"key": "auth.conf", "path": "auth.conf"}]}},
+            ]
+        },
+    }
+
+
 def build_agent_nats_secret(tp: TradingPipeline, agent: AgentId, track: Track, key: bytes) -> Manifest:
     user = nats_user_name(agent, track)
     password = user_password(key, tp.name, user)
@@ -269,6 +289,7 @@ def build_security_children(
 
 
 __all__ = [
+    "AUTH_INCLUDE",
     "EMITS",
     "NatsUser",
     "agent_user",
@@ -278,6 +299,7 @@ __all__ = [
     "build_security_children",
     "emitted_subjects",
     "nats_authorization",
+    "nats_config_volume",
     "nats_users",
     "operator_user",
     "user_password",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,18 +28,46 @@ _BOOK_LIMITS: dict[Exchange, tuple[int, ...]] = {
 OHLCV_PAGE: dict[Exchange, int] = {"binance": 1500, "bybit": 1000, "okx": 300}
 
 
+def market_types_for(exchange: Exchange, symbol: str) -> list[str]:
+    """Only the market type a symbol needs: `BTC/USDT` is spot, `BTC/USDT:USDT` a linear perpetual."""
+    if ":" not in symbol:
+        return ["spot"]
+    return list(_CONFIG[exchange][1]["fetchMarkets"]["types"])
+
+
 def make_exchange(
-    exchange: Exchange, *, timeout_ms: int = 10_000, rate_limit_ms: float | None = None
+    exchange: Exchange,
+    *,
+    timeout_ms: int = 10_000,
+    rate_limit_ms: float | None = None,
+    market_types: list[str] | None = None,
 ) -> ccxt_async.Exchange:
     """A public-data client: ccxt's own rate limiter on (at the venue's published pace unless
-    `rate_limit_ms` says otherwise), no credentials."""
+    `rate_limit_ms` says otherwise), no credentials, loading only `market_types` (default: the
+    linear perpetuals the pipeline trades)."""
     cls_name, options = _CONFIG[exchange]
     cls = getattr(ccxt_async, cls_name)
+    if market_types is not None:
+        options = {**options, "fetchMarkets": {"types": market_types}}
     config: dict[str, Any] = {"enableRateLimit": True, "timeout": timeout_ms, "options": options}
     if rate_limit_ms is not None:
         config["rateLimit"] = rate_limit_ms
     client: ccxt_async.Exchange = cls(config)
     return client
+
+
+def point_at(client: ccxt_async.Exchange, base_url: str) -> None:
+    """Send every API call to `base_url` + the venue's path (a mirror, a proxy, a recording)."""
+    base = base_url.rstrip("/")
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: rewrite(v) for k, v in node.items()}
+        if isinstance(node, str) and node.startswith("http"):
+            return re.sub(r"^https?://[^/]+", base, node)
+        return node
+
+    client.urls["api"] = rewrite(client.urls["api"])
 
 
 def book_limit(exchange: Exchange, levels: int) -> int:
