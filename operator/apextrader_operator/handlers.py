@@ -97,7 +97,9 @@ async def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger:
         raise kopf.TemporaryError("waiting for the bus and agents to become ready", delay=CONVERGE_DELAY)
 
 
-@kopf.timer(*RESOURCE, interval=INTERVAL, initial_delay=INTERVAL)
+# `idle`: no tick while the object is changing (a create/update converging through its handler
+# retries); the handler owns that phase and ticks would only contend for the pipeline's lock.
+@kopf.timer(*RESOURCE, interval=INTERVAL, initial_delay=INTERVAL, idle=INTERVAL)
 async def tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     """Canary steps and analysis, applied-weight echoes and readiness between spec changes."""
     if _memory(memo).lock.locked():
