@@ -35,7 +35,7 @@ from tests.operator.harness import NAMESPACE, kube_api, mark_ready, running_oper
 
 ROOT = Path(__file__).resolve().parents[2]
 FULL = os.environ.get("APEX_BENCH_FULL") == "1"
-pytestmark = [pytest.mark.bench, pytest.mark.timeout(900 if FULL else 180)]
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(1500 if FULL else 180)]
 
 
 def pipeline(name: str, **spec: Any) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def ready(status: dict[str, Any]) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def controllers(kube: KubeClient) -> AsyncIterator[None]:
+async def controllers(kube: KubeClient, period: float = 0.02) -> AsyncIterator[None]:
     """Mark every StatefulSet/Deployment ready as soon as it exists (kmock runs no controllers)."""
     done: set[str] = set()
 
@@ -67,7 +67,7 @@ async def controllers(kube: KubeClient) -> AsyncIterator[None]:
                     if key not in done:
                         await mark_ready(kube, kind, obj["metadata"]["name"], obj["spec"].get("replicas", 1))
                         done.add(key)
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(period)
 
     task = asyncio.create_task(loop())
     try:
@@ -103,13 +103,13 @@ async def risk_manager(url: str, name: str) -> AsyncIterator[None]:
         await nc.close()
 
 
-async def until(check: Any, within: float = 30.0) -> float:
-    """Seconds until `check()` is true (polled every 10 ms)."""
+async def until(check: Any, within: float = 30.0, every: float = 0.01) -> float:
+    """Seconds until `check()` is true (polled every `every` s)."""
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < within:
         if await check():
             return time.perf_counter() - t0
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(every)
     raise AssertionError(f"not reached within {within} s")
 
 
@@ -194,13 +194,13 @@ async def test_bench_operator_rss_with_many_pipelines(tmp_path: Path, nats_serve
             await kube.create(pipeline(f"rss-{i}", canary={"weight": 5}))
         ours = _spawn(["run", "-m", "apextrader_operator.handlers", "--standalone", "-A"], env)
         try:
-            async with controllers(kube):
+            async with controllers(kube, period=0.5):  # many objects: do not hog the emulator
 
                 async def all_ready() -> bool:
                     statuses = [await status_of(kube, f"rss-{i}") for i in range(count)]
                     return all(ready(s) for s in statuses)
 
-                took = await until(all_ready, within=600 if FULL else 120)
+                took = await until(all_ready, within=900 if FULL else 120, every=1.0)
             await asyncio.sleep(1)
             rss_ours = ours.memory_info().rss
         finally:
@@ -208,7 +208,7 @@ async def test_bench_operator_rss_with_many_pipelines(tmp_path: Path, nats_serve
             ours.wait(15)
         bare = _spawn(["run", str(module), "--standalone", "-A"], env)
         try:
-            await until(lambda: _all_have_phase(kube, count), within=120)
+            await until(lambda: _all_have_phase(kube, count), within=300, every=0.5)
             await asyncio.sleep(1)
             rss_bare = bare.memory_info().rss
         finally:
