@@ -5,6 +5,7 @@ canary weight is read from KV and echoed."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -366,3 +367,24 @@ def _approval(sig: SignalValidatedEvent) -> OrderApproved:
         leverage=0.002,
         weight_applied=0,
     )
+
+
+async def test_an_order_that_arrives_before_its_book_waits_for_it_instead_of_being_refused(
+    nats_server: EmbeddedNats, nc: NatsClient, tmp_path: Path
+) -> None:
+    """Right after a (re)start the market feed may lag the orders: the order is redelivered with
+    back-off and filled once the book is there, never rejected for a book that is merely late."""
+    pfile = write_pipeline(tmp_path)
+    js = nc.jetstream()
+    sig = validated("ETH/USDT:USDT")
+    order = sig.derive(OrderApprovedEvent, _approval(sig), source_agent="risk-manager")
+    async with running(ExecutionAgent, "execution", nats_server, pfile) as runner:
+        agent = runner.agent
+        assert isinstance(agent, ExecutionAgent)
+        await Publisher(js).publish(order)
+        await asyncio.sleep(0.8)  # at least one delivery found no book
+        assert order.data.client_order_id not in agent.done
+        await Publisher(js).publish(snapshot_event("ETH/USDT:USDT", 100.0))
+        await eventually(lambda: order.data.client_order_id in agent.done, limit_s=20, what="fill")
+    assert len(await read(js, PIPE, "order.filled")) == 1
+    assert await read(js, PIPE, "order.rejected") == []

@@ -22,6 +22,7 @@ from typing import Any
 import ccxt.async_support as ccxt
 
 from apextrader.bus import metrics
+from apextrader.bus.errors import NotYet
 from apextrader.bus.middleware import Handler
 from apextrader.contracts import (
     Envelope,
@@ -239,9 +240,9 @@ class ExecutionAgent(Agent):
         arrival = ev.timestamp + self.paper.latency.delay(o.client_order_id)
         book = hist.at(arrival) if hist is not None else None
         if book is None:
-            return [
-                self._derive_reject(ev, "no_liquidity", f"no order book for {o.symbol} on {o.exchange} yet")
-            ]
+            # The market feed is a separate consumer: right after a (re)start it may not have
+            # delivered this book yet. Retry with back-off rather than refuse a sound order.
+            raise NotYet(f"no order book for {o.symbol} on {o.exchange} yet")
         fill = self.paper.fill(o, book)
         if fill is None:
             return [self._derive_reject(ev, "no_liquidity", "nothing on the book at an acceptable price")]
