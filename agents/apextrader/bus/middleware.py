@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -38,10 +39,12 @@ from prometheus_client import Counter, Histogram
 from apextrader.bus import metrics, tracing
 from apextrader.bus.codec import DEFAULT_MAX_EVENT_BYTES, DecodeError, decode
 from apextrader.bus.dlq import DeadLetter, send_to_dlq
-from apextrader.bus.errors import Reject
-from apextrader.bus.publisher import EVENT_TYPE, Publisher
+from apextrader.bus.errors import NotYet, Reject
+from apextrader.bus.publisher import CORRELATION_ID, EVENT_TYPE, Publisher
 from apextrader.contracts import Envelope
 from apextrader.contracts.names import AgentId, EventType, Track
+
+log = logging.getLogger("apextrader.bus")
 
 Handler = Callable[[Envelope], Awaitable[Sequence[Envelope] | None]]
 
@@ -174,21 +177,36 @@ def build_chain(cfg: ChainConfig) -> Callable[[Msg], Awaitable[Delivery]]:
         await d.msg.ack()
         d.dlq_reason = reason
 
+    def report(d: Delivery, level: int, what: str, exc: BaseException) -> None:
+        extra = {
+            "event_id": d.event.id if d.event else d.headers.get("Nats-Msg-Id"),
+            "correlation_id": d.event.correlation_id if d.event else d.headers.get(CORRELATION_ID),
+            "subject": d.subject,
+            "delivery": d.num_delivered,
+            "error": f"{type(exc).__name__}: {exc}",
+        }
+        log.log(level, what, extra=extra, exc_info=exc if level >= logging.ERROR else None)
+
     async def settle_mw(d: Delivery, nxt: Next) -> None:
         try:
             await nxt(d)
         except DecodeError as exc:
             d.outcome = "invalid"
+            report(d, logging.WARNING, f"invalid event dead-lettered ({exc.reason})", exc)
             await dead_letter(d, exc.reason, exc.message)
         except Reject as exc:
             d.outcome = "dlq"
+            report(d, logging.WARNING, f"event rejected to the DLQ ({exc.reason})", exc)
             await dead_letter(d, exc.reason, exc.message)
         except Exception as exc:
             if d.num_delivered >= cfg.max_deliver:
                 d.outcome = "dlq"
+                report(d, logging.ERROR, "handler failed on the last delivery: dead-lettered", exc)
                 await dead_letter(d, "handler_error", f"{type(exc).__name__}: {exc}")
             else:
                 d.outcome = "retried"
+                level = logging.INFO if isinstance(exc, NotYet) else logging.WARNING
+                report(d, level, "handler failed: retrying with back-off", exc)
                 await d.msg.nak(delay=cfg.backoff_for(d.num_delivered))
         else:
             await d.msg.ack()
