@@ -168,3 +168,55 @@ async def test_health_before_nats_is_reachable_then_ready(tmp_path: Path, pipeli
         assert await asyncio.wait_for(task, 10) == 0
     finally:
         server.stop()
+
+
+async def test_apex_agent_process_serves_ready_and_stops_gracefully_on_sigterm(
+    nats_server: EmbeddedNats, pipeline_file: Path, tmp_path: Path
+) -> None:
+    """What a container runs: `apex agent feature-engineer`, ready over HTTP, exit 0 on SIGTERM."""
+    import os
+    import signal
+    import sys
+
+    from apextrader.local.nats_server import free_port
+
+    root = pipeline_file.parents[1]
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "agents"), str(root / "operator")])}
+    cmd = [
+        sys.executable,
+        "-m",
+        "apextrader.cli",
+        "agent",
+        "feature-engineer",
+        "--pipeline",
+        str(pipeline_file),
+    ]
+    cmd += ["--nats", nats_server.url, "--http-port", str(port)]
+    log_path = tmp_path / "agent.log"
+    with log_path.open("wb") as log_file:
+        proc = await asyncio.create_subprocess_exec(*cmd, env=env, stderr=log_file)
+    try:
+        ready = False
+        async with aiohttp.ClientSession() as http:
+            for _ in range(600):
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/ready") as r:
+                        if r.status == 200:
+                            ready = True
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        assert ready, "apex agent never became ready"
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+        assert any(doc["msg"] == "started" for doc in lines) and any(
+            doc["msg"] == "stopping" for doc in lines
+        )
+        assert all(doc["agent"] == "feature-engineer" for doc in lines)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
