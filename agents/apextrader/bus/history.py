@@ -1,4 +1,8 @@
-"""Reading recent events of one type back from their stream (agents rebuild state after a restart)."""
+"""Reading recent events of one type back from their stream (agents rebuild state after a restart).
+
+Needs only what an agent's NATS user may do: stream info, and an ephemeral ack-less consumer with a
+filter (no info calls on that consumer).
+"""
 
 from __future__ import annotations
 
@@ -21,9 +25,15 @@ async def _read_tail(
     start_seq: int,
     end_seq: int,
     last: int,
+    *,
+    expected: int | None,
     batch: int,
 ) -> deque[bytes]:
-    """The last `last` matching message bodies with stream sequence in [start_seq, end_seq]."""
+    """The last `last` matching bodies with stream sequence in [start_seq, end_seq].
+
+    With `expected` (the number of matches known to be in the range) slow fetches are retried until
+    they all arrived; without it, a quiet fetch means the range holds no (more) matches.
+    """
     sub = await js.pull_subscribe(
         filter_subject,
         stream=stream,
@@ -36,21 +46,17 @@ async def _read_tail(
         ),
     )
     kept: deque[bytes] = deque(maxlen=last)
-    idle = 0
+    seen = idle = 0
     try:
-        # How many matching messages follow start_seq right now: nothing to wait for when it is 0.
-        expected = (await sub.consumer_info()).num_pending or 0
-        done = expected == 0
-        seen = 0
+        done = False
         while not done:
             try:
                 msgs = await sub.fetch(batch, timeout=1.0)
             except (TimeoutError, FetchTimeoutError):
-                # Nothing more matched, or a busy server/host was slow: ask again before concluding.
                 idle += 1
-                if idle >= 3:
+                if expected is None or idle >= 5:
                     break
-                continue
+                continue  # a busy host was slow: the matches are there, ask again
             idle = 0
             for msg in msgs:
                 meta = msg.metadata
@@ -59,8 +65,8 @@ async def _read_tail(
                     break
                 kept.append(msg.data)
                 seen += 1
-                if meta.sequence.stream == end_seq or meta.num_pending == 0 or seen >= expected:
-                    done = True
+                at_end = meta.sequence.stream == end_seq or meta.num_pending == 0
+                done = at_end or (expected is not None and seen >= expected)
     finally:
         await sub.unsubscribe()
     return kept
@@ -80,18 +86,34 @@ async def history(
     not the stream's length. Events that do not decode are skipped (they were dead-lettered)."""
     stream = stream_name(pipeline, EVENT_DOMAIN[event_type])
     filter_subject = f"apex.{pipeline}.{event_type}.{track or '*'}"
-    info = await js.stream_info(stream)
+    info = await js.stream_info(stream, subjects_filter=filter_subject)
     state = info.state
-    if last <= 0 or state.messages == 0:
+    matching = sum((state.subjects or {}).values())
+    if last <= 0 or matching == 0:
         return
     first_seq, end_seq = state.first_seq, state.last_seq
-    window = max(4 * last, 1000)
-    while True:
-        start = max(first_seq, end_seq - window + 1)
-        kept = await _read_tail(js, stream, filter_subject, start, end_seq, last, batch)
-        if len(kept) >= last or start == first_seq:
-            break
-        window *= 4
+    if matching <= last:  # everything that matches: one pass from the start
+        kept = await _read_tail(
+            js, stream, filter_subject, first_seq, end_seq, last, expected=matching, batch=batch
+        )
+    else:
+        window = max(4 * last, 1000)
+        while True:
+            start = max(first_seq, end_seq - window + 1)
+            whole = start == first_seq
+            kept = await _read_tail(
+                js,
+                stream,
+                filter_subject,
+                start,
+                end_seq,
+                last,
+                expected=matching if whole else None,
+                batch=batch,
+            )
+            if len(kept) >= last or whole:
+                break
+            window *= 4
     for raw in kept:
         try:
             yield decode_event(raw)
