@@ -191,7 +191,9 @@ async def test_bench_operator_rss_with_many_pipelines(tmp_path: Path, nats_serve
             "PYTHONPATH": os.pathsep.join([str(ROOT / "agents"), str(ROOT / "operator"), str(ROOT)]),
         }
         for i in range(count):
-            await kube.create(pipeline(f"rss-{i}", canary={"weight": 5}))
+            # small stream limits: JetStream reserves max_bytes per stream on one disk for all pipelines
+            limits = {"limits": {"maxAge": "1h", "maxBytes": "4Mi"}, "url": nats_server.url}
+            await kube.create(pipeline(f"rss-{i}", canary={"weight": 5}, bus=limits))
         ours = _spawn(["run", "-m", "apextrader_operator.handlers", "--standalone", "-A"], env)
         try:
             async with controllers(kube, period=0.5):  # many objects: do not hog the emulator
