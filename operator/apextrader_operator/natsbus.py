@@ -21,6 +21,10 @@ from apextrader.bus.topology import Topology
 class BusUnavailable(Exception):
     """NATS could not be reached or refused an admin request (transient: retry with back-off)."""
 
+    def __init__(self, message: str, reason: str = "BusUnreachable") -> None:
+        super().__init__(message)
+        self.reason = reason
+
 
 class BusPool:
     def __init__(self, connect_timeout: float = 2.0) -> None:
@@ -75,7 +79,7 @@ class PipelineBus:
                     if consumer.name.endswith("-canary") and (s.name, consumer.name) not in declared:
                         await self.js.delete_consumer(s.name, consumer.name)
         except Exception as exc:
-            raise BusUnavailable(f"provisioning failed: {exc}") from exc
+            raise BusUnavailable(f"provisioning failed: {exc}", reason="ProvisioningFailed") from exc
 
     async def kv(self) -> KV:
         if self._kv is None:

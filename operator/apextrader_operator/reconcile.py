@@ -183,7 +183,7 @@ async def reconcile(
                 await bus.provision(topology)
                 memory.provisioned = (digest, time.monotonic())
         except BusUnavailable as exc:
-            bus, bus_ready, bus_reason, bus_message = None, False, "BusUnreachable", str(exc)
+            bus, bus_ready, bus_reason, bus_message = None, False, exc.reason, str(exc)
     cond("BusReady", "True" if bus_ready else "False", bus_reason, bus_message)
 
     # 2. config and agents, only on a ready bus (agents bind to consumers that must exist)

@@ -174,6 +174,16 @@ def created(patch, **_):
 """
 
 
+async def _stop(proc: psutil.Popen) -> None:
+    """SIGTERM, then wait without blocking the loop (kmock serves kopf's shutdown requests here)."""
+    proc.terminate()
+    try:
+        await asyncio.to_thread(proc.wait, 30)
+    except psutil.TimeoutExpired:
+        proc.kill()
+        await asyncio.to_thread(proc.wait, 10)
+
+
 def _spawn(args: list[str], env: dict[str, str]) -> psutil.Popen:
     return psutil.Popen([sys.executable, "-c", "from kopf.cli import main; main()", *args], env=env,
                         stdout=open(os.devnull, "w"), stderr=open(os.devnull, "w"))  # fmt: skip
@@ -191,7 +201,9 @@ async def test_bench_operator_rss_with_many_pipelines(tmp_path: Path, nats_serve
             "PYTHONPATH": os.pathsep.join([str(ROOT / "agents"), str(ROOT / "operator"), str(ROOT)]),
         }
         for i in range(count):
-            await kube.create(pipeline(f"rss-{i}", canary={"weight": 5}))
+            # small stream limits: JetStream reserves max_bytes per stream on one disk for all pipelines
+            limits = {"limits": {"maxAge": "1h", "maxBytes": "4Mi"}, "url": nats_server.url}
+            await kube.create(pipeline(f"rss-{i}", canary={"weight": 5}, bus=limits))
         ours = _spawn(["run", "-m", "apextrader_operator.handlers", "--standalone", "-A"], env)
         try:
             async with controllers(kube, period=0.5):  # many objects: do not hog the emulator
@@ -203,17 +215,18 @@ async def test_bench_operator_rss_with_many_pipelines(tmp_path: Path, nats_serve
                 took = await until(all_ready, within=900 if FULL else 120, every=1.0)
             await asyncio.sleep(1)
             rss_ours = ours.memory_info().rss
+            print(
+                f"\n[bench operator] {count} pipelines Ready in {took:.1f} s, RSS {rss_ours / 2**20:.0f} MB"
+            )
         finally:
-            ours.terminate()
-            ours.wait(15)
+            await _stop(ours)
         bare = _spawn(["run", str(module), "--standalone", "-A"], env)
         try:
             await until(lambda: _all_have_phase(kube, count), within=300, every=0.5)
             await asyncio.sleep(1)
             rss_bare = bare.memory_info().rss
         finally:
-            bare.terminate()
-            bare.wait(15)
+            await _stop(bare)
     mb = 1024 * 1024
     print(
         f"\n[bench operator] {count} pipelines all Ready in {took:.1f} s; "
