@@ -1,0 +1,3 @@
+from apextrader.cli.main import main
+
+main()
