@@ -19,7 +19,7 @@ import aiohttp
 
 from apextrader.bus.topology import process_key
 from apextrader.contracts.names import AgentId, Track
-from apextrader.local.ports import free_port
+from apextrader.local.nats_server import free_port
 
 
 @dataclass
