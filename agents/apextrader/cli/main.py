@@ -7,6 +7,7 @@ import os
 import typer
 
 from apextrader import __version__
+from apextrader.cli.crds import crds
 from apextrader.cli.validate import validate
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ def _root(
 
 
 app.command("validate")(validate)
+app.command("crds")(crds)
 
 
 def main() -> None:

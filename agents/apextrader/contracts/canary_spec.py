@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from apextrader.contracts.base import SpecModel
 from apextrader.contracts.units import Duration
 
+MAX_STEPS = 20
 Weight = Annotated[int, Field(ge=0, le=100, description="Percent of capital on the canary track (0-100).")]
 
 
@@ -63,7 +64,8 @@ class CanaryTemplate(SpecModel):
 
 class CanarySpec(SpecModel):
     weight: Weight | None = None
-    steps: list[CanaryStep] | None = None
+    #: At most MAX_STEPS steps (the CRD's CEL rule checks the order pairwise up to that bound).
+    steps: Annotated[list[CanaryStep], Field(max_length=MAX_STEPS)] | None = None
     template: CanaryTemplate = Field(default_factory=CanaryTemplate)
     analysis: CanaryAnalysis = Field(default_factory=CanaryAnalysis)
     #: Freeze the step timer; weights stay.

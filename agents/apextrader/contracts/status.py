@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from apextrader.contracts.base import SpecModel
 
@@ -16,7 +16,8 @@ CheckResult = Literal["Pass", "Fail", "Inconclusive"]
 
 
 class StatusModel(SpecModel):
-    model_config = SpecModel.model_config | {"frozen": False}
+    # Pydantic merges this with SpecModel's config; the mypy plugin reads the literal ConfigDict.
+    model_config = ConfigDict(frozen=False)
 
 
 class Condition(StatusModel):
@@ -60,6 +61,8 @@ class CanaryStatus(StatusModel):
     applied_weight: dict[str, int | None] = Field(default_factory=dict)
     step_index: int | None = None
     step_started_at: datetime | None = None
+    #: When `spec.canary.paused` was first seen true (the step timer is frozen from then on).
+    paused_at: datetime | None = None
     #: Hash of `spec.canary` minus the control flags: a change restarts an aborted rollout.
     revision: str | None = None
     consecutive_failures: int = 0

@@ -1,0 +1,139 @@
+"""Validation of OHLCV frames (CONVENTIONS §5) before any feature is computed.
+
+Every problem raises `InvalidMarketData` with a one-line message that names the column, the row and
+the timestamp, and a short `reason` word (used as the DLQ reason by the agents).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+OHLCV_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+PRICE_COLUMNS = ("open", "high", "low", "close")
+
+
+class InvalidMarketData(ValueError):
+    """Bad market data; `reason` is a short word (missing_column, nan, negative_price, ...)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class OhlcvArrays:
+    """Validated float64 columns (timestamps as epoch ms); `buy_volume` is NaN where unknown."""
+
+    timestamp_ms: npt.NDArray[np.int64]
+    open: npt.NDArray[np.float64]
+    high: npt.NDArray[np.float64]
+    low: npt.NDArray[np.float64]
+    close: npt.NDArray[np.float64]
+    volume: npt.NDArray[np.float64]
+    buy_volume: npt.NDArray[np.float64]
+
+
+def timestamps_ms(frame: pl.DataFrame) -> npt.NDArray[np.int64]:
+    """The `timestamp` column as epoch milliseconds (Datetime of any unit/zone, or integer ms)."""
+    col = frame.get_column("timestamp")
+    if col.dtype.is_temporal() and isinstance(col.dtype, pl.Datetime):
+        col = col.dt.epoch("ms")
+    elif not col.dtype.is_integer():
+        raise InvalidMarketData(
+            "invalid",
+            f"column 'timestamp' has type {col.dtype}: use a datetime or integer epoch milliseconds",
+        )
+    _no_nulls(frame, col, "timestamp")
+    return col.cast(pl.Int64).to_numpy()
+
+
+def _no_nulls(frame: pl.DataFrame, col: pl.Series, name: str) -> None:
+    if col.null_count():
+        row = int(col.is_null().arg_true()[0])
+        raise InvalidMarketData("nan", f"column '{name}' is null at row {row}{_at(frame, row)}")
+
+
+def _at(frame: pl.DataFrame, row: int) -> str:
+    if "timestamp" not in frame.columns:
+        return ""
+    return f" (timestamp {frame.get_column('timestamp')[row]})"
+
+
+def _float_column(frame: pl.DataFrame, name: str) -> npt.NDArray[np.float64]:
+    col = frame.get_column(name)
+    if not col.dtype.is_numeric():
+        raise InvalidMarketData("invalid", f"column '{name}' has type {col.dtype}: numbers expected")
+    _no_nulls(frame, col, name)
+    values = col.cast(pl.Float64).to_numpy()
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise InvalidMarketData("nan", f"column '{name}' is {values[row]} at row {row}{_at(frame, row)}")
+    return values
+
+
+def _first(mask: npt.NDArray[np.bool_]) -> int | None:
+    return int(np.argmax(mask)) if mask.any() else None
+
+
+def validate_ohlcv(frame: pl.DataFrame) -> OhlcvArrays:
+    """Check columns, types, finiteness, positivity, bar consistency and strictly rising timestamps."""
+    missing = [c for c in OHLCV_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InvalidMarketData(
+            "missing_column",
+            f"missing column(s) {', '.join(missing)}: need {', '.join(OHLCV_COLUMNS)}",
+        )
+    ts = timestamps_ms(frame)
+    cols = {name: _float_column(frame, name) for name in (*PRICE_COLUMNS, "volume")}
+    for name in PRICE_COLUMNS:
+        row = _first(cols[name] <= 0)
+        if row is not None:
+            raise InvalidMarketData(
+                "negative_price",
+                f"column '{name}' is {cols[name][row]} at row {row}{_at(frame, row)}: prices must be > 0",
+            )
+    row = _first(cols["volume"] < 0)
+    if row is not None:
+        raise InvalidMarketData(
+            "negative_volume", f"column 'volume' is negative at row {row}{_at(frame, row)}"
+        )
+    o, h, lo, c = (cols[n] for n in PRICE_COLUMNS)
+    row = _first((h < np.maximum(o, c)) | (lo > np.minimum(o, c)) | (lo > h))
+    if row is not None:
+        raise InvalidMarketData(
+            "inconsistent_bar",
+            f"bar at row {row}{_at(frame, row)} violates low <= open, close <= high",
+        )
+    if ts.size > 1:
+        steps = np.diff(ts)
+        row = _first(steps <= 0)
+        if row is not None:
+            kind, word = (
+                ("duplicate_timestamp", "duplicate")
+                if steps[row] == 0
+                else (
+                    "non_monotonic",
+                    "decreasing",
+                )
+            )
+            raise InvalidMarketData(
+                kind, f"{word} timestamp at row {row + 1}{_at(frame, row + 1)}: timestamps must rise"
+            )
+    buy = np.full(ts.size, np.nan)
+    if "buy_volume" in frame.columns:
+        col = frame.get_column("buy_volume")
+        if not col.dtype.is_numeric() and col.dtype != pl.Null:
+            raise InvalidMarketData("invalid", f"column 'buy_volume' has type {col.dtype}")
+        buy = col.cast(pl.Float64).fill_nan(None).to_numpy().astype(np.float64)
+        known = ~np.isnan(buy)
+        row = _first(known & ((buy < 0) | (buy > cols["volume"] * (1 + 1e-9)) | ~np.isfinite(buy)))
+        if row is not None:
+            raise InvalidMarketData(
+                "invalid", f"'buy_volume' at row {row}{_at(frame, row)} is outside 0..volume"
+            )
+    return OhlcvArrays(ts, o, h, lo, c, cols["volume"], buy)

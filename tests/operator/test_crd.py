@@ -1,0 +1,144 @@
+"""The generated CRD: committed file is current, structural, CEL rules behave like the models."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from apextrader.contracts import PipelineError, parse_pipeline
+from apextrader_operator.crd import build_crd, crd_yaml
+from tests.operator.crd_tools import cel_violations, schema_errors
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = ROOT / "crds" / "tradingpipelines.apextrader.io.yaml"
+CRD = build_crd()
+ROOT_SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+EXAMPLES = sorted((ROOT / "manifests").glob("*.yaml"))
+
+
+def pipelines_in(path: Path) -> list[dict[str, Any]]:
+    return [
+        d
+        for d in yaml.safe_load_all(path.read_text())
+        if isinstance(d, dict) and d.get("kind") == "TradingPipeline"
+    ]
+
+
+def test_committed_crd_is_current() -> None:
+    assert CRD_FILE.read_text() == crd_yaml(), "crds/ is stale: run `make crds` and commit the result"
+
+
+def _walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    if isinstance(node, dict):
+        found.append((path, node))
+        for k, v in node.items():
+            found += _walk(v, f"{path}/{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            found += _walk(v, f"{path}/{i}")
+    return found
+
+
+def test_schema_is_structural() -> None:
+    for path, node in _walk(ROOT_SCHEMA):
+        if "/x-kubernetes-validations" in path:
+            continue
+        assert "$ref" not in node and "$defs" not in node, path
+        assert "propertyNames" not in node and "title" not in node, path
+        assert node.get("additionalProperties") is not False, path
+        assert not any(o.get("type") == "null" for o in node.get("anyOf", [])), path
+        if "properties" in node or "items" in node:
+            assert node.get("type") in ("object", "array"), path
+        if "exclusiveMinimum" in node:
+            assert node["exclusiveMinimum"] is True and "minimum" in node, path
+
+
+def test_identity_columns_and_weights() -> None:
+    spec = CRD["spec"]
+    assert spec["names"]["shortNames"] == ["tp"] and spec["names"]["categories"] == ["apextrader"]
+    version = spec["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    cols = [c["name"] for c in version["additionalPrinterColumns"]]
+    assert cols == ["Phase", "Mode", "Canary%", "Applied%", "Step", "Ready", "Age"]
+    canary = ROOT_SCHEMA["properties"]["spec"]["properties"]["canary"]["properties"]
+    for node in (canary["weight"], canary["steps"]["items"]["properties"]["setWeight"]):
+        assert (node["type"], node["minimum"], node["maximum"]) == ("integer", 0, 100)
+    agents = ROOT_SCHEMA["properties"]["spec"]["properties"]["agents"]
+    assert agents["additionalProperties"]["properties"]["config"]["x-kubernetes-preserve-unknown-fields"]
+    status = ROOT_SCHEMA["properties"]["status"]["properties"]
+    assert status["observedGeneration"]["type"] == "integer"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_validate_against_crd(path: Path) -> None:
+    docs = pipelines_in(path)
+    for doc in docs:
+        assert schema_errors(ROOT_SCHEMA, doc) == []
+        assert cel_violations(ROOT_SCHEMA, doc) == []
+
+
+def base_doc(**spec: Any) -> dict[str, Any]:
+    doc = {
+        "apiVersion": "apextrader.io/v1alpha1",
+        "kind": "TradingPipeline",
+        "metadata": {"name": "btc-perp"},
+        "spec": {"exchanges": ["binance"], "symbols": ["BTC/USDT:USDT"], **spec},
+    }
+    return copy.deepcopy(doc)
+
+
+GOOD = [
+    {},
+    {"canary": {"weight": 5}},
+    {
+        "canary": {
+            "steps": [{"setWeight": 5}, {"pause": {"duration": "1h"}}, {"analysis": {}}, {"setWeight": 5}]
+        }
+    },
+    {"mode": "live", "execution": {"credentialsSecret": "keys"}},
+    {"agents": {"strategy-builder": {"replicas": 3}, "risk-manager": {"replicas": 1}}},
+    {"bus": {"url": "nats://nats.infra:4222"}},
+]
+BAD = [
+    ({"canary": {"weight": 5, "steps": [{"setWeight": 5}]}}, "exactly one of weight"),
+    ({"canary": {}}, "exactly one of weight"),
+    ({"canary": {"steps": [{"setWeight": 25}, {"pause": {}}, {"setWeight": 5}]}}, "ascending"),
+    ({"canary": {"steps": [{"setWeight": 5, "pause": {}}]}}, "exactly one of setWeight"),
+    ({"canary": {"weight": 5, "promote": True, "abort": True}}, "promote and abort"),
+    ({"mode": "live"}, "credentialsSecret"),
+    ({"mode": "live", "execution": {"credentialsSecret": ""}}, "credentialsSecret"),
+    ({"agents": {"risk-manager": {"replicas": 2}}}, "only strategy-builder"),
+    ({"agents": {"trader": {}}}, "agent ids"),
+    ({"bus": {"url": "nats://x:4222", "managed": {}}}, "not both"),
+    ({"source": {"kind": "replay"}}, "source.path"),
+]
+
+
+@pytest.mark.parametrize("spec", GOOD)
+def test_cel_accepts_what_the_models_accept(spec: dict[str, Any]) -> None:
+    doc = base_doc(**spec)
+    parse_pipeline(doc)  # the models agree
+    assert cel_violations(ROOT_SCHEMA, doc) == []
+    assert schema_errors(ROOT_SCHEMA, doc) == []
+
+
+@pytest.mark.parametrize(("spec", "needle"), BAD)
+def test_cel_rejects_what_the_models_reject(spec: dict[str, Any], needle: str) -> None:
+    doc = base_doc(**spec)
+    with pytest.raises(PipelineError):
+        parse_pipeline(doc)
+    violations = cel_violations(ROOT_SCHEMA, doc)
+    assert any(needle in v for v in violations), violations
+
+
+def test_schema_rejects_out_of_range_and_unknown_fields() -> None:
+    assert schema_errors(ROOT_SCHEMA, base_doc(canary={"weight": 150}))
+    assert schema_errors(ROOT_SCHEMA, base_doc(typo=1))
+    bad_name = base_doc()
+    bad_name["metadata"]["name"] = "x" * 40
+    assert any("DNS-1035" in v for v in cel_violations(ROOT_SCHEMA, bad_name))
