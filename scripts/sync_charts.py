@@ -68,23 +68,45 @@ def spec_schema_source() -> tuple[dict[str, Any], str]:
     for crd in crd_documents():
         if crd["spec"]["names"]["kind"] == "TradingPipeline":
             version = next(v for v in crd["spec"]["versions"] if v.get("storage"))
-            return copy.deepcopy(version["schema"]["openAPIV3Schema"]["properties"]["spec"]), "crds/"
+            spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            return _openapi_to_json_schema(copy.deepcopy(spec)), "crds/"
     from apextrader.contracts.spec import TradingPipelineSpec
 
     raw = TradingPipelineSpec.model_json_schema(by_alias=True)
     return _inline_refs(raw, raw.get("$defs", {})), "TradingPipelineSpec.model_json_schema(by_alias=True)"
 
 
+def _openapi_to_json_schema(node: Any) -> Any:
+    """A CRD's OpenAPI v3.0 schema as JSON Schema draft 7 (what helm validates values with):
+    boolean exclusiveMinimum/Maximum become numbers, `nullable` becomes a "null" type, and the
+    x-kubernetes-* extensions go (their CEL rules are re-stated by `_add_rules`)."""
+    if isinstance(node, list):
+        return [_openapi_to_json_schema(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {
+        k: _openapi_to_json_schema(v)
+        for k, v in node.items()
+        if not k.startswith("x-kubernetes-") or k == "x-kubernetes-preserve-unknown-fields"
+    }
+    for bound in ("Minimum", "Maximum"):
+        if out.get(f"exclusive{bound}") is True:
+            out[f"exclusive{bound}"] = out.pop(bound.lower())
+        elif out.get(f"exclusive{bound}") is False:
+            out.pop(f"exclusive{bound}")
+    out.pop("format", None)
+    if out.pop("nullable", False):
+        if isinstance(out.get("type"), str):
+            out["type"] = [out["type"], "null"]
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+    return out
+
+
 def _strict(node: Any) -> Any:
     """Refuse unknown keys like the pydantic model does (a CRD would silently prune them)."""
     if isinstance(node, dict):
         out = {k: _strict(v) for k, v in node.items()}
-        # OpenAPI 3.0 (the CRD) writes exclusive bounds as booleans; JSON Schema (helm) wants numbers.
-        for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
-            if out.get(bound) is True and limit in out:
-                out[bound] = out.pop(limit)
-            elif out.get(bound) is False:
-                out.pop(bound)
         open_ended = "additionalProperties" in out or out.get("x-kubernetes-preserve-unknown-fields")
         if "properties" in out and not open_ended:
             out["additionalProperties"] = False
@@ -116,11 +138,23 @@ def _add_rules(spec: dict[str, Any]) -> dict[str, Any]:
         }
     )
     canary = _object(props["canary"])
-    canary["not"] = {"required": ["weight", "steps"], "description": "canary: weight or steps, not both"}
+    canary["oneOf"] = [
+        {"required": ["weight"], "description": "manual canary: weight"},
+        {"required": ["steps"], "description": "automatic canary: steps"},
+    ]
     if "anyOf" in props["canary"]:  # pydantic's `CanarySpec | None`
         props["canary"] = {**props["canary"], "anyOf": [canary, {"type": "null"}]}
     else:
         props["canary"] = canary
+    source = _object(props["source"])
+    source.setdefault("allOf", []).append(
+        {
+            "description": "source.path is required when kind is replay",
+            "if": {"properties": {"kind": {"const": "replay"}}, "required": ["kind"]},
+            "then": {"required": ["path"]},
+        }
+    )
+    props["source"] = source
     bus = _object(props["bus"])
     bus["not"] = {"required": ["managed", "url"], "description": "bus: managed or url, not both"}
     props["bus"] = bus

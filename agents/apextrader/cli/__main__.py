@@ -1,3 +1,5 @@
+"""`python -m apextrader.cli` = `apex`."""
+
 from apextrader.cli.main import main
 
 main()

@@ -7,6 +7,7 @@ import os
 import typer
 
 from apextrader import __version__
+from apextrader.cli import agents as agents_cli
 from apextrader.cli.crds import crds
 from apextrader.cli.validate import validate
 
@@ -40,6 +41,7 @@ def _root(
 
 app.command("validate")(validate)
 app.command("crds")(crds)
+app.command("agent")(agents_cli.agent)
 
 
 def main() -> None:

@@ -1,0 +1,118 @@
+"""Connecting to NATS and creating a pipeline's streams, consumers and KV bucket (idempotently)
+from `bus.topology.declare`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import BadRequestError, NotFoundError
+
+from apextrader.bus.topology import ConsumerDecl, StreamDecl, Topology
+
+log = logging.getLogger(__name__)
+
+_DELIVER: dict[str, js_api.DeliverPolicy] = {
+    "all": js_api.DeliverPolicy.ALL,
+    "new": js_api.DeliverPolicy.NEW,
+    "last_per_subject": js_api.DeliverPolicy.LAST_PER_SUBJECT,
+}
+
+
+async def connect(url: str, *, name: str = "apextrader", **options: Any) -> NatsClient:
+    """Connect with endless reconnects (a restarted server is picked up again) and quiet logs."""
+
+    async def _error(exc: Exception) -> None:
+        log.warning("nats: %s", exc)
+
+    async def _disconnected() -> None:
+        log.warning("nats: disconnected from %s", url)
+
+    async def _reconnected() -> None:
+        log.info("nats: reconnected to %s", url)
+
+    params: dict[str, Any] = {
+        "servers": [url],
+        "name": name,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.25,
+        "connect_timeout": 5,
+        "error_cb": _error,
+        "disconnected_cb": _disconnected,
+        "reconnected_cb": _reconnected,
+    }
+    params.update(options)
+    return await nats.connect(**params)
+
+
+def stream_config(decl: StreamDecl) -> js_api.StreamConfig:
+    return js_api.StreamConfig(
+        name=decl.name,
+        subjects=list(decl.subjects),
+        storage=js_api.StorageType.FILE,
+        retention=js_api.RetentionPolicy.LIMITS,
+        max_age=decl.max_age_s,
+        max_bytes=decl.max_bytes,
+        duplicate_window=decl.duplicate_window_s,
+        discard=js_api.DiscardPolicy.OLD,
+    )
+
+
+def consumer_config(decl: ConsumerDecl) -> js_api.ConsumerConfig:
+    single = len(decl.filter_subjects) == 1
+    return js_api.ConsumerConfig(
+        name=decl.durable,
+        durable_name=decl.durable,
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        ack_wait=decl.ack_wait_s,
+        max_deliver=decl.max_deliver,
+        # No server-side `backoff`: it would replace ack_wait by its first step (0.5 s) and redeliver
+        # a slow handler's event while it still runs. The chain naks with `decl.backoff_s` itself;
+        # ack_wait covers crashed consumers.
+        deliver_policy=_DELIVER[decl.deliver_policy],
+        filter_subject=decl.filter_subjects[0] if single else None,
+        filter_subjects=None if single else list(decl.filter_subjects),
+        max_ack_pending=decl.max_ack_pending,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, decl: StreamDecl) -> None:
+    config = stream_config(decl)
+    try:
+        await js.stream_info(decl.name)
+    except NotFoundError:
+        await js.add_stream(config)
+        return
+    await js.update_stream(config)
+
+
+async def ensure_consumer(js: JetStreamContext, decl: ConsumerDecl) -> None:
+    config = consumer_config(decl)
+    try:
+        # CONSUMER.CREATE with the same name creates or updates the mutable fields.
+        await js.add_consumer(decl.stream, config)
+    except BadRequestError:
+        # A field that cannot change (e.g. deliver policy): recreate from the declaration.
+        log.warning("consumer %s/%s changed incompatibly; recreating it", decl.stream, decl.durable)
+        await js.delete_consumer(decl.stream, decl.durable)
+        await js.add_consumer(decl.stream, config)
+
+
+async def ensure_kv(js: JetStreamContext, bucket: str) -> None:
+    try:
+        await js.key_value(bucket)
+    except (NotFoundError, nats.js.errors.BucketNotFoundError):
+        await js.create_key_value(bucket=bucket, history=5, storage=js_api.StorageType.FILE)
+
+
+async def ensure_topology(js: JetStreamContext, topology: Topology) -> None:
+    """Create or update every stream, durable consumer and the KV bucket; safe to call repeatedly."""
+    for stream in topology.streams:
+        await ensure_stream(js, stream)
+    for consumer in topology.consumers:
+        await ensure_consumer(js, consumer)
+    await ensure_kv(js, topology.kv_bucket)

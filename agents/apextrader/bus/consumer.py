@@ -1,0 +1,81 @@
+"""A pull consumer bound to one durable: fetch a batch, run each message through the middleware chain
+in order (agents rely on per-consumer order), repeat until stopped.
+
+Stopping (SIGTERM) stops fetching, finishes the message in hand, naks the rest of the batch for
+immediate redelivery (to another replica or after restart) and leaves the durable in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.errors import FetchTimeoutError
+
+from apextrader.bus.middleware import Delivery
+from apextrader.bus.topology import ConsumerDecl
+
+log = logging.getLogger(__name__)
+
+
+class PullConsumer:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        decl: ConsumerDecl,
+        on_message: Callable[[Msg], Awaitable[Delivery]],
+        *,
+        batch: int = 64,
+        fetch_timeout: float = 0.5,
+    ) -> None:
+        self.js = js
+        self.decl = decl
+        self.on_message = on_message
+        self.batch = batch
+        self.fetch_timeout = fetch_timeout
+        self.bound = False
+        self.handled = 0
+        self._stopping = asyncio.Event()
+        self._sub: JetStreamContext.PullSubscription | None = None
+
+    async def bind(self) -> None:
+        """Attach to the existing durable (created by the operator, `apex up` or `ensure_topology`)."""
+        await self.js.consumer_info(self.decl.stream, self.decl.durable)
+        self._sub = await self.js.pull_subscribe_bind(durable=self.decl.durable, stream=self.decl.stream)
+        self.bound = True
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        if self._sub is None:
+            await self.bind()
+        sub = self._sub
+        assert sub is not None
+        while not self._stopping.is_set():
+            try:
+                msgs = await sub.fetch(self.batch, timeout=self.fetch_timeout)
+            except (TimeoutError, NatsTimeoutError, FetchTimeoutError):
+                continue
+            except ConnectionClosedError:
+                break
+            except Exception as exc:  # disconnected / server restarting: the client reconnects
+                log.debug("fetch %s/%s: %s", self.decl.stream, self.decl.durable, exc)
+                await asyncio.sleep(0.2)
+                continue
+            for i, msg in enumerate(msgs):
+                if self._stopping.is_set():
+                    for rest in msgs[i:]:
+                        await rest.nak()
+                    break
+                await self.on_message(msg)
+                self.handled += 1
+        with contextlib.suppress(Exception):  # the connection may already be closing
+            await sub.unsubscribe()
+        self.bound = False

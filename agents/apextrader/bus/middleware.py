@@ -1,0 +1,258 @@
+"""The middleware chain every consumer runs, outermost first:
+
+    metrics → settle → validate → trace → idempotency → invoke
+
+- **metrics**: `apex_events_total{outcome}`, `apex_handler_seconds`, `apex_dlq_total`.
+- **settle**: the only place that acks, naks or dead-letters. Success → ack. `Reject` (and failed
+  validation) → DLQ at once, then ack. Any other exception → nak with the consumer's back-off, or,
+  on the last allowed delivery (`max_deliver`), DLQ (`handler_error`) then ack. A DLQ write that is
+  not acknowledged naks instead, so nothing is dropped: published == acked + in DLQ.
+- **validate**: size limit, JSON, schema, known and handled type, correlation id (`bus.codec`).
+- **trace**: continues the `traceparent` trace (or the correlation id's) with a consumer span and
+  sets the correlation id for logs.
+- **idempotency** (what it guarantees): an event id this consumer completed before is acked again
+  without calling the handler (outcome `duplicate`): a redelivery whose ack was lost, or the same
+  event published again after the stream's de-duplication window. Completed ids are remembered per
+  process (LRU). Across a crash the guarantee comes from ordering instead: derived events are
+  published (PubAck awaited) before the input is acked, and their ids are deterministic, so an input
+  that was in flight when the process died is handled again but its outputs are de-duplicated by
+  JetStream: every downstream consumer sees each derived event exactly once.
+- **invoke**: calls the handler and publishes what it returns.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+
+from apextrader.bus import metrics, tracing
+from apextrader.bus.codec import DEFAULT_MAX_EVENT_BYTES, DecodeError, decode
+from apextrader.bus.dlq import DeadLetter, send_to_dlq
+from apextrader.bus.errors import Reject
+from apextrader.bus.publisher import Publisher
+from apextrader.contracts import Envelope
+from apextrader.contracts.names import AgentId, EventType, Track
+
+Handler = Callable[[Envelope], Awaitable[Sequence[Envelope] | None]]
+
+#: The correlation id of the event being handled (the JSON log formatter reads it).
+current_correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "apex_correlation_id", default=None
+)
+
+
+@dataclass
+class Delivery:
+    """One delivered message as it moves through the chain."""
+
+    msg: Msg
+    data: bytes
+    subject: str
+    headers: dict[str, str]
+    num_delivered: int
+    stream_seq: int
+    event: Envelope | None = None
+    outcome: str | None = None
+    dlq_reason: str | None = None
+    outputs: Sequence[Envelope] = field(default_factory=tuple)
+
+    @classmethod
+    def from_msg(cls, msg: Msg) -> Delivery:
+        meta = msg.metadata
+        return cls(
+            msg=msg,
+            data=msg.data,
+            subject=msg.subject,
+            headers=dict(msg.headers or {}),
+            num_delivered=int(meta.num_delivered or 1),
+            stream_seq=int(meta.sequence.stream) if meta.sequence else 0,
+        )
+
+    @property
+    def type_label(self) -> str:
+        return self.event.type if self.event is not None else "unknown"
+
+
+Next = Callable[[Delivery], Awaitable[None]]
+Middleware = Callable[[Delivery, Next], Awaitable[None]]
+
+
+class CompletedIds:
+    """The last `capacity` event ids this process completed (insertion-ordered LRU)."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def add(self, event_id: str) -> None:
+        self._ids[event_id] = None
+        if len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+
+
+@dataclass
+class ChainConfig:
+    """What one consumer's chain needs to know."""
+
+    js: JetStreamContext
+    pipeline: str
+    agent: AgentId
+    track: Track
+    stream: str
+    max_deliver: int
+    backoff_s: Sequence[float]
+    handlers: Mapping[EventType, Handler]
+    publisher: Publisher
+    tracer: Tracer = tracing.NOOP_TRACER
+    completed: CompletedIds = field(default_factory=CompletedIds)
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+
+    def backoff_for(self, num_delivered: int) -> float:
+        if not self.backoff_s:
+            return 0.0
+        return float(self.backoff_s[min(num_delivered, len(self.backoff_s)) - 1])
+
+
+def build_chain(cfg: ChainConfig) -> Callable[[Msg], Awaitable[Delivery]]:
+    """The consumer's message callback: runs the chain and returns the settled delivery."""
+    accepted = frozenset(cfg.handlers)
+    labels = (cfg.agent, cfg.track)
+
+    async def metrics_mw(d: Delivery, nxt: Next) -> None:
+        await nxt(d)
+        metrics.EVENTS.labels(*labels, d.type_label, d.outcome or "acked").inc()
+        if d.dlq_reason is not None:
+            metrics.DLQ.labels(*labels, cfg.stream, d.dlq_reason).inc()
+
+    async def dead_letter(d: Delivery, reason: str, error: str) -> None:
+        letter = DeadLetter(
+            pipeline=cfg.pipeline,
+            agent=cfg.agent,
+            track=cfg.track,
+            reason=reason,
+            error=error,
+            subject=d.subject,
+            stream=cfg.stream,
+            stream_seq=d.stream_seq,
+            deliveries=d.num_delivered,
+            data=d.data,
+            headers=d.headers,
+        )
+        try:
+            await send_to_dlq(cfg.js, letter)
+        except Exception:
+            # The DLQ write was not acknowledged: keep the event on its stream (redelivered later).
+            await d.msg.nak(delay=cfg.backoff_for(d.num_delivered) or 1.0)
+            d.outcome = "retried"
+            return
+        await d.msg.ack()
+        d.dlq_reason = reason
+
+    async def settle_mw(d: Delivery, nxt: Next) -> None:
+        try:
+            await nxt(d)
+        except DecodeError as exc:
+            d.outcome = "invalid"
+            await dead_letter(d, exc.reason, exc.message)
+        except Reject as exc:
+            d.outcome = "dlq"
+            await dead_letter(d, exc.reason, exc.message)
+        except Exception as exc:
+            if d.num_delivered >= cfg.max_deliver:
+                d.outcome = "dlq"
+                await dead_letter(d, "handler_error", f"{type(exc).__name__}: {exc}")
+            else:
+                d.outcome = "retried"
+                await d.msg.nak(delay=cfg.backoff_for(d.num_delivered))
+        else:
+            await d.msg.ack()
+            d.outcome = d.outcome or "acked"
+
+    async def validate_mw(d: Delivery, nxt: Next) -> None:
+        d.event = decode(d.data, accepted=accepted, max_bytes=cfg.max_event_bytes)
+        await nxt(d)
+
+    async def trace_mw(d: Delivery, nxt: Next) -> None:
+        event = d.event
+        assert event is not None
+        token = current_correlation_id.set(event.correlation_id)
+        try:
+            parent = tracing.extract_context(d.headers, event.correlation_id)
+            with cfg.tracer.start_as_current_span(
+                f"handle {event.type}",
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                record_exception=False,
+                set_status_on_exception=False,
+                attributes={
+                    "apex.agent": cfg.agent,
+                    "apex.track": cfg.track,
+                    "apex.event_id": event.id,
+                    "apex.correlation_id": event.correlation_id,
+                    "apex.delivery": d.num_delivered,
+                },
+            ) as span:
+                try:
+                    await nxt(d)
+                except Exception as exc:
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, str(exc)))
+                    raise
+        finally:
+            current_correlation_id.reset(token)
+
+    async def idempotency_mw(d: Delivery, nxt: Next) -> None:
+        assert d.event is not None
+        if d.event.id in cfg.completed:
+            d.outcome = "duplicate"
+            return
+        await nxt(d)
+        cfg.completed.add(d.event.id)
+
+    async def invoke(d: Delivery) -> None:
+        event = d.event
+        assert event is not None
+        started = time.perf_counter()
+        try:
+            outputs = await cfg.handlers[event.type](event) or ()
+            for out in outputs:
+                await cfg.publisher.publish(out)
+            d.outputs = outputs
+        finally:
+            metrics.HANDLER_SECONDS.labels(*labels, event.type).observe(time.perf_counter() - started)
+
+    chain: Final[list[Middleware]] = [metrics_mw, settle_mw, validate_mw, trace_mw, idempotency_mw]
+    run = compose(chain, invoke)
+
+    async def on_message(msg: Msg) -> Delivery:
+        d = Delivery.from_msg(msg)
+        await run(d)
+        return d
+
+    return on_message
+
+
+def compose(chain: Sequence[Middleware], terminal: Next) -> Next:
+    """Fold middleware around a terminal step: chain[0] is outermost."""
+    step = terminal
+    for mw in reversed(chain):
+        step = _bind(mw, step)
+    return step
+
+
+def _bind(mw: Middleware, nxt: Next) -> Next:
+    async def call(d: Delivery) -> None:
+        await mw(d, nxt)
+
+    return call

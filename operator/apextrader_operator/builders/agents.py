@@ -1,0 +1,144 @@
+"""One Deployment and one Service per agent and track (CONVENTIONS.md 2 names)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Final
+
+from apextrader.bus.topology import config_map_name, deployment_name
+from apextrader.contracts.names import AgentId, Track
+from apextrader.contracts.pipeline import TradingPipeline, track_spec
+from apextrader.contracts.spec import ImageSpec, ResourceList, TradingPipelineSpec
+from apextrader_operator.builders.labels import (
+    CONFIG_HASH_ANNOTATION,
+    CONFIG_MOUNT,
+    HTTP_PORT,
+    Manifest,
+    container_security_context,
+    metadata,
+    pod_security_context,
+    selector_labels,
+)
+from apextrader_operator.builders.nats import nats_url
+
+PIPELINE_FILE: Final = f"{CONFIG_MOUNT}/pipeline.yaml"
+#: Fallback when neither `spec.image` nor the operator's APEX_AGENT_IMAGE names one.
+DEFAULT_IMAGE: Final = "ghcr.io/apextrader/apextrader:0.1.0"
+
+
+def service_account_name(pipeline: str) -> str:
+    return f"{pipeline}-agents"
+
+
+def default_image() -> str:
+    return os.environ.get("APEX_AGENT_IMAGE", DEFAULT_IMAGE)
+
+
+def image_of(spec: TradingPipelineSpec, fallback: str) -> tuple[str, str]:
+    """`repository:tag` and pull policy: the track's `spec.image`, else the operator's image."""
+    if spec.image is None:
+        return fallback, "IfNotPresent"
+    image: ImageSpec = spec.image
+    return f"{image.repository}:{image.tag}", image.pull_policy
+
+
+def config_hash(spec: TradingPipelineSpec) -> str:
+    """What the pods of a track run with, minus `canary` (weights move through KV, not restarts)."""
+    doc = spec.model_dump(mode="json", by_alias=True, exclude={"canary"})
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _resources(requests: ResourceList, limits: ResourceList) -> Manifest:
+    out: Manifest = {}
+    for key, rl in (("requests", requests), ("limits", limits)):
+        values = rl.model_dump(exclude_none=True)
+        if values:
+            out[key] = values
+    return out
+
+
+def _env(tp: TradingPipeline, agent: AgentId, track: Track) -> list[Manifest]:
+    return [
+        {"name": "APEX_PIPELINE_FILE", "value": PIPELINE_FILE},
+        {"name": "APEX_NATS_URL", "value": nats_url(tp)},
+        {"name": "APEX_AGENT", "value": agent},
+        {"name": "APEX_TRACK", "value": track},
+        {"name": "APEX_HTTP_PORT", "value": str(HTTP_PORT)},
+        # the instance in KV `applied.<agent>.<track>.<instance>`
+        {"name": "APEX_INSTANCE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+
+
+def build_deployment(tp: TradingPipeline, agent: AgentId, track: Track, fallback_image: str) -> Manifest:
+    """The Deployment of one agent on one track: `apex agent <id> --track <t>`."""
+    spec = track_spec(tp.spec, "canary" if track == "canary" else "stable")
+    agent_spec = spec.agent(agent)
+    name = deployment_name(tp.name, agent, track)
+    image, pull_policy = image_of(spec, fallback_image)
+    container: Manifest = {
+        "name": agent,
+        "image": image,
+        "imagePullPolicy": pull_policy,
+        "command": ["apex", "agent", agent, "--track", track],
+        "env": _env(tp, agent, track),
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "livenessProbe": {
+            "httpGet": {"path": "/health", "port": "http"},
+            "initialDelaySeconds": 10,
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 5},
+        "resources": _resources(agent_spec.resources.requests, agent_spec.resources.limits),
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    secret = spec.execution.credentials_secret
+    if agent == "execution" and secret:
+        # credentials only ever come from the Secret; never rendered into env values
+        container["envFrom"] = [{"secretRef": {"name": secret}}]
+    labels = metadata(tp, name, agent, track)["labels"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(tp, name, agent, track),
+        "spec": {
+            "replicas": agent_spec.replicas,
+            "selector": {"matchLabels": selector_labels(tp.name, agent, track)},
+            # one instance at a time for stateful agents: Recreate never runs two side by side
+            "strategy": {"type": "RollingUpdate" if agent == "strategy-builder" else "Recreate"},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {CONFIG_HASH_ANNOTATION: config_hash(spec)}},
+                "spec": {
+                    "serviceAccountName": service_account_name(tp.name),
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security_context(),
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": config_map_name(tp.name)}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def build_service(tp: TradingPipeline, agent: AgentId, track: Track) -> Manifest:
+    """`/health`, `/ready`, `/metrics` of one agent and track on port `http`."""
+    name = deployment_name(tp.name, agent, track)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(tp, name, agent, track),
+        "spec": {
+            "selector": selector_labels(tp.name, agent, track),
+            "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }

@@ -1,0 +1,193 @@
+"""The managed bus: NATS JetStream as a StatefulSet (file storage on a PVC), a headless Service and
+its config; a NetworkPolicy lets only this pipeline's pods and the operator reach the client port."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from apextrader.bus.topology import nats_service_name
+from apextrader.contracts.pipeline import TradingPipeline
+from apextrader.contracts.spec import ManagedBus
+from apextrader.contracts.units import parse_quantity
+from apextrader_operator.builders.labels import (
+    Manifest,
+    container_security_context,
+    metadata,
+    pod_security_context,
+    selector_labels,
+)
+
+CLIENT_PORT: Final = 4222
+MONITOR_PORT: Final = 8222
+CLUSTER_PORT: Final = 6222
+COMPONENT: Final = "nats"
+OPERATOR_LABELS: Final = {"app.kubernetes.io/name": "apextrader-operator"}
+
+
+def nats_url(tp: TradingPipeline) -> str:
+    """The URL agents and the operator use: the external `bus.url` or the managed Service's DNS name."""
+    if tp.spec.bus.url:
+        return tp.spec.bus.url
+    ns = tp.metadata.namespace or "default"
+    return f"nats://{nats_service_name(tp.name)}.{ns}.svc:{CLIENT_PORT}"
+
+
+def _nats_conf(tp: TradingPipeline, bus: ManagedBus) -> str:
+    name, ns = nats_service_name(tp.name), tp.metadata.namespace or "default"
+    # JetStream may use 90 % of the volume; the rest is headroom for compaction.
+    max_file = parse_quantity(bus.storage) * 9 // 10
+    lines = [
+        f"port: {CLIENT_PORT}",
+        f"http_port: {MONITOR_PORT}",
+        "server_name: $POD_NAME",
+        "lame_duck_duration: 30s",
+        "jetstream {",
+        "  store_dir: /data/jetstream",
+        "  max_memory_store: 64MB",
+        f"  max_file_store: {max_file}",
+        "}",
+    ]
+    if bus.replicas > 1:
+        routes = ",\n    ".join(
+            f"nats://{name}-{i}.{name}.{ns}.svc:{CLUSTER_PORT}" for i in range(bus.replicas)
+        )
+        lines += [
+            "cluster {",
+            f"  name: {name}",
+            f"  port: {CLUSTER_PORT}",
+            f"  routes: [\n    {routes}\n  ]",
+            "}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def build_nats_config(tp: TradingPipeline, bus: ManagedBus) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(tp, f"{nats_service_name(tp.name)}-config", COMPONENT),
+        "data": {"nats.conf": _nats_conf(tp, bus)},
+    }
+
+
+def _ports(bus: ManagedBus) -> list[tuple[str, int]]:
+    ports = [("client", CLIENT_PORT), ("monitor", MONITOR_PORT)]
+    return [*ports, ("cluster", CLUSTER_PORT)] if bus.replicas > 1 else ports
+
+
+def build_nats_service(tp: TradingPipeline, bus: ManagedBus) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(tp, nats_service_name(tp.name), COMPONENT),
+        "spec": {
+            "clusterIP": "None",
+            # cluster routes must resolve before the peers are ready
+            "publishNotReadyAddresses": True,
+            "selector": selector_labels(tp.name, COMPONENT),
+            "ports": [{"name": n, "port": p, "targetPort": n, "protocol": "TCP"} for n, p in _ports(bus)],
+        },
+    }
+
+
+def build_nats_statefulset(tp: TradingPipeline, bus: ManagedBus) -> Manifest:
+    name = nats_service_name(tp.name)
+    probe = {"httpGet": {"path": "/healthz?js-enabled-only=true", "port": "monitor"}, "periodSeconds": 10}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": metadata(tp, name, COMPONENT),
+        "spec": {
+            "serviceName": name,
+            "replicas": bus.replicas,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": selector_labels(tp.name, COMPONENT)},
+            "template": {
+                "metadata": {"labels": metadata(tp, name, COMPONENT)["labels"]},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security_context(1000),
+                    "terminationGracePeriodSeconds": 60,
+                    "containers": [
+                        {
+                            "name": "nats",
+                            "image": bus.image,
+                            "args": ["--config", "/etc/nats/nats.conf"],
+                            "env": [
+                                {
+                                    "name": "POD_NAME",
+                                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                                }
+                            ],
+                            "ports": [
+                                {"name": n, "containerPort": p, "protocol": "TCP"} for n, p in _ports(bus)
+                            ],
+                            "livenessProbe": {**probe, "initialDelaySeconds": 10},
+                            "readinessProbe": {
+                                "httpGet": {"path": "/healthz", "port": "monitor"},
+                                "periodSeconds": 5,
+                            },
+                            "startupProbe": {**probe, "periodSeconds": 5, "failureThreshold": 60},
+                            "resources": {
+                                "requests": {"cpu": "100m", "memory": "128Mi"},
+                                "limits": {"memory": "512Mi"},
+                            },
+                            "securityContext": container_security_context(),
+                            "volumeMounts": [
+                                {"name": "config", "mountPath": "/etc/nats", "readOnly": True},
+                                {"name": "data", "mountPath": "/data"},
+                            ],
+                        }
+                    ],
+                    "volumes": [{"name": "config", "configMap": {"name": f"{name}-config"}}],
+                },
+            },
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data"},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": bus.storage}},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def build_nats_network_policy(tp: TradingPipeline, bus: ManagedBus) -> Manifest:
+    """Client port: this pipeline's pods and the operator (any namespace); monitoring: anyone."""
+    peers = [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": tp.name}}},
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": OPERATOR_LABELS}},
+    ]
+    rules = [
+        {"from": peers, "ports": [{"port": CLIENT_PORT, "protocol": "TCP"}]},
+        {"ports": [{"port": MONITOR_PORT, "protocol": "TCP"}]},
+    ]
+    if bus.replicas > 1:
+        nats_pods = {"podSelector": {"matchLabels": selector_labels(tp.name, COMPONENT)}}
+        rules.append({"from": [nats_pods], "ports": [{"port": CLUSTER_PORT, "protocol": "TCP"}]})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(tp, nats_service_name(tp.name), COMPONENT),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(tp.name, COMPONENT)},
+            "policyTypes": ["Ingress"],
+            "ingress": rules,
+        },
+    }
+
+
+def build_bus(tp: TradingPipeline) -> list[Manifest]:
+    """Every object of the managed bus, or nothing for an external `bus.url`."""
+    bus = tp.spec.bus.managed
+    if bus is None:
+        return []
+    return [
+        build_nats_config(tp, bus),
+        build_nats_service(tp, bus),
+        build_nats_statefulset(tp, bus),
+        build_nats_network_policy(tp, bus),
+    ]
