@@ -16,7 +16,11 @@ PIPELINE = ROOT / "manifests" / "pipeline.yaml"
 
 def apex(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "apextrader.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        [sys.executable, "-m", "apextrader.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
     )
 
 
@@ -25,8 +29,22 @@ def start_up(data_dir: Path, *args: str) -> subprocess.Popen[str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     log = (data_dir / "up.log").open("w")
     return subprocess.Popen(
-        [sys.executable, "-m", "apextrader.cli", "up", str(PIPELINE), "--no-ui", "--data-dir", str(data_dir), *args],
-        stdout=log, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env={**os.environ, "COLUMNS": "160"},
+        [
+            sys.executable,
+            "-m",
+            "apextrader.cli",
+            "up",
+            str(PIPELINE),
+            "--no-ui",
+            "--data-dir",
+            str(data_dir),
+            *args,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "160"},
     )
 
 
@@ -36,7 +54,9 @@ def wait_runtime(data_dir: Path, proc: subprocess.Popen[str], timeout: float = 1
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"apex up exited {proc.returncode}:\n{(data_dir / 'up.log').read_text()[-4000:]}")
+            raise AssertionError(
+                f"apex up exited {proc.returncode}:\n{(data_dir / 'up.log').read_text()[-4000:]}"
+            )
         if path.exists():
             try:
                 return dict(json.loads(path.read_text()))

@@ -41,7 +41,7 @@ def test_sixty_seconds_of_paper_trading_fills_both_tracks(tmp_path: Path) -> Non
     fills = {t["track"]: t["fills"] for t in summary["tracks"]}
     assert fills.get("stable", 0) > 0 and fills.get("canary", 0) > 0, fills
     assert_clean_flow(summary)
-    assert summary["published"][f"APEX_BTC_PERP_MARKET"] > 0
+    assert summary["published"]["APEX_BTC_PERP_MARKET"] > 0
     html = report.read_text()
     assert "Go/No-Go" in html and "Trades on price" in html
     assert not (data_dir / "runtime.json").exists()
@@ -63,6 +63,8 @@ def test_chaos_kill_each_agent_and_the_server_once(tmp_path: Path) -> None:
     outages = {o["key"] for a in summary["agents"] for o in a["outages"]}
     assert outages == set(killed)
     assert all(a["ready_at_end"] for a in summary["agents"])
-    assert all(o["ended"] is not None for a in summary["agents"] for o in a["outages"]), "an agent did not recover"
+    assert all(o["ended"] is not None for a in summary["agents"] for o in a["outages"]), (
+        "an agent did not recover"
+    )
     assert summary["bus_downtime_s"] > 0
     assert_clean_flow(summary)

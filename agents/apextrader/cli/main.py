@@ -9,6 +9,7 @@ import typer
 from apextrader import __version__
 from apextrader.cli import agents as agents_cli
 from apextrader.cli.crds import crds
+from apextrader.cli.up import up
 from apextrader.cli.validate import validate
 
 app = typer.Typer(
@@ -40,6 +41,7 @@ def _root(
 
 
 app.command("validate")(validate)
+app.command("up")(up)
 app.command("crds")(crds)
 app.command("agent")(agents_cli.agent)
 

@@ -13,11 +13,23 @@ from apextrader.contracts.units import parse_duration
 
 @friendly
 def up(
-    file: Path = typer.Argument(..., help="A TradingPipeline YAML (the same file the operator reads).", metavar="FILE"),
-    duration: str | None = typer.Option(None, "--duration", "-d", help="Stop after this long (30s, 5m, 1h); default: until Ctrl-C."),
-    source: str | None = typer.Option(None, "--source", help="Override spec.source: synthetic, replay:PATH or ccxt."),
-    speed: float | None = typer.Option(None, "--speed", help="Market seconds per wall-clock second for synthetic/replay data."),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="JetStream store, logs, runtime.json and summary.json (default .apex/<file stem>)."),
+    file: Path = typer.Argument(
+        ..., help="A TradingPipeline YAML (the same file the operator reads).", metavar="FILE"
+    ),
+    duration: str | None = typer.Option(
+        None, "--duration", "-d", help="Stop after this long (30s, 5m, 1h); default: until Ctrl-C."
+    ),
+    source: str | None = typer.Option(
+        None, "--source", help="Override spec.source: synthetic, replay:PATH or ccxt."
+    ),
+    speed: float | None = typer.Option(
+        None, "--speed", help="Market seconds per wall-clock second for synthetic/replay data."
+    ),
+    data_dir: Path | None = typer.Option(
+        None,
+        "--data-dir",
+        help="JetStream store, logs, runtime.json and summary.json (default .apex/<file stem>).",
+    ),
     report: Path | None = typer.Option(None, "--report", help="Write the HTML report here at the end."),
     no_ui: bool = typer.Option(False, "--no-ui", help="No live terminal view (for CI and logs)."),
 ) -> None:
@@ -34,8 +46,13 @@ def up(
 
     seconds = parse_duration(duration).total_seconds() if duration else None
     opts = UpOptions(
-        pipeline_file=file, data_dir=data_dir or default_data_dir(file), duration_s=seconds, source=source,
-        speed=speed, report=report, ui=not no_ui,
+        pipeline_file=file,
+        data_dir=data_dir or default_data_dir(file),
+        duration_s=seconds,
+        source=source,
+        speed=speed,
+        report=report,
+        ui=not no_ui,
     )
     summary = asyncio.run(run_up(opts, console))
     for row in evaluate(summary):

@@ -27,13 +27,19 @@ def apply_request(canary: CanarySpec, request: dict[str, Any]) -> CanarySpec:
     action = request.get("action")
     if action == "set-weight":
         if canary.steps is not None:
-            raise CanaryRequestError("set-weight is refused on a stepped canary: pause, promote, abort or edit the steps")
+            raise CanaryRequestError(
+                "set-weight is refused on a stepped canary: pause, promote, abort or edit the steps"
+            )
         weight = int(request["weight"])
         if not 0 <= weight <= 100:
             raise CanaryRequestError(f"weight must be 0-100, got {weight}")
         return canary.model_copy(update={"weight": weight, "abort": False})
-    updates = {"pause": {"paused": True}, "resume": {"paused": False}, "promote": {"promote": True, "abort": False},
-               "abort": {"abort": True, "promote": False}}.get(str(action))
+    updates = {
+        "pause": {"paused": True},
+        "resume": {"paused": False},
+        "promote": {"promote": True, "abort": False},
+        "abort": {"abort": True, "promote": False},
+    }.get(str(action))
     if updates is None:
         raise CanaryRequestError(f"unknown action {action!r}")
     return canary.model_copy(update=updates)

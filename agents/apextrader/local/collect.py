@@ -3,7 +3,6 @@ state, the DLQ, the fills and the snapshots they trace back to), condensed into 
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -28,7 +27,9 @@ async def iter_messages(js: JetStreamContext, stream: str, subject: str) -> Asyn
         subject,
         stream=stream,
         config=js_api.ConsumerConfig(
-            ack_policy=js_api.AckPolicy.NONE, deliver_policy=js_api.DeliverPolicy.ALL, mem_storage=True,
+            ack_policy=js_api.AckPolicy.NONE,
+            deliver_policy=js_api.DeliverPolicy.ALL,
+            mem_storage=True,
             inactive_threshold=30.0,
         ),
     )
@@ -36,7 +37,7 @@ async def iter_messages(js: JetStreamContext, stream: str, subject: str) -> Asyn
         while True:
             try:
                 msgs = await sub.fetch(1000, timeout=1.0)
-            except (FetchTimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, FetchTimeoutError):
                 return
             for msg in msgs:
                 yield msg
@@ -56,7 +57,9 @@ def _matches(pattern: str, subject: str) -> bool:
     return len(p) == len(s)
 
 
-async def dead_letter_counts(js: JetStreamContext, topology: Topology) -> tuple[Counter[tuple[str, str]], Counter[str]]:
+async def dead_letter_counts(
+    js: JetStreamContext, topology: Topology
+) -> tuple[Counter[tuple[str, str]], Counter[str]]:
     """DLQ entries per (original stream, durable) and per reason."""
     per_consumer: Counter[tuple[str, str]] = Counter()
     per_reason: Counter[str] = Counter()
@@ -69,7 +72,9 @@ async def dead_letter_counts(js: JetStreamContext, topology: Topology) -> tuple[
     return per_consumer, per_reason
 
 
-async def consumer_accounts(js: JetStreamContext, topology: Topology) -> tuple[list[ConsumerAccount], Counter[str]]:
+async def consumer_accounts(
+    js: JetStreamContext, topology: Topology
+) -> tuple[list[ConsumerAccount], Counter[str]]:
     """For every flow consumer (deliver all): matched = acked + DLQ + pending, from JetStream's state."""
     dlq_counts, reasons = await dead_letter_counts(js, topology)
     accounts = []
@@ -81,15 +86,21 @@ async def consumer_accounts(js: JetStreamContext, topology: Topology) -> tuple[l
             info = await js.stream_info(decl.stream, subjects_filter=">")
             subject_counts[decl.stream] = dict(info.state.subjects or {})
         matched = sum(
-            n for subj, n in subject_counts[decl.stream].items() if any(_matches(f, subj) for f in decl.filter_subjects)
+            n
+            for subj, n in subject_counts[decl.stream].items()
+            if any(_matches(f, subj) for f in decl.filter_subjects)
         )
         ci = await js.consumer_info(decl.stream, decl.durable)
         pending = int(ci.num_pending or 0) + int(ci.num_ack_pending or 0)
         dead = dlq_counts.get((decl.stream, decl.durable), 0)
         accounts.append(
             ConsumerAccount(
-                stream=decl.stream, durable=decl.durable, matched=matched,
-                acked=matched - dead - pending, pending=pending, dlq=dead,
+                stream=decl.stream,
+                durable=decl.durable,
+                matched=matched,
+                acked=matched - dead - pending,
+                pending=pending,
+                dlq=dead,
             )
         )
     return accounts, reasons
@@ -99,7 +110,9 @@ async def published_counts(js: JetStreamContext, topology: Topology) -> dict[str
     return {s.name: int((await js.stream_info(s.name)).state.messages) for s in topology.streams}
 
 
-async def snapshot_ids_and_prices(js: JetStreamContext, topology: Topology) -> tuple[set[str], list[PriceSeries]]:
+async def snapshot_ids_and_prices(
+    js: JetStreamContext, topology: Topology
+) -> tuple[set[str], list[PriceSeries]]:
     """Ids of every market.snapshot (for tracing) and the closed-bar closes per (exchange, symbol)."""
     ids: set[str] = set()
     series: dict[tuple[str, str], dict[float, float]] = {}
@@ -122,7 +135,9 @@ async def snapshot_ids_and_prices(js: JetStreamContext, topology: Topology) -> t
     return ids, prices
 
 
-async def orders(js: JetStreamContext, topology: Topology, snapshot_ids: set[str]) -> tuple[list[FillRecord], Counter[str], Counter[str]]:
+async def orders(
+    js: JetStreamContext, topology: Topology, snapshot_ids: set[str]
+) -> tuple[list[FillRecord], Counter[str], Counter[str]]:
     """Fills (traced to snapshots), approvals per track and duplicate complete fills per track."""
     fills: list[FillRecord] = []
     approved: Counter[str] = Counter()
@@ -141,9 +156,16 @@ async def orders(js: JetStreamContext, topology: Topology, snapshot_ids: set[str
                 completed[(ev.track, d.client_order_id)] += 1
             fills.append(
                 FillRecord(
-                    time=ev.timestamp.timestamp(), track=ev.track, exchange=d.exchange, symbol=d.symbol,
-                    side=d.side, price=d.avg_price, amount=d.filled, slippage_bps=d.slippage_bps,
-                    correlation_id=ev.correlation_id, traced=ev.correlation_id in snapshot_ids,
+                    time=ev.timestamp.timestamp(),
+                    track=ev.track,
+                    exchange=d.exchange,
+                    symbol=d.symbol,
+                    side=d.side,
+                    price=d.avg_price,
+                    amount=d.filled,
+                    slippage_bps=d.slippage_bps,
+                    correlation_id=ev.correlation_id,
+                    traced=ev.correlation_id in snapshot_ids,
                 )
             )
     duplicates: Counter[str] = Counter()

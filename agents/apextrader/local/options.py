@@ -64,5 +64,8 @@ def effective_pipeline(tp: TradingPipeline, opts: UpOptions) -> TradingPipeline:
 def write_pipeline(tp: TradingPipeline, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = tp.model_dump(by_alias=True, exclude_none=True, mode="json")
-    path.write_text("# written by apex up: the effective pipeline the agents read\n" + yaml.safe_dump(doc, sort_keys=False))
+    path.write_text(
+        "# written by apex up: the effective pipeline the agents read\n"
+        + yaml.safe_dump(doc, sort_keys=False)
+    )
     return path

@@ -114,6 +114,7 @@ class Supervisor:
             "APEX_PIPELINE_FILE": str(self.pipeline_file),
             "APEX_AGENT": ap.agent,
             "APEX_TRACK": ap.track,
+            "APEX_HTTP_HOST": "127.0.0.1",
             "PYTHONUNBUFFERED": "1",
         }
         cmd = [sys.executable, "-m", "apextrader.cli", "agent", ap.agent, "--track", ap.track]

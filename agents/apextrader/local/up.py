@@ -57,7 +57,9 @@ class ServerWatchdog:
                 self.restarts += 1
 
 
-async def run_up(opts: UpOptions, console: Console, on_snapshot: Callable[[LiveSnapshot], None] | None = None) -> RunSummary:
+async def run_up(
+    opts: UpOptions, console: Console, on_snapshot: Callable[[LiveSnapshot], None] | None = None
+) -> RunSummary:
     user = load_pipeline(opts.pipeline_file)
     tp = effective_pipeline(user, opts)
     name, spec = tp.name, tp.spec
@@ -78,9 +80,13 @@ async def run_up(opts: UpOptions, console: Console, on_snapshot: Callable[[LiveS
     await kv.put_json(KV_HALT, False)
     canary = LocalCanary(kv=kv, canary=spec.canary)
     await canary.tick()
-    console.print(f"[green]✓[/] {len(topology.streams)} streams, {len(topology.consumers)} consumers, KV {topology.kv_bucket}")
+    console.print(
+        f"[green]✓[/] {len(topology.streams)} streams, {len(topology.consumers)} consumers, KV {topology.kv_bucket}"
+    )
 
-    supervisor = Supervisor(units, pipeline_file=pipeline_file, nats_url=server.url, log_dir=data_dir / "logs")
+    supervisor = Supervisor(
+        units, pipeline_file=pipeline_file, nats_url=server.url, log_dir=data_dir / "logs"
+    )
     runtime_file = data_dir / "runtime.json"
     started = time.time()
     watchdog = ServerWatchdog(server)
@@ -95,39 +101,69 @@ async def run_up(opts: UpOptions, console: Console, on_snapshot: Callable[[LiveS
             for ap in supervisor.processes:
                 status.update(f"starting {ap.key}…")
             await supervisor.start()
-        console.print(f"[green]✓[/] {len(units)} agents ready: " + ", ".join(p.key for p in supervisor.processes))
-        runtime_file.write_text(json.dumps(
-            {"pipeline": name, "nats_url": server.url, "nats_pid": server.pid, "agents": supervisor.runtime_info()},
-            indent=2,
-        ))
+        console.print(
+            f"[green]✓[/] {len(units)} agents ready: " + ", ".join(p.key for p in supervisor.processes)
+        )
+        runtime_file.write_text(
+            json.dumps(
+                {
+                    "pipeline": name,
+                    "nats_url": server.url,
+                    "nats_pid": server.pid,
+                    "agents": supervisor.runtime_info(),
+                },
+                indent=2,
+            )
+        )
         watchdog_task = asyncio.create_task(watchdog.run())
         progress = make_progress()
         task = progress.add_task(f"{name} paper trading", total=opts.duration_s or None)
         t0 = time.monotonic()
         deadline = None if opts.duration_s is None else t0 + opts.duration_s
         async with Monitor(supervisor, tracks) as monitor:
-            with Live(render(None, progress, None, ""), console=console, refresh_per_second=4,
-                      transient=False, redirect_stdout=False) as live:
+            with Live(
+                render(None, progress, None, ""),
+                console=console,
+                refresh_per_second=4,
+                transient=False,
+                redirect_stdout=False,
+            ) as live:
                 if not opts.ui:
                     live.stop()
                 while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                     status_now = await canary.tick()
                     snap = await monitor.poll()
-                    runtime_file.write_text(json.dumps(
-                        {"pipeline": name, "nats_url": server.url, "nats_pid": server.pid,
-                         "agents": supervisor.runtime_info()}, indent=2,
-                    ))
+                    runtime_file.write_text(
+                        json.dumps(
+                            {
+                                "pipeline": name,
+                                "nats_url": server.url,
+                                "nats_pid": server.pid,
+                                "agents": supervisor.runtime_info(),
+                            },
+                            indent=2,
+                        )
+                    )
                     weights = track_weights(status_now.effective_weight, has_canary)
                     for row in snap.tracks:
                         equity[row.track].append(
-                            (time.time(), spec.capital.amount * weights.get(row.track, 0) / 100 + (row.pnl or 0.0))
+                            (
+                                time.time(),
+                                spec.capital.amount * weights.get(row.track, 0) / 100 + (row.pnl or 0.0),
+                            )
                         )
                     if on_snapshot:
                         on_snapshot(snap)
                     progress.update(task, completed=time.monotonic() - t0)
                     if opts.ui:
-                        live.update(render(snap, progress, status_now.declared_weight if has_canary else None,
-                                           status_now.phase))
+                        live.update(
+                            render(
+                                snap,
+                                progress,
+                                status_now.declared_weight if has_canary else None,
+                                status_now.phase,
+                            )
+                        )
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(stop.wait(), 1.0)
         console.print("stopping: draining in-flight events…")
@@ -136,8 +172,19 @@ async def run_up(opts: UpOptions, console: Console, on_snapshot: Callable[[LiveS
         last = await final.poll()
         await final.__aexit__(None, None, None)
         await supervisor.stop()
-        summary = await _summarise(js, topology, supervisor, last, equity, canary, watchdog, started, spec.capital.amount,
-                                   tp.spec.source.kind, has_canary)
+        summary = await _summarise(
+            js,
+            topology,
+            supervisor,
+            last,
+            equity,
+            canary,
+            watchdog,
+            started,
+            spec.capital.amount,
+            tp.spec.source.kind,
+            has_canary,
+        )
     finally:
         if watchdog_task:
             watchdog_task.cancel()
@@ -177,28 +224,54 @@ async def _summarise(
         buckets = _latency_buckets(last, row.track)
         expectancy = {
             s.labels["strategy"]: s.value
-            for samples in last.samples.values() for s in samples
+            for samples in last.samples.values()
+            for s in samples
             if s.name == "apex_expectancy" and s.labels.get("track") == row.track and "strategy" in s.labels
         }
-        tracks.append(TrackRecord(
-            track=row.track, capital=capital * weights.get(row.track, 0) / 100, weight_applied=row.weight_applied,
-            approved=approved.get(row.track, 0), fills=len(t_fills), duplicate_fills=duplicates.get(row.track, 0),
-            slippage_bps=[f.slippage_bps for f in t_fills], latency_p50_ms=row.latency_p50_ms,
-            latency_p99_ms=row.latency_p99_ms, latency_buckets=buckets, margin_violations=row.margin_violations,
-            expectancy=expectancy, equity=equity.get(row.track, []),
-        ))
+        tracks.append(
+            TrackRecord(
+                track=row.track,
+                capital=capital * weights.get(row.track, 0) / 100,
+                weight_applied=row.weight_applied,
+                approved=approved.get(row.track, 0),
+                fills=len(t_fills),
+                duplicate_fills=duplicates.get(row.track, 0),
+                slippage_bps=[f.slippage_bps for f in t_fills],
+                latency_p50_ms=row.latency_p50_ms,
+                latency_p99_ms=row.latency_p99_ms,
+                latency_buckets=buckets,
+                margin_violations=row.margin_violations,
+                expectancy=expectancy,
+                equity=equity.get(row.track, []),
+            )
+        )
     agents = [
         AgentRecord(
-            key=p.key, restarts=p.restarts, ready_at_end=any(a.key == p.key and a.ready for a in last.agents),
-            outages=[OutageRecord(key=o.key, started=o.started, ended=o.ended, exit_code=o.exit_code) for o in p.outages],
+            key=p.key,
+            restarts=p.restarts,
+            ready_at_end=any(a.key == p.key and a.ready for a in last.agents),
+            outages=[
+                OutageRecord(key=o.key, started=o.started, ended=o.ended, exit_code=o.exit_code)
+                for o in p.outages
+            ],
         )
         for p in supervisor.processes
     ]
     return RunSummary(
-        pipeline=topology.pipeline, source=source, started_at=started, ended_at=time.time(),
-        bus_downtime_s=watchdog.downtime_s, agents=agents, consumers=accounts, dlq_total=sum(reasons.values()),
-        dlq_by_reason=dict(reasons), published=await collect.published_counts(js, topology), tracks=tracks,
-        fills=fills, prices=prices, weight_changes=list(canary.history),
+        pipeline=topology.pipeline,
+        source=source,
+        started_at=started,
+        ended_at=time.time(),
+        bus_downtime_s=watchdog.downtime_s,
+        agents=agents,
+        consumers=accounts,
+        dlq_total=sum(reasons.values()),
+        dlq_by_reason=dict(reasons),
+        published=await collect.published_counts(js, topology),
+        tracks=tracks,
+        fills=fills,
+        prices=prices,
+        weight_changes=list(canary.history),
     )
 
 
