@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint fmt crds check-crds bench clean help tools chart image
+.PHONY: install demo test lint fmt crds check-crds bench clean help tools chart image kind-up e2e
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -61,6 +61,16 @@ IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 image:  ## Build the one container image (agents and operator); needs a Docker engine
 	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine reachable (docker info failed)"; exit 1; }
 	docker build --build-arg VERSION=$(IMAGE_TAG) -t $(IMAGE):$(IMAGE_TAG) .
+
+KIND_CLUSTER ?= apextrader
+kind-up: tools  ## Create the kind cluster (manifests/kind-config.yaml), build the image and load it (Docker + kind)
+	@command -v kind >/dev/null 2>&1 || { echo "make kind-up: kind not found (https://kind.sigs.k8s.io)"; exit 1; }
+	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --config manifests/kind-config.yaml
+	$(MAKE) image
+	kind load docker-image $(IMAGE):$(IMAGE_TAG) --name $(KIND_CLUSTER)
+
+e2e: install  ## On the kind cluster: helm install, apply the example, wait Ready, move the canary (skips without a cluster)
+	$(BIN)/python -m pytest tests/e2e -v -p no:randomly -rs
 
 clean:  ## Remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -195,6 +195,19 @@ def pipeline_values_schema() -> dict[str, Any]:
     }
 
 
+def prometheus_rule_manifest() -> str:
+    """manifests/observability/prometheusrule.yaml: the rules file as a Prometheus Operator object."""
+    rules = yaml.safe_load((OBSERVABILITY / "rules" / "apextrader-alerts.yaml").read_text())
+    doc = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "apextrader-alerts", "labels": {"app.kubernetes.io/part-of": "apextrader"}},
+        "spec": {"groups": rules["groups"]},
+    }
+    src = "manifests/observability/rules/apextrader-alerts.yaml"
+    return HEADER.format(src=src) + yaml.safe_dump(doc, sort_keys=False, width=1000)
+
+
 def wanted_files() -> dict[Path, str]:
     files: dict[Path, str] = {}
     for crd in crd_documents():
@@ -202,6 +215,8 @@ def wanted_files() -> dict[Path, str]:
         files[OPERATOR_CHART / "templates" / f"crd-{plural}.yaml"] = crd_template(crd)
     schema = pipeline_values_schema()
     files[PIPELINE_CHART / "values.schema.json"] = json.dumps(schema, indent=2) + "\n"
+    files[OBSERVABILITY / "prometheusrule.yaml"] = prometheus_rule_manifest()
+    files[OPERATOR_CHART / "files" / "podmonitor.yaml"] = (OBSERVABILITY / "podmonitor.yaml").read_text()
     for sub in ("rules", "dashboards"):
         for path in sorted((OBSERVABILITY / sub).glob("*.*")):
             files[OPERATOR_CHART / "files" / sub / path.name] = path.read_text()

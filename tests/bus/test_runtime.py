@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from typer.testing import CliRunner
 
-from apextrader.bus.topology import stream_name
+from apextrader.bus.topology import stream_name, subject
 from apextrader.cli.main import app
 from apextrader.contracts import Envelope, Features, FeaturesComputed, FeaturesComputedEvent, TradingPipeline
 from apextrader.contracts.names import EventType
@@ -69,6 +69,10 @@ async def test_runner_serves_health_ready_metrics_and_handles_events(
     base = f"http://127.0.0.1:{runner.http_port}"
     assert runner.nc is not None
     js = runner.nc.jetstream()
+    # A malformed event first: dead-lettered, the agent stays alive and ready and handles the rest.
+    await js.publish(
+        subject("btc-perp", "market.snapshot", "shared"), b"{not json", headers={"Nats-Msg-Id": "x1"}
+    )
     await publish_many(js, [snapshot(i) for i in range(10)])
     async with aiohttp.ClientSession() as http:
         async with http.get(base + "/health") as r:
@@ -88,6 +92,9 @@ async def test_runner_serves_health_ready_metrics_and_handles_events(
             in text
         )
         assert "apex_handler_seconds_bucket" in text
+        assert 'apex_dlq_total{agent="feature-engineer",reason="invalid"' in text
+        async with http.get(base + "/health") as r:
+            assert r.status == 200
     runner.request_stop()
     assert await asyncio.wait_for(task, 10) == 0
 

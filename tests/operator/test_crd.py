@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from apextrader.contracts import PipelineError, parse_pipeline
+from apextrader.contracts import PipelineError, parse_pipeline, track_spec
 from apextrader_operator.crd import build_crd, crd_yaml
 from tests.operator.crd_tools import cel_violations, schema_errors
 
@@ -78,6 +78,7 @@ def test_identity_columns_and_weights() -> None:
 def test_examples_validate_against_crd(path: Path) -> None:
     docs = pipelines_in(path)
     for doc in docs:
+        track_spec(parse_pipeline(doc).spec, "canary")  # what `apex validate` checks
         assert schema_errors(ROOT_SCHEMA, doc) == []
         assert cel_violations(ROOT_SCHEMA, doc) == []
 

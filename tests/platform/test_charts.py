@@ -3,6 +3,7 @@ and the generated files (CRD copy, values schema) in step with their sources."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +183,27 @@ def test_generated_chart_files_are_up_to_date() -> None:
         [sys.executable, str(REPO / "scripts" / "sync_charts.py"), "--check"], capture_output=True, text=True
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _notes(helm: str, tmp_path: Path, *args: str) -> str:
+    """NOTES.txt as `helm install` prints it (rendered through a wrapper, as helm template skips it)."""
+    chart = tmp_path / "apextrader"
+    shutil.copytree(OPERATOR_CHART, chart)
+    (chart / "templates" / "notes-probe.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"
+        'data:\n  notes: {{ include "apextrader/templates/NOTES.txt" . | toJson }}\n'
+    )
+    rendered = helm_template(helm, chart, None, "--show-only", "templates/notes-probe.yaml", *args)
+    notes: str = documents(rendered)[0]["data"]["notes"]
+    return notes
+
+
+def test_notes_tell_what_to_do_next(helm: str, tmp_path: Path) -> None:
+    notes = _notes(helm, tmp_path / "a", "--set", "watchNamespaces={trading,research}")
+    assert "helm test rel -n apex" in notes
+    assert "kubectl -n trading apply -f manifests/pipeline.yaml" in notes
+    for ns in ("trading", "research"):
+        assert f"kubectl label namespace {ns} pod-security.kubernetes.io/enforce=restricted" in notes
+    assert "Observability is off" in notes
+    observed = _notes(helm, tmp_path / "b", "-f", str(OPERATOR_CHART / "ci" / "observability-values.yaml"))
+    assert "Observability is off" not in observed

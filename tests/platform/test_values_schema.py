@@ -92,3 +92,48 @@ def test_crd_schema_refuses_a_canary_weight_of_150(helm: str) -> None:
     (tp,) = by_kind(documents(helm_template(helm, PIPELINE_CHART)), "TradingPipeline")
     tp["spec"]["canary"] = {"weight": 150, "template": {}}
     assert any("150" in e.message for e in validator.iter_errors(tp))
+
+
+def _leaf_paths(node: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    if isinstance(node, dict) and node:
+        return [p for k, v in node.items() for p in _leaf_paths(v, (*prefix, k))]
+    return [prefix]
+
+
+def _schema_at(schema: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+    node: dict[str, Any] | None = schema
+    for key in path:
+        props = (node or {}).get("properties", {})
+        if key in props:
+            node = props[key]
+        elif isinstance((node or {}).get("additionalProperties"), dict):
+            node = node["additionalProperties"]  # type: ignore[index]
+        else:
+            return None
+    return node
+
+
+def test_operator_values_and_schema_describe_the_same_keys() -> None:
+    import json
+
+    values = yaml.safe_load((OPERATOR_CHART / "values.yaml").read_text())
+    schema = json.loads((OPERATOR_CHART / "values.schema.json").read_text())
+    missing = [".".join(p) for p in _leaf_paths(values) if _schema_at(schema, p) is None]
+    assert missing == [], f"values.yaml keys the schema does not describe: {missing}"
+    undocumented = [k for k in schema["properties"] if k != "global" and k not in values]
+    assert undocumented == [], f"schema keys missing from values.yaml: {undocumented}"
+
+
+def test_every_operator_value_is_commented() -> None:
+    lines = (OPERATOR_CHART / "values.yaml").read_text().splitlines()
+    uncommented = []
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "-")) or ":" not in stripped:
+            continue
+        previous = lines[i - 1].strip() if i else ""
+        # a block header (`image:`) is described by the comments of its keys
+        if stripped.endswith(":") or previous.startswith("#"):
+            continue
+        uncommented.append(f"{i + 1}: {stripped}")
+    assert uncommented == []

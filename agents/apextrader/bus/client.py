@@ -30,7 +30,7 @@ async def connect(url: str, *, name: str = "apextrader", **options: Any) -> Nats
         log.warning("nats: %s", exc)
 
     async def _disconnected() -> None:
-        log.warning("nats: disconnected from %s", url)
+        log.info("nats: disconnected from %s", url)
 
     async def _reconnected() -> None:
         log.info("nats: reconnected to %s", url)
@@ -47,6 +47,24 @@ async def connect(url: str, *, name: str = "apextrader", **options: Any) -> Nats
     }
     params.update(options)
     return await nats.connect(**params)
+
+
+async def connect_once(url: str, *, name: str = "apextrader") -> NatsClient:
+    """Connect for a short command: two quick tries, no reconnect loop, no error logs
+    (raises `nats.errors.NoServersError` when nobody answers)."""
+
+    async def _quiet(exc: Exception) -> None:
+        return None
+
+    return await nats.connect(
+        servers=[url],
+        name=name,
+        allow_reconnect=False,
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0.1,
+        connect_timeout=2,
+        error_cb=_quiet,
+    )
 
 
 def stream_config(decl: StreamDecl) -> js_api.StreamConfig:

@@ -3,20 +3,34 @@ repeat inside the stream's duplicate window), `traceparent` and correlation head
 
 from __future__ import annotations
 
+import asyncio
 from typing import Final
 
+from nats.errors import ConnectionReconnectingError, NoRespondersError, OutboundBufferLimitError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
+from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Tracer
 
 from apextrader.bus import tracing
+from apextrader.bus.errors import BusError
 from apextrader.bus.topology import subject
 from apextrader.contracts import Envelope
 
 MSG_ID: Final = "Nats-Msg-Id"
 CORRELATION_ID: Final = "Apex-Correlation-Id"
 EVENT_TYPE: Final = "Apex-Type"
+_TRANSIENT = (
+    NatsTimeoutError,
+    asyncio.TimeoutError,
+    NoRespondersError,
+    ConnectionReconnectingError,
+    OutboundBufferLimitError,
+    ServiceUnavailableError,
+    NoStreamResponseError,
+)
 
 
 def event_headers(event: Envelope) -> dict[str, str]:
@@ -27,19 +41,43 @@ def event_headers(event: Envelope) -> dict[str, str]:
 
 
 class Publisher:
-    """Publishes events of one pipeline and waits for JetStream's acknowledgement."""
+    """Publishes events of one pipeline and waits for JetStream's acknowledgement.
 
-    def __init__(self, js: JetStreamContext, tracer: Tracer = tracing.NOOP_TRACER, timeout: float = 5.0):
+    A publish that gets no PubAck (server restarting, leader election, reconnecting) is retried with
+    the same `Nats-Msg-Id` until `give_up_s`, so a retry that did reach the stream is de-duplicated.
+    """
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        tracer: Tracer = tracing.NOOP_TRACER,
+        ack_timeout: float = 2.0,
+        give_up_s: float = 60.0,
+    ) -> None:
         self.js = js
         self.tracer = tracer
-        self.timeout = timeout
+        self.ack_timeout = ack_timeout
+        self.give_up_s = give_up_s
+
+    async def _send(self, subj: str, body: bytes, headers: dict[str, str]) -> PubAck:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.give_up_s
+        pause = 0.05
+        while True:
+            try:
+                return await self.js.publish(subj, body, timeout=self.ack_timeout, headers=headers)
+            except _TRANSIENT as exc:
+                if loop.time() + pause > deadline:
+                    raise BusError(f"no PubAck for {headers.get(MSG_ID)} on {subj}: {exc!r}") from exc
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
 
     async def publish(self, event: Envelope) -> PubAck:
         """Publish and await the PubAck; `ack.duplicate` is True when the id was already stored."""
         subj = subject(event.pipeline, event.type, event.track)
         body = event.to_json()
         if trace.get_current_span().get_span_context().is_valid:
-            return await self.js.publish(subj, body, timeout=self.timeout, headers=event_headers(event))
+            return await self._send(subj, body, event_headers(event))
         # A chain starts here: a producer span in the correlation id's trace.
         with self.tracer.start_as_current_span(
             f"publish {event.type}",
@@ -47,4 +85,4 @@ class Publisher:
             kind=SpanKind.PRODUCER,
             attributes={"apex.event_id": event.id, "apex.correlation_id": event.correlation_id},
         ):
-            return await self.js.publish(subj, body, timeout=self.timeout, headers=event_headers(event))
+            return await self._send(subj, body, event_headers(event))

@@ -139,7 +139,8 @@ _READS: Final[dict[AgentId, list[tuple[Domain, list[EventType], bool, DeliverPol
     "risk-manager": [
         ("SIGNALS", ["signal.validated"], True, "all"),
         ("ALERTS", ["market.alert"], False, "all"),
-        ("ORDERS", ["order.filled"], True, "all"),
+        # Fills build the positions; rejections and cancellations release pending exposure.
+        ("ORDERS", ["order.filled", "order.rejected", "order.cancelled"], True, "all"),
         ("MARKET", ["market.snapshot"], False, "new"),
     ],
     "execution": [

@@ -8,8 +8,15 @@ import typer
 
 from apextrader import __version__
 from apextrader.cli import agents as agents_cli
+from apextrader.cli import backtest as backtest_cli
+from apextrader.cli import canary as canary_cli
+from apextrader.cli import dlq as dlq_cli
 from apextrader.cli.crds import crds
 from apextrader.cli.up import up
+from apextrader.cli.data import data_app
+from apextrader.cli.demo import demo
+from apextrader.cli.features import features
+from apextrader.cli.operator import operator
 from apextrader.cli.validate import validate
 
 app = typer.Typer(
@@ -44,6 +51,13 @@ app.command("validate")(validate)
 app.command("up")(up)
 app.command("crds")(crds)
 app.command("agent")(agents_cli.agent)
+app.add_typer(data_app, name="data")
+app.command("features")(features)
+app.command("backtest")(backtest_cli.backtest)
+app.command("operator")(operator)
+app.add_typer(canary_cli.app, name="canary")
+app.add_typer(dlq_cli.app, name="dlq")
+app.command("demo")(demo)
 
 
 def main() -> None:

@@ -195,7 +195,11 @@ class OrderSubmitted(Payload):
 
 
 class OrderFilled(Payload):
-    """`order.filled`: a (partial) fill; paper fills walk the book, slippage vs mid at decision."""
+    """`order.filled`: a (partial) fill; paper fills walk the book, slippage vs mid at decision.
+
+    `filled` is the base amount of this fill event alone (an order filled in steps sends one event
+    per step, each with its own deterministic id); `status` says whether the order is now complete.
+    """
 
     client_order_id: str
     exchange_order_id: str | None = None
@@ -246,7 +250,11 @@ class OrderRejected(Payload):
 
 
 class MarketAlert(Payload):
-    """`market.alert`: raised (`active`) and cleared (`active: false`) by the event watcher."""
+    """`market.alert`: raised (`active`) and cleared (`active: false`) by the event watcher.
+
+    Scope: `exchange` and `symbol` set = that instrument; only `exchange` = every symbol there;
+    neither = everything. `data_gap` reports the scanner's `gap` quality flag (info only).
+    """
 
     kind: Literal[
         "liquidation_cascade",
@@ -256,6 +264,7 @@ class MarketAlert(Payload):
         "crossed_book",
         "exchange_divergence",
         "source_down",
+        "data_gap",
     ]
     severity: Severity
     active: bool = True

@@ -193,8 +193,20 @@ class WatcherThresholds(SpecModel):
     spike_severity: Literal["info", "reduce", "halt"] = "reduce"
 
 
+def _default_grid() -> dict[str, dict[str, list[float]]]:
+    return {
+        "breakout": {"lookback": [20, 40], "volumeFactor": [1.0, 1.5]},
+        "meanReversion": {"bbStd": [2.0, 2.5], "rsiLow": [25.0, 30.0]},
+    }
+
+
 class BacktestSpec(SpecModel):
     """The live walk-forward gate and the defaults of `apex backtest`."""
+
+    # Each fold chooses, on its in-sample window, the grid point with the highest in-sample
+    # expectancy (at least `minTrades` trades), then trades it on the next out-of-sample window.
+    # A signal passes the live gate when the out-of-sample trades of all folds number at least
+    # `minTrades` and their mean return per trade exceeds `minExpectancy`.
 
     in_sample_bars: Annotated[int, Field(ge=20)] = 300
     out_of_sample_bars: Annotated[int, Field(ge=5)] = 100
@@ -203,6 +215,14 @@ class BacktestSpec(SpecModel):
     min_trades: Annotated[int, Field(ge=1)] = 5
     fees_bps: Annotated[float, Field(ge=0)] = 5.0
     slippage_bps: Annotated[float, Field(ge=0)] = 2.0
+    #: Out-of-sample expectancy (mean net return per trade on equity) a signal must exceed.
+    min_expectancy: float = 0.0
+    #: Parameter grid per strategy (`breakout`, `meanReversion`): field -> values to try; the
+    #: strategy's spec parameters fill the fields not named. Points that fail validation are skipped;
+    #: numbers only (integer parameters take whole numbers).
+    grid: dict[str, dict[str, list[float]]] = Field(default_factory=_default_grid)
+    #: Recompute the live walk-forward record every this many closed bars per symbol.
+    refresh_bars: Annotated[int, Field(ge=1)] = 20
 
 
 class TradingPipelineSpec(SpecModel):

@@ -135,8 +135,11 @@ class StreamingFeatures:
         kernel.step_one(self._state, o, h, lo, c, v, bv, self._out)
         self.last_time_ms = ts
 
-    def peek(self, bar: Bar) -> FeatureRow:
-        """Features as if `bar` closed now (intrabar); the state is left untouched."""
+    def peek(self, bar: Bar) -> FeatureRow | None:
+        """Features as if `bar` closed now (intrabar); the state is left untouched. None for a bar
+        not newer than the last closed one."""
+        if self.last_time_ms is not None and bar_time_ms(bar.open_time) <= self.last_time_ms:
+            return None
         self._check(bar)
         out = np.empty(kernel.N_OUTPUTS, dtype=np.float64)
         kernel.step_one(self._state.copy(), *_args(bar), out)

@@ -44,6 +44,8 @@ class Stats(BaseModel):
     exposure: float
     #: Per-fold stats of a walk-forward run (empty otherwise).
     folds: list[dict[str, Any]] = Field(default_factory=list)
+    #: Per strategy/symbol verdict of a walk-forward run (accepted, reason, expectancy, trades).
+    verdicts: list[dict[str, Any]] = Field(default_factory=list)
 
 
 def _finite(x: float) -> float | None:

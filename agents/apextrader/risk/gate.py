@@ -158,7 +158,7 @@ def decide(
             binding, f"size {qty} ({qty * price:.2f} notional) is below the minimum {terms.min_notional}"
         )
     # The independent check: the book with this order on top must hold every limit.
-    after = breaches(exposure(book, state.share, limits, extra=(inst, want * qty)), limits)
+    after = breaches(exp.plus(inst, want * qty * price, lev, terms.maintenance_rate), limits)
     if after:
         return Refused(after[0], f"the order would breach {', '.join(after)}")
     return order(want * qty, reduce_only=False)

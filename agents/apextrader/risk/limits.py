@@ -27,18 +27,32 @@ class Exposure:
     notional: dict[Instrument, float] = field(default_factory=dict)
     initial_margin: float = 0.0
     maintenance_margin: float = 0.0
-
-    @property
-    def gross(self) -> float:
-        return sum(abs(n) for n in self.notional.values())
-
-    @property
-    def net(self) -> float:
-        return sum(self.notional.values())
+    #: Sum of |notional| and sum of notional (computed once with the rest).
+    gross: float = 0.0
+    net: float = 0.0
 
     @property
     def open_positions(self) -> int:
-        return sum(1 for n in self.notional.values() if abs(n) > 0)
+        return len(self.notional)
+
+    def plus(self, inst: Instrument, notional: float, leverage: float, maintenance_rate: float) -> Exposure:
+        """This exposure with one more order of signed `notional` on `inst` (same marks)."""
+        old = self.notional.get(inst, 0.0)
+        new = old + notional
+        changed = dict(self.notional)
+        if abs(new) < 1e-12:
+            changed.pop(inst, None)
+        else:
+            changed[inst] = new
+        d_abs = abs(new) - abs(old)
+        return Exposure(
+            self.equity,
+            changed,
+            self.initial_margin + d_abs / leverage,
+            self.maintenance_margin + d_abs * maintenance_rate,
+            self.gross + d_abs,
+            self.net + notional,
+        )
 
 
 def _price(book: Portfolio, inst: Instrument) -> float:
@@ -54,26 +68,31 @@ def exposure(
     share: float,
     limits: RiskLimits,
     extra: tuple[Instrument, float] | None = None,
+    include_pending: bool = True,
 ) -> Exposure:
-    """The book's exposure, optionally with one more order (`(instrument, signed qty)`) on top."""
+    """The book's exposure, optionally with one more order (`(instrument, signed qty)`) on top.
+    Without pending orders it is what is actually held (what observed violations are counted on)."""
     qty: dict[Instrument, float] = {}
     for inst, pos in book.positions.items():
         qty[inst] = qty.get(inst, 0.0) + pos.qty
-    for pend in book.pending.values():
+    for pend in book.pending.values() if include_pending else ():
         qty[pend.instrument] = qty.get(pend.instrument, 0.0) + pend.remaining
     if extra is not None:
         qty[extra[0]] = qty.get(extra[0], 0.0) + extra[1]
     notional: dict[Instrument, float] = {}
-    im = mm = 0.0
+    im = mm = gross = net = 0.0
     for inst, q in qty.items():
         if abs(q) < 1e-12:
             continue
         n = q * _price(book, inst)
         notional[inst] = n
         terms = contract_terms(inst[0], inst[1], limits)
-        im += abs(n) / leverage_used(terms, limits)
-        mm += abs(n) * terms.maintenance_rate
-    return Exposure(share + book.pnl(), notional, im, mm)
+        an = abs(n)
+        im += an / leverage_used(terms, limits)
+        mm += an * terms.maintenance_rate
+        gross += an
+        net += n
+    return Exposure(share + book.pnl(), notional, im, mm, gross, net)
 
 
 def _over(value: float, cap: float) -> bool:
@@ -88,7 +107,8 @@ def breaches(exp: Exposure, limits: RiskLimits) -> list[str]:
     if e <= 0:
         return ["equity"]
     out: list[str] = []
-    if any(_over(abs(n), limits.max_position_pct * e) for n in exp.notional.values()):
+    largest = max(abs(n) for n in exp.notional.values())
+    if _over(largest, limits.max_position_pct * e):
         out.append("max_position_notional")
     if _over(exp.gross, limits.max_gross_exposure * e):
         out.append("max_gross_exposure")

@@ -8,6 +8,7 @@ contract falls back to the spec's `risk.maintenanceMarginRate` and conservative 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Final
@@ -40,15 +41,18 @@ _DEFAULT_MAX_LEVERAGE: Final = 20.0
 def contract_terms(exchange: str, symbol: str, limits: RiskLimits) -> ContractTerms:
     """Terms of `symbol` (ccxt unified, e.g. `BTC/USDT:USDT`) on `exchange`; the spec's maintenance
     rate is a floor so a user can be more conservative than the exchange."""
+    return _terms(exchange, symbol, limits.maintenance_margin_rate)
+
+
+@functools.lru_cache(maxsize=4096)
+def _terms(exchange: str, symbol: str, maintenance_floor: float) -> ContractTerms:
     base = symbol.split("/", 1)[0]
     known = _KNOWN.get((exchange, base))
     if known is None:
-        return ContractTerms(
-            _DEFAULT_MAX_LEVERAGE, limits.maintenance_margin_rate, _DEFAULT_STEP, _DEFAULT_MIN_NOTIONAL
-        )
+        return ContractTerms(_DEFAULT_MAX_LEVERAGE, maintenance_floor, _DEFAULT_STEP, _DEFAULT_MIN_NOTIONAL)
     return ContractTerms(
         known.max_leverage,
-        max(known.maintenance_rate, limits.maintenance_margin_rate),
+        max(known.maintenance_rate, maintenance_floor),
         known.amount_step,
         known.min_notional,
     )

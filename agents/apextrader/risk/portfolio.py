@@ -55,6 +55,8 @@ class PendingOrder:
     instrument: Instrument
     remaining: float
     reduce_only: bool
+    #: Monotonic seconds when approved; an order never settled expires (see `expire`).
+    since: float = 0.0
 
 
 @dataclass
@@ -68,10 +70,13 @@ class Portfolio:
     day: date | None = None
     day_start_pnl: float = 0.0
     _seen_fills: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    #: PnL is read several times per decision; recomputed only after a mark or a fill changed it.
+    _pnl: float | None = None
 
     # --- updates -------------------------------------------------------------------------------
     def mark(self, instrument: Instrument, price: float, market_day: date | None = None) -> None:
         self.marks[instrument] = price
+        self._pnl = None
         if market_day is not None:
             self.roll_day(market_day)
         self._track_peak()
@@ -83,9 +88,21 @@ class Portfolio:
             self.day_start_pnl = self.pnl()
 
     def add_pending(
-        self, client_order_id: str, instrument: Instrument, signed_qty: float, reduce_only: bool
+        self,
+        client_order_id: str,
+        instrument: Instrument,
+        signed_qty: float,
+        reduce_only: bool,
+        since: float = 0.0,
     ) -> None:
-        self.pending.setdefault(client_order_id, PendingOrder(instrument, signed_qty, reduce_only))
+        self.pending.setdefault(client_order_id, PendingOrder(instrument, signed_qty, reduce_only, since))
+
+    def expire(self, now: float, ttl: float) -> list[str]:
+        """Drop pending orders older than `ttl` seconds (execution never reported them)."""
+        old = [coid for coid, p in self.pending.items() if now - p.since > ttl]
+        for coid in old:
+            del self.pending[coid]
+        return old
 
     def settle(self, client_order_id: str) -> None:
         """The order is done (filled, cancelled or rejected): its unfilled rest is no exposure."""
@@ -107,6 +124,7 @@ class Portfolio:
         self._seen_fills[fill_id] = None
         if len(self._seen_fills) > _SEEN_MAX:
             self._seen_fills.popitem(last=False)
+        self._pnl = None
         pos = self.positions.setdefault(instrument, Position())
         self.realised += pos.apply(signed_qty, price)
         self.fees += fee
@@ -136,8 +154,11 @@ class Portfolio:
         return total
 
     def pnl(self) -> float:
-        """Realised + unrealised - fees, in quote currency."""
-        return self.realised + self.unrealised() - self.fees
+        """Realised + unrealised - fees, in quote currency. Positions change only through
+        `apply_fill` and marks through `mark`, which invalidate the cached value."""
+        if self._pnl is None:
+            self._pnl = self.realised + self.unrealised() - self.fees
+        return self._pnl
 
     def position_qty(self, instrument: Instrument) -> float:
         pos = self.positions.get(instrument)

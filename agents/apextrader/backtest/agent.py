@@ -1,0 +1,134 @@
+"""Backtester: the live walk-forward gate between the strategy builders and the risk managers.
+
+It keeps the latest closed bars (with features) per (exchange, symbol) from `features.computed`,
+backfill included, and every `backtest.refreshBars` new bars recomputes a walk-forward record per
+strategy and track with that track's own spec (`track_spec`). A `signal.proposed` is forwarded as
+`signal.validated` (expectancy, its standard error, trades, confidence) only when its record's
+out-of-sample expectancy exceeds `backtest.minExpectancy` over at least `backtest.minTrades` trades;
+otherwise `signal.rejected` with the reason (including "no record yet"). `apex_expectancy{track,
+strategy}` is the lowest out-of-sample expectancy of the strategy over the symbols with trades.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import ClassVar
+
+from apextrader.bus.metrics import EXPECTANCY
+from apextrader.contracts import (
+    Envelope,
+    FeaturesComputed,
+    SignalProposed,
+    SignalRejected,
+    SignalRejectedEvent,
+    SignalValidated,
+    SignalValidatedEvent,
+    TradingPipelineSpec,
+    track_spec,
+)
+from apextrader.contracts.names import AgentId, EventType, Track
+from apextrader.contracts.payloads import StrategyName
+from apextrader.quant.live import (
+    BarBuffer,
+    Record,
+    bar_time_ms,
+    bars_needed,
+    feature_values,
+    walk_forward_record,
+)
+from apextrader.quant.strategies import STRATEGIES, params_for
+from apextrader.runtime import Agent, AgentContext, Handler
+
+Market = tuple[str, str]  # (exchange, symbol)
+
+
+class BacktesterAgent(Agent):
+    agent_id: ClassVar[AgentId] = "backtester"
+
+    def __init__(self, ctx: AgentContext) -> None:
+        super().__init__(ctx)
+        spec = ctx.pipeline.spec
+        tracks: list[Track] = ["stable", "canary"] if spec.canary is not None else ["stable"]
+        self.specs: dict[Track, TradingPipelineSpec] = {t: track_spec(spec, t) for t in tracks}
+        self.buffer_size = max(bars_needed(s) for s in self.specs.values())
+        self.refresh_bars = spec.backtest.refresh_bars
+        self.buffers: dict[Market, BarBuffer] = {}
+        self.records: dict[tuple[Market, StrategyName, Track], Record] = {}
+
+    def subscriptions(self) -> Mapping[EventType, Handler]:
+        return {"features.computed": self.on_features, "signal.proposed": self.on_signal}
+
+    async def start(self) -> None:
+        markets = len(self.ctx.pipeline.spec.symbols) * len(self.ctx.pipeline.spec.exchanges)
+        touched: set[Market] = set()
+        async for ev in self.ctx.history("features.computed", last=self.buffer_size * markets):
+            if isinstance(ev.data, FeaturesComputed) and not ev.data.intrabar:
+                touched.add(self._add(ev.data)[0])
+        for market in touched:
+            await self._refresh(market)
+
+    def _add(self, data: FeaturesComputed) -> tuple[Market, bool]:
+        market = (data.exchange, data.symbol)
+        buffer = self.buffers.get(market)
+        if buffer is None:
+            buffer = self.buffers[market] = BarBuffer(self.buffer_size)
+        return market, buffer.add(bar_time_ms(data), feature_values(data))
+
+    async def _refresh(self, market: Market) -> None:
+        buffer = self.buffers[market]
+        for track, spec in self.specs.items():
+            for name in STRATEGIES:
+                if not params_for(spec, name).enabled:
+                    continue
+                # numba kernels release the GIL: the walk-forward runs off the event loop
+                record = await asyncio.to_thread(walk_forward_record, buffer, spec, name)
+                if record is not None:
+                    self.records[(market, name, track)] = record
+                    self._update_gauge(track, name)
+
+    def _update_gauge(self, track: Track, name: StrategyName) -> None:
+        values = [
+            r.verdict.expectancy
+            for (_, n, t), r in self.records.items()
+            if t == track and n == name and r.verdict.expectancy is not None
+        ]
+        if values:
+            EXPECTANCY.labels(track=track, strategy=name).set(min(values))
+
+    async def on_features(self, ev: Envelope) -> None:
+        data = ev.data
+        assert isinstance(data, FeaturesComputed)
+        if data.intrabar:
+            return None
+        market, added = self._add(data)
+        buffer = self.buffers[market]
+        first_complete = len(buffer) == self.buffer_size and not any(k[0] == market for k in self.records)
+        if added and (buffer.added % self.refresh_bars == 0 or first_complete):
+            await self._refresh(market)
+        return None
+
+    async def on_signal(self, ev: Envelope) -> list[Envelope]:
+        sig = ev.data
+        assert isinstance(sig, SignalProposed)
+        track: Track = ev.track if ev.track != "shared" else "stable"
+        record = self.records.get(((sig.exchange, sig.symbol), sig.strategy, track))
+        if record is None:
+            have = len(self.buffers.get((sig.exchange, sig.symbol), ()))  # type: ignore[arg-type]
+            need = bars_needed(self.specs.get(track, self.ctx.pipeline.spec))
+            return [self._reject(ev, sig, "no_record", f"no walk-forward record yet ({have} of {need} bars)")]
+        v = record.verdict
+        if not v.accepted or v.expectancy is None:
+            return [self._reject(ev, sig, "walk_forward", v.reason)]
+        payload = SignalValidated(
+            signal=sig, expectancy=v.expectancy, expectancy_se=v.expectancy_se or 0.0,
+            trades=v.trades, confidence=v.confidence,
+        )  # fmt: skip
+        return [ev.derive(SignalValidatedEvent, payload, source_agent=self.agent_id, track=ev.track)]
+
+    def _reject(self, ev: Envelope, sig: SignalProposed, rule: str, reason: str) -> Envelope:
+        payload = SignalRejected(
+            stage="backtester", rule=rule, reason=reason, strategy=sig.strategy,
+            exchange=sig.exchange, symbol=sig.symbol, side=sig.side,
+        )  # fmt: skip
+        return ev.derive(SignalRejectedEvent, payload, source_agent=self.agent_id, track=ev.track)

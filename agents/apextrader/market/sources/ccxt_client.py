@@ -1,0 +1,102 @@
+"""ccxt async clients for the three exchanges' linear perpetuals, and how their errors are classed."""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import ccxt
+import ccxt.async_support as ccxt_async
+
+from apextrader.contracts.payloads import Exchange
+
+#: ccxt class and the market types to load (only the linear perpetual books the pipeline trades).
+_CONFIG: dict[Exchange, tuple[str, dict[str, Any]]] = {
+    "binance": ("binance", {"defaultType": "swap", "fetchMarkets": {"types": ["linear"]}}),
+    "bybit": ("bybit", {"defaultType": "swap", "fetchMarkets": {"types": ["linear"]}}),
+    "okx": ("okx", {"defaultType": "swap", "fetchMarkets": {"types": ["swap"]}}),
+}
+#: Order-book depths each venue accepts (Binance USDⓈ-M only takes these).
+_BOOK_LIMITS: dict[Exchange, tuple[int, ...]] = {
+    "binance": (5, 10, 20, 50, 100, 500, 1000),
+    "bybit": (1, 25, 50, 100, 200, 500),
+    "okx": (1, 5, 10, 20, 50, 100, 400),
+}
+#: Most candles one OHLCV request returns.
+OHLCV_PAGE: dict[Exchange, int] = {"binance": 1500, "bybit": 1000, "okx": 300}
+
+
+def market_types_for(exchange: Exchange, symbol: str) -> list[str]:
+    """Only the market type a symbol needs: `BTC/USDT` is spot, `BTC/USDT:USDT` a linear perpetual."""
+    if ":" not in symbol:
+        return ["spot"]
+    return list(_CONFIG[exchange][1]["fetchMarkets"]["types"])
+
+
+def make_exchange(
+    exchange: Exchange,
+    *,
+    timeout_ms: int = 10_000,
+    rate_limit_ms: float | None = None,
+    market_types: list[str] | None = None,
+) -> ccxt_async.Exchange:
+    """A public-data client: ccxt's own rate limiter on (at the venue's published pace unless
+    `rate_limit_ms` says otherwise), no credentials, loading only `market_types` (default: the
+    linear perpetuals the pipeline trades)."""
+    cls_name, options = _CONFIG[exchange]
+    cls = getattr(ccxt_async, cls_name)
+    if market_types is not None:
+        options = {**options, "fetchMarkets": {"types": market_types}}
+    config: dict[str, Any] = {"enableRateLimit": True, "timeout": timeout_ms, "options": options}
+    if rate_limit_ms is not None:
+        config["rateLimit"] = rate_limit_ms
+    client: ccxt_async.Exchange = cls(config)
+    return client
+
+
+def point_at(client: ccxt_async.Exchange, base_url: str) -> None:
+    """Send every API call to `base_url` + the venue's path (a mirror, a proxy, a recording)."""
+    base = base_url.rstrip("/")
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: rewrite(v) for k, v in node.items()}
+        if isinstance(node, str) and node.startswith("http"):
+            return re.sub(r"^https?://[^/]+", base, node)
+        return node
+
+    client.urls["api"] = rewrite(client.urls["api"])
+
+
+def book_limit(exchange: Exchange, levels: int) -> int:
+    """The smallest depth the venue accepts that covers `levels`."""
+    allowed = _BOOK_LIMITS[exchange]
+    return next((n for n in allowed if n >= levels), allowed[-1])
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: rate limits, timeouts, maintenance, connection trouble."""
+    return isinstance(exc, ccxt.NetworkError | TimeoutError | ConnectionError)
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason for logs and alerts (ccxt messages can hold whole response bodies)."""
+    kind = type(exc).__name__
+    text = str(exc).replace("\n", " ")
+    return f"{kind}: {text[:160]}" if text else kind
+
+
+@dataclass
+class Backoff:
+    """Exponential back-off with jitter: base, base*factor, ... capped at `cap` seconds."""
+
+    base: float = 0.5
+    factor: float = 2.0
+    cap: float = 30.0
+    jitter: float = 0.1
+
+    def delay(self, attempt: int) -> float:
+        raw = min(self.cap, self.base * self.factor ** max(0, attempt - 1))
+        return raw * (1 + random.uniform(-self.jitter, self.jitter))

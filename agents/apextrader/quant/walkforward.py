@@ -1,0 +1,255 @@
+"""Walk-forward validation: choose parameters in-sample, judge them out-of-sample only.
+
+* **Folds.** `folds` consecutive out-of-sample (OOS) windows of `out_of_sample` bars end at the last
+  bar; each fold's in-sample (IS) window is the `in_sample` bars just before its OOS window
+  (rolling) or every bar from the start (anchored). Windows never overlap their own OOS.
+* **Choice.** Every grid point is backtested on each IS window (engine conventions, positions closed
+  at the window's end); the point with the highest IS expectancy among those with at least
+  `min_trades` IS trades wins (ties: the first in grid order). A fold with no such point trades
+  nothing out-of-sample.
+* **No look-ahead.** Signals are computed from causal features (a bar's value uses bars <= it
+  only), so the IS backtest of a fold reads nothing after the fold's IS end (tested by truncating
+  and by scrambling the data after it).
+* **Verdict** from the chosen points' OOS trades of all folds only: accepted when there are at
+  least `min_trades` and their expectancy (mean net return per trade on the equity at entry)
+  exceeds `min_expectancy`. `confidence` is the normal-approximation probability that the true
+  expectancy exceeds `min_expectancy`, Φ((mean - min) / se).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import ValidationError
+
+from apextrader.quant.backtest import kernel
+from apextrader.quant.backtest.engine import BacktestArrays, BacktestConfig, run_arrays
+from apextrader.quant.strategies import FeatureArrays, Strategy, StrategyParams, signals
+
+F64 = npt.NDArray[np.float64]
+
+
+#: Smallest out-of-sample window `auto_plan` makes (fewer bars say nothing about a strategy).
+MIN_AUTO_WINDOW = 50
+
+
+class WalkForwardError(ValueError):
+    """Bad walk-forward input (too little data, an empty grid); `reason` is a short word."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Fold:
+    index: int
+    is_start: int
+    is_end: int  # exclusive; = oos_start
+    oos_start: int
+    oos_end: int  # exclusive
+
+
+def plan_folds(n_bars: int, folds: int, in_sample: int, out_of_sample: int, anchored: bool) -> list[Fold]:
+    """Fold windows over `n_bars` bars, the last OOS window ending at the last bar."""
+    need = in_sample + folds * out_of_sample
+    if folds < 1 or in_sample < 1 or out_of_sample < 1:
+        raise WalkForwardError("invalid", "walk-forward needs at least one fold and non-empty windows")
+    if n_bars < need:
+        raise WalkForwardError(
+            "too_short",
+            f"walk-forward needs {need} bars ({in_sample} in-sample + {folds} x {out_of_sample} "
+            f"out-of-sample), got {n_bars}",
+        )
+    first = n_bars - folds * out_of_sample
+    plan = []
+    for k in range(folds):
+        oos_start = first + k * out_of_sample
+        plan.append(
+            Fold(k, 0 if anchored else oos_start - in_sample, oos_start, oos_start, oos_start + out_of_sample)
+        )
+    return plan
+
+
+def auto_plan(n_bars: int, folds: int, ratio: float, anchored: bool) -> list[Fold]:
+    """Use all bars: OOS windows of n / (folds + ratio) bars, IS windows `ratio` times longer."""
+    oos = int(n_bars // (folds + ratio))
+    if oos < MIN_AUTO_WINDOW:
+        raise WalkForwardError(
+            "too_short",
+            f"walk-forward needs {MIN_AUTO_WINDOW} bars per out-of-sample window: {folds} folds over "
+            f"{n_bars} bars give {oos}; use fewer folds or more data",
+        )
+    return plan_folds(n_bars, folds, max(1, int(oos * ratio)), oos, anchored)
+
+
+def expand_grid(
+    strategy: Strategy, base: StrategyParams, grid: Mapping[str, Sequence[Any]]
+) -> list[StrategyParams]:
+    """Every valid combination of `grid` over `base` (spec names, camelCase or snake_case)."""
+    params_type: Any = strategy.params_type
+    by_alias = {f.alias: name for name, f in params_type.model_fields.items() if f.alias}
+    names = {key: by_alias.get(key, key) for key in grid}
+    unknown = sorted(k for k, name in names.items() if name not in params_type.model_fields)
+    if unknown:
+        raise WalkForwardError("grid", f"grid for {strategy.name}: unknown parameter(s) {', '.join(unknown)}")
+    keys = list(grid)
+    points: list[StrategyParams] = []
+    base_values = base.model_dump()  # type: ignore[attr-defined]
+    for values in itertools.product(*(grid[k] for k in keys)):
+        point = {names[k]: v for k, v in zip(keys, values, strict=True)}
+        try:
+            points.append(params_type.model_validate({**base_values, **point}))
+        except ValidationError:
+            continue  # e.g. rsiLow >= 50: not a point of this grid
+    if not points:
+        raise WalkForwardError("grid", f"grid for {strategy.name} has no valid point")
+    return points
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    equity: F64
+    position: F64
+    trades: F64  # kernel trade rows, bar indices relative to the window
+
+    @property
+    def returns(self) -> F64:
+        return np.asarray(self.trades[:, kernel.T_PNL] / self.trades[:, kernel.T_EQ0], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    fold: Fold
+    params: StrategyParams | None
+    in_sample_expectancy: float | None
+    in_sample_trades: int
+    oos: WindowResult | None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    accepted: bool
+    expectancy: float | None
+    expectancy_se: float | None
+    trades: int
+    confidence: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class WalkForwardResult:
+    strategy: str
+    folds: list[FoldResult]
+    verdict: Verdict
+
+
+def with_signals(
+    bars: BacktestArrays, strategy: Strategy, features: FeatureArrays, params: StrategyParams
+) -> BacktestArrays:
+    sig = signals(strategy, features, params)
+    return replace(
+        bars,
+        entry_long=sig.side > 0,
+        entry_short=sig.side < 0,
+        stop_distance=sig.stop_distance,
+        target_distance=sig.target_distance,
+    )
+
+
+def _window(arrays: BacktestArrays, start: int, stop: int, config: BacktestConfig) -> WindowResult:
+    out = run_arrays(arrays.window(start, stop), config)
+    return WindowResult(out.equity, out.position, out.trades)
+
+
+def _score(result: WindowResult, min_trades: int) -> float | None:
+    r = result.returns
+    return float(r.mean()) if r.size >= min_trades else None
+
+
+def verdict(returns: F64, min_trades: int, min_expectancy: float) -> Verdict:
+    n = int(returns.size)
+    if n == 0:
+        return Verdict(False, None, None, 0, 0.0, f"no out-of-sample trades (need {min_trades})")
+    mean = float(returns.mean())
+    se = float(returns.std(ddof=1) / math.sqrt(n)) if n > 1 else None
+    if se:
+        confidence = 0.5 * (1.0 + math.erf((mean - min_expectancy) / (se * math.sqrt(2.0))))
+    else:
+        confidence = 1.0 if mean > min_expectancy else 0.0
+    if n < min_trades:
+        return Verdict(False, mean, se, n, confidence, f"only {n} out-of-sample trades (need {min_trades})")
+    if mean <= min_expectancy:
+        reason = f"out-of-sample expectancy {mean:.6f} <= {min_expectancy} over {n} trades"
+        return Verdict(False, mean, se, n, confidence, reason)
+    return Verdict(True, mean, se, n, confidence, f"out-of-sample expectancy {mean:.6f} over {n} trades")
+
+
+def walk_forward(
+    bars: BacktestArrays,
+    features: FeatureArrays,
+    strategy: Strategy,
+    grid: Sequence[StrategyParams],
+    plan: Sequence[Fold],
+    config: BacktestConfig,
+    min_trades: int,
+    min_expectancy: float = 0.0,
+    progress: Callable[[int], None] | None = None,
+) -> WalkForwardResult:
+    """Run the folds of `plan`; `bars` holds OHLC + funding (its signal columns are replaced)."""
+    if not grid:
+        raise WalkForwardError("grid", f"grid for {strategy.name} has no valid point")
+    cfg = config.model_copy(update={"close_at_end": True})
+    best: list[tuple[float, int, int, WindowResult] | None] = [None] * len(plan)
+    for p_index, params in enumerate(grid):
+        arrays = with_signals(bars, strategy, features, params)
+        for k, fold in enumerate(plan):
+            ins = _window(arrays, fold.is_start, fold.is_end, cfg)
+            score = _score(ins, min_trades)
+            current = best[k]
+            if score is not None and (current is None or score > current[0]):
+                best[k] = (
+                    score,
+                    p_index,
+                    ins.trades.shape[0],
+                    _window(arrays, fold.oos_start, fold.oos_end, cfg),
+                )
+        if progress is not None:
+            progress(1)
+    results = []
+    for fold, chosen in zip(plan, best, strict=True):
+        if chosen is None:
+            results.append(FoldResult(fold, None, None, 0, None))
+        else:
+            score, p_index, n_is, oos = chosen
+            results.append(FoldResult(fold, grid[p_index], score, n_is, oos))
+    returns = np.concatenate([r.oos.returns for r in results if r.oos is not None] or [np.empty(0)])
+    return WalkForwardResult(strategy.name, results, verdict(returns, min_trades, min_expectancy))
+
+
+def choose(
+    bars: BacktestArrays,
+    features: FeatureArrays,
+    strategy: Strategy,
+    grid: Sequence[StrategyParams],
+    fold: Fold,
+    config: BacktestConfig,
+    min_trades: int,
+) -> int | None:
+    """The grid index a fold chooses, from its in-sample window alone (what the truncation test probes)."""
+    cfg = config.model_copy(update={"close_at_end": True})
+    best: tuple[float, int] | None = None
+    for p_index, params in enumerate(grid):
+        score = _score(
+            _window(with_signals(bars, strategy, features, params), fold.is_start, fold.is_end, cfg),
+            min_trades,
+        )
+        if score is not None and (best is None or score > best[0]):
+            best = (score, p_index)
+    return None if best is None else best[1]

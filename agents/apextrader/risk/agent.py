@@ -1,0 +1,241 @@
+"""RiskManagerAgent: the final gate of a decision track.
+
+Consumes `signal.validated` (own track), `market.alert` (all), `order.filled`/`order.rejected`/
+`order.cancelled` (own track: positions and pending exposure) and `market.snapshot` (marks). Sizes
+against the track's capital share read live from KV `canary.weight`, obeys KV `halt`, echoes what
+it applied to `applied.risk-manager.<track>.<instance>`, and emits `order.approved` (its event id is
+the client order id: derived from the signal event, so a redelivery yields the same id) or
+`signal.rejected` naming the rule.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from apextrader.bus import metrics
+from apextrader.bus.middleware import Handler
+from apextrader.bus.topology import KV_CANARY_WEIGHT, KV_HALT, kv_applied_key
+from apextrader.contracts import (
+    Envelope,
+    MarketAlertEvent,
+    MarketSnapshotEvent,
+    OrderApprovedEvent,
+    OrderCancelledEvent,
+    OrderFilledEvent,
+    OrderRejectedEvent,
+    SignalRejected,
+    SignalRejectedEvent,
+    SignalValidatedEvent,
+    derive_id,
+)
+from apextrader.contracts.names import EventType
+from apextrader.risk.alerts import ActiveAlerts
+from apextrader.risk.capital import capital_share, declared_canary_weight, track_weight
+from apextrader.risk.gate import Approved, GateState, decide
+from apextrader.risk.limits import MARGIN_RULES, breaches, exposure
+from apextrader.risk.portfolio import Portfolio
+from apextrader.runtime.agent import Agent
+from apextrader.runtime.context import AgentContext
+
+#: Seconds after which an approved order the execution never reported stops counting as exposure.
+PENDING_TTL_S = 300.0
+HISTORY_FILLS = 20_000
+#: Decisions remembered per signal event id, so a redelivered signal gets the same answer.
+DECISIONS_KEPT = 100_000
+
+
+class RiskManagerAgent(Agent):
+    agent_id = "risk-manager"
+
+    def __init__(self, ctx: AgentContext) -> None:
+        super().__init__(ctx)
+        self.limits = ctx.spec.risk
+        self.book = Portfolio()
+        self.alerts = ActiveAlerts()
+        self.has_canary = ctx.pipeline.spec.canary is not None
+        self.canary_weight = declared_canary_weight(ctx.pipeline.spec)
+        self.halted = False
+        self.killed = False
+        self.in_violation = False
+        self.labels = {"track": ctx.track}
+        self._approved = metrics.ORDERS.labels(state="approved", **self.labels)
+        self.decisions: OrderedDict[str, list[Envelope]] = OrderedDict()
+
+    # --- wiring --------------------------------------------------------------------------------
+    def subscriptions(self) -> Mapping[EventType, Handler]:
+        return {
+            "signal.validated": self.on_signal,
+            "market.alert": self.on_alert,
+            "order.filled": self.on_fill,
+            "order.rejected": self.on_settled,
+            "order.cancelled": self.on_settled,
+            "market.snapshot": self.on_snapshot,
+        }
+
+    async def start(self) -> None:
+        kv = self.ctx.kv
+        weight = await kv.get_json(KV_CANARY_WEIGHT)
+        if weight is not None:
+            self.canary_weight = int(weight)
+        self.halted = bool(await kv.get_json(KV_HALT, False))
+        # Rebuild the book and the alert state from the streams (idempotent by event id).
+        async for ev in self.ctx.history("order.filled", last=HISTORY_FILLS, track=self.ctx.track):
+            if isinstance(ev, OrderFilledEvent):
+                self._apply_fill(ev)
+        async for ev in self.ctx.history("order.approved", last=HISTORY_FILLS, track=self.ctx.track):
+            if isinstance(ev, OrderApprovedEvent) and ev.causation_id:
+                self._remember(ev.causation_id, [ev])
+        async for ev in self.ctx.history("market.alert", last=2000):
+            if isinstance(ev, MarketAlertEvent):
+                self.alerts.apply(ev.data)
+        await self._echo()
+        self.ctx.spawn(self._watch_weight())
+        self.ctx.spawn(self._watch_halt())
+
+    # --- live settings -------------------------------------------------------------------------
+    @property
+    def weight(self) -> int:
+        return track_weight(self.ctx.track, self.canary_weight, self.has_canary)
+
+    @property
+    def share(self) -> float:
+        return capital_share(self.ctx.spec.capital.amount, self.weight)
+
+    def state_word(self) -> str:
+        return "killed" if self.killed else "halted" if self.halted else "active"
+
+    async def _echo(self) -> None:
+        """Write what this instance sizes with, for `apex canary status` and the operator."""
+        metrics.CANARY_WEIGHT_APPLIED.labels(**self.labels).set(self.canary_weight)
+        key = kv_applied_key(self.agent_id, self.ctx.track, self.ctx.instance)
+        value: dict[str, Any] = {
+            "weight": self.canary_weight,
+            "track_weight": self.weight,
+            "state": self.state_word(),
+            "at": datetime.now(UTC).isoformat(),
+        }
+        await self.ctx.kv.put_json(key, value)
+
+    async def _watch_weight(self) -> None:
+        async for value in self.ctx.kv.watch(KV_CANARY_WEIGHT):
+            if value is not None and int(value) != self.canary_weight:
+                self.canary_weight = max(0, min(100, int(value)))
+                self.ctx.log.info("canary weight applied", extra={"weight": self.canary_weight})
+                await self._echo()
+
+    async def _watch_halt(self) -> None:
+        async for value in self.ctx.kv.watch(KV_HALT):
+            halted = bool(value)
+            if halted != self.halted:
+                self.halted = halted
+                self.ctx.log.warning("halt switch", extra={"halted": halted})
+                await self._echo()
+
+    # --- handlers ------------------------------------------------------------------------------
+    def _remember(self, signal_id: str, events: list[Envelope]) -> list[Envelope]:
+        self.decisions[signal_id] = events
+        if len(self.decisions) > DECISIONS_KEPT:
+            self.decisions.popitem(last=False)
+        return events
+
+    async def on_signal(self, ev: Envelope) -> Sequence[Envelope]:
+        assert isinstance(ev, SignalValidatedEvent)
+        # A redelivered signal (crash between publish and ack, or restart) gets the decision it got
+        # before: the same event ids, which JetStream de-duplicates, and no second reservation.
+        if ev.id in self.decisions:
+            return self.decisions[ev.id]
+        return self._remember(ev.id, await self._decide(ev))
+
+    async def _decide(self, ev: SignalValidatedEvent) -> list[Envelope]:
+        sig = ev.data.signal
+        self.book.expire(time.monotonic(), PENDING_TTL_S)
+        coid = derive_id(ev.id, OrderApprovedEvent.event_type, self.ctx.track, 0)
+        if not self.killed and self.book.drawdown(self.share) >= self.limits.max_drawdown:
+            self.killed = True
+            self.ctx.log.error(
+                "kill-switch: max drawdown reached", extra={"drawdown": self.book.drawdown(self.share)}
+            )
+            await self._echo()
+        state = GateState(self.share, self.weight, halted=self.halted, killed=self.killed)
+        decision = decide(
+            sig, coid, self.book, state, self.limits, self.alerts, self.ctx.spec.execution.order_type
+        )
+        if isinstance(decision, Approved):
+            order = decision.order
+            signed = order.amount if order.side == "buy" else -order.amount
+            self.book.add_pending(
+                coid, (order.exchange, order.symbol), signed, order.reduce_only, time.monotonic()
+            )
+            self._approved.inc()
+            out = ev.derive(OrderApprovedEvent, order, source_agent=self.agent_id, track=self.ctx.track)
+            assert out.id == coid
+            return [out]
+        rejected = SignalRejected(
+            stage="risk-manager",
+            rule=decision.rule,
+            reason=decision.reason,
+            strategy=sig.strategy,
+            exchange=sig.exchange,
+            symbol=sig.symbol,
+            side=sig.side,
+        )
+        self.ctx.log.info("signal refused", extra={"rule": decision.rule, "reason": decision.reason})
+        return [ev.derive(SignalRejectedEvent, rejected, source_agent=self.agent_id, track=self.ctx.track)]
+
+    async def on_alert(self, ev: Envelope) -> None:
+        assert isinstance(ev, MarketAlertEvent)
+        self.alerts.apply(ev.data)
+
+    def _apply_fill(self, ev: OrderFilledEvent) -> None:
+        f = ev.data
+        signed = f.filled if f.side == "buy" else -f.filled
+        self.book.apply_fill(
+            ev.id,
+            f.client_order_id,
+            (f.exchange, f.symbol),
+            signed,
+            f.avg_price,
+            f.fee,
+            done=f.status == "filled",
+        )
+
+    async def on_fill(self, ev: Envelope) -> None:
+        assert isinstance(ev, OrderFilledEvent)
+        self._apply_fill(ev)
+        self._observe()
+
+    async def on_settled(self, ev: Envelope) -> None:
+        assert isinstance(ev, OrderRejectedEvent | OrderCancelledEvent)
+        self.book.settle(ev.data.client_order_id)
+
+    async def on_snapshot(self, ev: Envelope) -> None:
+        assert isinstance(ev, MarketSnapshotEvent)
+        snap = ev.data
+        if snap.quality != "ok":
+            return
+        mid = snap.depth.mid if snap.depth is not None else None
+        inst = (snap.exchange, snap.symbol)
+        if inst in self.book.positions or not snap.backfill:
+            self.book.mark(inst, mid or snap.bar.close, snap.bar.open_time.date())
+        if inst in self.book.positions:
+            self._observe()
+
+    # --- observation ---------------------------------------------------------------------------
+    def _observe(self) -> None:
+        """Update position/PnL gauges and count entering a margin violation (held positions only)."""
+        held = exposure(self.book, self.share, self.limits, include_pending=False)
+        for (_, symbol), n in held.notional.items():
+            metrics.POSITION_NOTIONAL.labels(symbol=symbol, **self.labels).set(n)
+        metrics.PNL.labels(symbol="total", **self.labels).set(self.book.pnl())
+        violated = bool(MARGIN_RULES & set(breaches(held, self.limits)))
+        if violated and not self.in_violation:
+            metrics.MARGIN_VIOLATIONS.labels(**self.labels).inc()
+            self.ctx.log.error("margin violation observed", extra={"equity": held.equity})
+        self.in_violation = violated
+        if self.book.drawdown(self.share) >= self.limits.max_drawdown and not self.killed:
+            self.killed = True
+            self.ctx.log.error("kill-switch: max drawdown reached")

@@ -1,0 +1,74 @@
+"""Create-or-patch with a last-applied annotation (kubectl's three-way merge, without server-side apply).
+
+A child is patched only when what we want differs from what we last applied or from what the server
+holds (drift), so re-running a reconcile sends no writes. Keys we stop rendering are removed
+(`null` in the merge patch) because the last-applied copy remembers them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final, Literal
+
+from apextrader_operator.kube import KubeClient, Manifest
+
+LAST_APPLIED: Final = "apextrader.io/last-applied"
+Outcome = Literal["created", "patched", "unchanged"]
+
+
+def is_subset(want: Any, have: Any) -> bool:
+    """Whether everything in `want` is present and equal in `have` (server-side defaults ignored)."""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(k in have and is_subset(v, have[k]) for k, v in want.items())
+    if isinstance(want, list):
+        return (
+            isinstance(have, list)
+            and len(want) == len(have)
+            and all(is_subset(a, b) for a, b in zip(want, have, strict=True))
+        )
+    return bool(want == have)
+
+
+def three_way_patch(last: Any, desired: Any) -> Any:
+    """A merge patch that turns the last-applied object into `desired` (lists are replaced whole)."""
+    if not isinstance(desired, dict) or not isinstance(last, dict):
+        return desired
+    patch: dict[str, Any] = {k: None for k in last if k not in desired}
+    for key, value in desired.items():
+        patch[key] = three_way_patch(last.get(key), value)
+    return patch
+
+
+def merge_diff(before: Any, after: Any) -> Any:
+    """The smallest merge patch from `before` to `after` (unchanged keys left out)."""
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return after
+    patch: dict[str, Any] = {k: None for k in before if k not in after}
+    for key, value in after.items():
+        if key not in before:
+            patch[key] = value
+        elif before[key] != value:
+            patch[key] = merge_diff(before[key], value)
+    return patch
+
+
+def _annotated(obj: Manifest) -> tuple[Manifest, str]:
+    record = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    meta = obj["metadata"]
+    body = {**obj, "metadata": {**meta, "annotations": {**meta.get("annotations", {}), LAST_APPLIED: record}}}
+    return body, record
+
+
+async def apply(kube: KubeClient, obj: Manifest) -> tuple[Outcome, Manifest]:
+    """Create or patch one object; returns what happened and the object as the server holds it."""
+    kind, meta = obj["kind"], obj["metadata"]
+    body, record = _annotated(obj)
+    current = await kube.get(kind, meta.get("namespace"), meta["name"])
+    if current is None:
+        return "created", await kube.create(body)
+    last_text = (current.get("metadata", {}).get("annotations") or {}).get(LAST_APPLIED)
+    if last_text == record and is_subset(obj, current):
+        return "unchanged", current
+    last = json.loads(last_text) if last_text else {}
+    patched = await kube.patch(kind, meta.get("namespace"), meta["name"], three_way_patch(last, body))
+    return "patched", patched or current

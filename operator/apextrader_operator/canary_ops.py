@@ -1,0 +1,100 @@
+"""The canary on the cluster: run the analysis (agents' /metrics via their Services, or PromQL),
+step the pure state machine, write KV `canary.weight`/`canary.state`, read back `applied.*`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from apextrader.bus.topology import KV_CANARY_STATE, KV_CANARY_WEIGHT, deployment_name
+from apextrader.canary import advance, analysis_due, kv_state, parse_metrics, window_values
+from apextrader.canary.analysis import TrackCounters, judge
+from apextrader.canary.sources import prometheus_values, scrape
+from apextrader.contracts.names import AGENT_IDS, agent_tracks
+from apextrader.contracts.pipeline import TradingPipeline
+from apextrader.contracts.status import AnalysisRun, CanaryStatus
+from apextrader_operator.builders.labels import HTTP_PORT
+from apextrader_operator.natsbus import PipelineBus
+
+#: The agent whose echo is the applied weight of a track (it sizes positions from it).
+WEIGHT_AGENT = "risk-manager"
+
+
+@dataclass
+class AnalysisMemory:
+    """Per pipeline, in the operator's memory: the previous scrape, to difference counters."""
+
+    previous: dict[str, TrackCounters] | None = None
+
+
+def metrics_urls(tp: TradingPipeline) -> list[str]:
+    """Every agent Service's /metrics in the pipeline's namespace."""
+    ns = tp.metadata.namespace or "default"
+    has_canary = tp.spec.canary is not None
+    return [
+        f"http://{deployment_name(tp.name, a, t)}.{ns}.svc:{HTTP_PORT}/metrics"
+        for a in AGENT_IDS
+        for t in agent_tracks(a, has_canary)
+    ]
+
+
+MetricsUrls = Callable[[TradingPipeline], list[str]]
+
+
+async def run_analysis(
+    tp: TradingPipeline, memory: AnalysisMemory, now: datetime, urls: MetricsUrls = metrics_urls
+) -> AnalysisRun:
+    assert tp.spec.canary is not None
+    spec = tp.spec.canary.analysis
+    if spec.prometheus_url:
+        values = await prometheus_values(spec.prometheus_url, "canary", spec.interval)
+        return judge(spec, values, now)
+    pages = await scrape(urls(tp))
+    current = parse_metrics(pages)
+    previous = memory.previous
+    memory.previous = current
+    if previous is None:
+        # the first scrape is the baseline: counters since process start are not "the interval"
+        return judge(spec, dict.fromkeys(window_values(None, None)), now)
+    return judge(spec, window_values(current.get("canary"), previous.get("canary")), now)
+
+
+async def step_canary(
+    tp: TradingPipeline,
+    previous: CanaryStatus,
+    now: datetime,
+    bus: PipelineBus | None,
+    memory: AnalysisMemory,
+    analyse: bool,
+    urls: MetricsUrls = metrics_urls,
+) -> CanaryStatus:
+    """One step of the state machine; with a bus, publish the effective weight and read the echoes."""
+    canary = tp.spec.canary
+    run = None
+    if analyse and canary is not None and analysis_due(canary, previous, now):
+        run = await run_analysis(tp, memory, now, urls)
+    status = advance(canary, previous, now, run)
+    if bus is not None:
+        await bus.put_json(KV_CANARY_WEIGHT, status.effective_weight)
+        await bus.put_json(KV_CANARY_STATE, kv_state(status.phase))
+        status.applied_weight = await applied_weights(bus, canary is not None)
+    return status
+
+
+def _latest(entries: dict[str, Any]) -> Any:
+    return max(entries.values(), key=lambda v: str(v.get("at", "")) if isinstance(v, dict) else "")
+
+
+async def applied_weights(bus: PipelineBus, has_canary: bool) -> dict[str, int | None]:
+    """Per track, the weight its risk manager last echoed (`applied.risk-manager.<track>.<instance>`);
+    a track that has not echoed yet is absent."""
+    out: dict[str, int | None] = {}
+    for track in ("stable", "canary") if has_canary else ("stable",):
+        entries = await bus.entries(f"applied.{WEIGHT_AGENT}.{track}.")
+        latest = _latest(entries) if entries else None
+        weight = latest.get("weight") if isinstance(latest, dict) else latest
+        if isinstance(weight, int | float):
+            out[track] = int(weight)
+    return out

@@ -1,0 +1,247 @@
+"""One idempotent reconcile for create, resume, update and the timer.
+
+Order (the seed's deploy.sh): the bus first; once it is ready, streams/consumers/KV; then config and
+agents upstream to downstream. An invalid spec changes no child. Ready follows the children's own
+status (Deployments' and the StatefulSet's readyReplicas), never the fact that they were applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from apextrader.bus.topology import declare, deployment_name, kv_bucket
+from apextrader.contracts.names import AGENT_IDS, agent_tracks
+from apextrader.contracts.pipeline import PipelineError, TradingPipeline, parse_pipeline, track_spec
+from apextrader.contracts.status import AgentStatus, TradingPipelineStatus
+from apextrader_operator.apply import apply, merge_diff
+from apextrader_operator.builders import build_agent_children, build_bus_children, nats_url
+from apextrader_operator.builders.labels import MANAGED_BY, Manifest
+from apextrader_operator.canary_ops import AnalysisMemory, MetricsUrls, metrics_urls, step_canary
+from apextrader_operator.kube import KubeClient
+from apextrader_operator.natsbus import BusPool, BusUnavailable, PipelineBus
+from apextrader_operator.status import condition, dump, load, set_condition
+
+#: Kinds the operator prunes when it stops rendering them (e.g. canary Deployments after a promote).
+PRUNED_KINDS = ("Deployment", "Service")
+#: Re-check streams and consumers this often even without spec changes (someone may delete them).
+REPROVISION_S = 60.0
+
+
+@dataclass
+class OperatorConfig:
+    image: str | None = None
+    #: Reach the bus at this URL instead of the in-cluster Service (an operator run outside the cluster).
+    nats_url: str | None = None
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    #: Where the built-in analysis scrapes /metrics (default: every agent Service of the pipeline).
+    metrics_urls: MetricsUrls = metrics_urls
+
+
+@dataclass
+class PipelineMemory:
+    """What the operator keeps per pipeline between reconciles (kopf's per-object memo)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    analysis: AnalysisMemory = field(default_factory=AnalysisMemory)
+    #: (topology digest, monotonic time) of the last successful provisioning.
+    provisioned: tuple[str, float] | None = None
+
+    def needs_provisioning(self, digest: str, now: float) -> bool:
+        return (
+            self.provisioned is None
+            or self.provisioned[0] != digest
+            or now - self.provisioned[1] > REPROVISION_S
+        )
+
+
+@dataclass
+class Outcome:
+    status: TradingPipelineStatus
+    status_patch: dict[str, Any]
+    changes: list[str] = field(default_factory=list)
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+
+
+def _pipeline(body: Mapping[str, Any]) -> TradingPipeline:
+    meta = body.get("metadata", {})
+    doc = {
+        "apiVersion": body.get("apiVersion", "apextrader.io/v1alpha1"),
+        "kind": "TradingPipeline",
+        "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
+        "spec": dict(body.get("spec") or {}),
+    }
+    tp = parse_pipeline(doc)
+    track_spec(tp.spec, "canary")  # a template that breaks the merged spec is invalid too
+    return tp
+
+
+def _ready(obj: Manifest | None, want: int) -> int:
+    if obj is None:
+        return 0
+    return int((obj.get("status") or {}).get("readyReplicas") or 0) if want else 0
+
+
+async def _apply_all(
+    kube: KubeClient, objs: list[Manifest], owner: Mapping[str, Any]
+) -> tuple[list[str], dict[str, Manifest]]:
+    kopf.adopt(objs, owner=owner)  # type: ignore[arg-type]  # a Body or its raw mapping
+    changes, current = [], {}
+    for obj in objs:  # in order: upstream before downstream
+        outcome, held = await apply(kube, obj)
+        key = f"{obj['kind']}/{obj['metadata']['name']}"
+        if outcome != "unchanged":
+            changes.append(f"{outcome} {key}")
+        current[key] = held
+    return changes, current
+
+
+async def _prune(kube: KubeClient, tp: TradingPipeline, uid: str | None, keep: set[str]) -> list[str]:
+    labels = {"app.kubernetes.io/instance": tp.name, "app.kubernetes.io/managed-by": MANAGED_BY}
+    removed = []
+    for kind in PRUNED_KINDS:
+        for obj in await kube.list(kind, tp.metadata.namespace, labels):
+            owners = {o.get("uid") for o in obj["metadata"].get("ownerReferences", [])}
+            key = f"{kind}/{obj['metadata']['name']}"
+            if key not in keep and (uid is None or uid in owners):
+                await kube.delete(kind, tp.metadata.namespace, obj["metadata"]["name"])
+                removed.append(f"deleted {key}")
+    return removed
+
+
+async def reconcile(
+    body: Mapping[str, Any],
+    *,
+    kube: KubeClient,
+    pool: BusPool,
+    memory: PipelineMemory,
+    config: OperatorConfig,
+    analyse: bool = False,
+) -> Outcome:
+    meta = body.get("metadata", {})
+    generation = meta.get("generation")
+    now = config.clock()
+    previous = load(body.get("status"))
+    status = previous.model_copy(deep=True)
+    status.observed_generation = int(generation) if generation is not None else None
+
+    def cond(kind: Any, value: Any, reason: str, message: str = "") -> None:
+        set_condition(
+            status, previous, kind, value, reason, message, generation=status.observed_generation, now=now
+        )
+
+    try:
+        tp = _pipeline(body)
+    except PipelineError as exc:
+        message = "; ".join(exc.errors)
+        status.phase, status.message = "Invalid", message
+        cond("InvalidSpec", "True", "SpecInvalid", message)
+        cond("Ready", "False", "InvalidSpec", "the spec is invalid; no child was changed")
+        return _outcome(previous, status, events=[("Warning", "InvalidSpec", message)])
+    cond("InvalidSpec", "False", "SpecValid")
+
+    # 1. the bus
+    changes, current = await _apply_all(kube, build_bus_children(tp), body)
+    managed = tp.spec.bus.managed
+    bus_ready, bus_reason, bus_message = True, "BusReady", ""
+    if managed is not None:
+        sts = current.get(f"StatefulSet/{tp.name}-nats")
+        ready = _ready(sts, managed.replicas)
+        if ready < managed.replicas:
+            bus_ready, bus_reason = False, "BusStarting"
+            bus_message = f"NATS {ready}/{managed.replicas} ready"
+    bus: PipelineBus | None = None
+    if bus_ready:
+        try:
+            bus = await pool.bus(config.nats_url or nats_url(tp), kv_bucket(tp.name))
+            topology = declare(tp.spec, tp.name)
+            digest = hashlib.sha256(repr(topology).encode()).hexdigest()
+            if memory.needs_provisioning(digest, time.monotonic()):
+                await bus.provision(topology)
+                memory.provisioned = (digest, time.monotonic())
+        except BusUnavailable as exc:
+            bus, bus_ready, bus_reason, bus_message = None, False, "BusUnreachable", str(exc)
+    cond("BusReady", "True" if bus_ready else "False", bus_reason, bus_message)
+
+    # 2. config and agents, only on a ready bus (agents bind to consumers that must exist)
+    agent_objs = build_agent_children(tp, config.image)
+    keep = {f"{o['kind']}/{o['metadata']['name']}" for o in build_bus_children(tp) + agent_objs}
+    if bus_ready:
+        more, agents_current = await _apply_all(kube, agent_objs, body)
+        changes += more
+        current.update(agents_current)
+        changes += await _prune(kube, tp, meta.get("uid"), keep)
+
+    # 3. readiness from the children's own status
+    status.agents = {}
+    not_ready = []
+    has_canary = tp.spec.canary is not None
+    for agent in AGENT_IDS:
+        for track in agent_tracks(agent, has_canary):
+            name = deployment_name(tp.name, agent, track)
+            want = track_spec(tp.spec, "canary" if track == "canary" else "stable").agent(agent).replicas
+            ready = _ready(current.get(f"Deployment/{name}"), want)
+            status.agents[name] = AgentStatus(track=track, replicas=want, ready_replicas=ready)
+            if ready < want or f"Deployment/{name}" not in current:
+                not_ready.append(name.removeprefix(f"{tp.name}-"))
+    agents_ready = bus_ready and not not_ready
+    cond(
+        "AgentsReady",
+        "True" if agents_ready else "False",
+        "AllAgentsReady" if agents_ready else ("WaitingForBus" if not bus_ready else "AgentsStarting"),
+        ""
+        if agents_ready
+        else ("not ready: " + ", ".join(not_ready) if bus_ready else "agents start after the bus"),
+    )
+
+    # 4. the canary
+    events: list[tuple[str, str, str]] = []
+    before = previous.canary.phase
+    status.canary = await step_canary(
+        tp, previous.canary, now, bus, memory.analysis, analyse, config.metrics_urls
+    )
+    after = status.canary.phase
+    if after != before and after == "Aborted":
+        events.append(("Warning", "CanaryAborted", status.canary.message))
+    elif after != before and after == "Promoted":
+        events.append(("Normal", "CanaryPromoted", status.canary.message))
+    healthy = {
+        "None": ("True", "NoCanary"),
+        "Healthy": ("True", "AnalysisPassing"),
+        "Promoted": ("True", "Promoted"),
+        "Progressing": ("Unknown", "Progressing"),
+        "Paused": ("Unknown", "Paused"),
+        "Degraded": ("False", "AnalysisFailing"),
+        "Aborted": ("False", "Aborted"),
+    }[after]
+    cond("CanaryHealthy", healthy[0], healthy[1], status.canary.message)
+
+    ready = bus_ready and agents_ready
+    cond(
+        "Ready",
+        "True" if ready else "False",
+        "Ready" if ready else "NotReady",
+        "" if ready else "bus or agents not ready",
+    )
+    was_running = previous.phase in ("Running", "Degraded")
+    status.phase = "Running" if ready else ("Degraded" if was_running else "Provisioning")
+    status.message = "" if ready else (bus_message or condition(status, "AgentsReady").message)  # type: ignore[union-attr]
+    return _outcome(previous, status, changes=changes, events=events)
+
+
+def _outcome(
+    previous: TradingPipelineStatus,
+    status: TradingPipelineStatus,
+    changes: list[str] | None = None,
+    events: list[tuple[str, str, str]] | None = None,
+) -> Outcome:
+    before, after = dump(previous), dump(status)
+    patch = {} if before == after else merge_diff(before, after)
+    return Outcome(status=status, status_patch=patch, changes=changes or [], events=events or [])

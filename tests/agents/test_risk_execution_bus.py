@@ -1,0 +1,259 @@
+"""Must-hold behaviour of the risk manager and execution agents on a real nats-server: the chain keeps
+the correlation id, forced redelivery yields exactly one order and one fill per signal, a halt stops
+approvals from the next event on, the kill-switch trips after the configured drawdown, and the
+canary weight is read from KV and echoed."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import ClassVar
+
+from apextrader.bus import metrics
+from apextrader.bus.kv import KV
+from apextrader.bus.publisher import Publisher
+from apextrader.bus.topology import KV_CANARY_WEIGHT, KV_HALT, kv_applied_key, kv_bucket
+from apextrader.contracts import (
+    Bar,
+    Envelope,
+    MarketAlert,
+    MarketAlertEvent,
+    MarketSnapshot,
+    MarketSnapshotEvent,
+    OrderApprovedEvent,
+    OrderBook,
+    OrderFilledEvent,
+    SignalRejectedEvent,
+    SignalValidated,
+    SignalValidatedEvent,
+)
+from apextrader.contracts.payloads import BookLevel
+from apextrader.execution.agent import ExecutionAgent
+from apextrader.local.nats_server import EmbeddedNats
+from apextrader.risk.agent import RiskManagerAgent
+from tests.risk.helpers import signal
+
+from .harness import eventually, read, running, write_pipeline
+
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+PIPE = "btc-perp"
+
+
+def snapshot_event(symbol: str, price: float, i: int = 0, depth: float = 1_000.0) -> MarketSnapshotEvent:
+    bar = Bar(open_time=T0 + timedelta(minutes=i), open=price, high=price, low=price, close=price, volume=1.0)
+    book = OrderBook(
+        bids=[BookLevel(price=price - 0.01, amount=depth)], asks=[BookLevel(price=price + 0.01, amount=depth)]
+    )
+    data = MarketSnapshot(exchange="binance", symbol=symbol, timeframe="1m", bar=bar, depth=book)
+    return MarketSnapshotEvent.new(data, pipeline=PIPE, source_agent="market-scanner")
+
+
+def validated(
+    symbol: str, side: str = "long", price: float = 100.0, stop: float = 98.0
+) -> SignalValidatedEvent:
+    data = SignalValidated(
+        signal=signal(side=side, price=price, stop=stop, symbol=symbol),  # type: ignore[arg-type]
+        expectancy=0.1,
+        expectancy_se=0.01,
+        trades=20,
+        confidence=0.9,
+    )
+    return SignalValidatedEvent.new(data, pipeline=PIPE, source_agent="backtester", track="stable")
+
+
+class FlakyRisk(RiskManagerAgent):
+    """Publishes its decision, then dies before the ack: every signal is delivered twice."""
+
+    crashed: ClassVar[set[str]] = set()
+
+    async def on_signal(self, ev: Envelope) -> list[Envelope]:  # type: ignore[override]
+        out = list(await super().on_signal(ev))
+        if ev.id not in self.crashed:
+            self.crashed.add(ev.id)
+            for e in out:
+                await self.ctx.publish(e)
+            raise RuntimeError("killed after publishing, before the ack")
+        return out
+
+
+class FlakyExecution(ExecutionAgent):
+    crashed: ClassVar[set[str]] = set()
+
+    async def on_order(self, ev: Envelope) -> list[Envelope]:  # type: ignore[override]
+        out = list(await super().on_order(ev))
+        if ev.id not in self.crashed:
+            self.crashed.add(ev.id)
+            for e in out:
+                await self.ctx.publish(e)
+            raise RuntimeError("killed after publishing, before the ack")
+        return out
+
+
+async def test_1000_signals_with_forced_redelivery_one_order_and_one_fill_each(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    n = 1000
+    pfile = write_pipeline(
+        tmp_path,
+        risk={
+            "riskPerTrade": 0.0001,
+            "maxOpenPositions": 1000,
+            "maxGrossExposure": 10,
+            "maxNetExposure": 10,
+            "maxLeverage": 10,
+        },
+    )
+    symbols = [f"S{i:04d}/USDT:USDT" for i in range(n)]
+    violations_before = metrics.MARGIN_VIOLATIONS.labels(track="stable")._value.get()
+    async with (
+        running(FlakyExecution, "execution", nats_server, pfile) as ex_run,
+        running(FlakyRisk, "risk-manager", nats_server, pfile) as risk_run,
+    ):
+        assert ex_run.nc is not None
+        js = ex_run.nc.jetstream()
+        pub = Publisher(js)
+        for s in symbols:
+            await pub.publish(snapshot_event(s, 100.0))
+        execution = ex_run.agent
+        assert isinstance(execution, ExecutionAgent)
+        await eventually(lambda: len(execution.books) == n, what="order books for every symbol")
+        signals = [validated(s) for s in symbols]
+        for ev in signals:
+            await pub.publish(ev)
+        risk = risk_run.agent
+        assert isinstance(risk, RiskManagerAgent)
+        await eventually(lambda: len(risk.book.positions) == n, limit_s=90, what="a position per signal")
+        approved = await read(js, PIPE, "order.approved", "stable")
+        fills = await read(js, PIPE, "order.filled", "stable")
+        rejected = await read(js, PIPE, "signal.rejected")
+    assert len(FlakyRisk.crashed) == n and len(FlakyExecution.crashed) == n  # every one was redelivered
+    coids = [e.data.client_order_id for e in approved if isinstance(e, OrderApprovedEvent)]
+    assert len(coids) == n and len(set(coids)) == n
+    assert all(e.id == e.data.client_order_id for e in approved if isinstance(e, OrderApprovedEvent))
+    per_order = Counter(e.data.client_order_id for e in fills if isinstance(e, OrderFilledEvent))
+    assert len(fills) == n and set(per_order.values()) == {1} and set(per_order) == set(coids)
+    assert rejected == []
+    # Positions were applied once per fill, not once per delivery: each equals its order's amount.
+    amounts = {
+        (e.data.exchange, e.data.symbol): e.data.amount for e in approved if isinstance(e, OrderApprovedEvent)
+    }
+    assert {inst: p.qty for inst, p in risk.book.positions.items()} == amounts
+    # The correlation id survives the whole chain signal -> order.approved -> order.filled.
+    corr = {ev.id: ev.correlation_id for ev in signals}
+    by_coid = {e.data.client_order_id: e for e in approved if isinstance(e, OrderApprovedEvent)}
+    for f in fills:
+        assert isinstance(f, OrderFilledEvent)
+        origin = by_coid[f.data.client_order_id]
+        assert f.correlation_id == origin.correlation_id == corr[origin.causation_id]  # type: ignore[index]
+        assert f.causation_id == origin.id
+    assert metrics.MARGIN_VIOLATIONS.labels(track="stable")._value.get() == violations_before
+
+
+async def test_halt_alert_and_kv_halt_stop_approvals_from_the_next_event(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    pfile = write_pipeline(tmp_path)
+    async with running(RiskManagerAgent, "risk-manager", nats_server, pfile) as run:
+        assert run.nc is not None
+        js = run.nc.jetstream()
+        pub = Publisher(js)
+        risk = run.agent
+        assert isinstance(risk, RiskManagerAgent)
+        first = validated("ETH/USDT:USDT")
+        await pub.publish(first)
+        alert = MarketAlert(kind="liquidation_cascade", severity="halt", reason="z=7", exchange="binance")
+        await pub.publish(MarketAlertEvent.new(alert, pipeline=PIPE, source_agent="event-watcher"))
+        await eventually(
+            lambda: risk.alerts.severity(("binance", "BTC/USDT:USDT")) == "halt", what="alert seen"
+        )
+        refused = validated("BTC/USDT:USDT")
+        await pub.publish(refused)
+        # KV halt, after the alert clears.
+        await pub.publish(
+            MarketAlertEvent.new(
+                alert.model_copy(update={"active": False}), pipeline=PIPE, source_agent="event-watcher"
+            )
+        )
+        await eventually(
+            lambda: risk.alerts.severity(("binance", "BTC/USDT:USDT")) is None, what="alert cleared"
+        )
+        kv = await KV.open(js, kv_bucket(PIPE))
+        await kv.put_json(KV_HALT, True)
+        await eventually(lambda: risk.halted, what="halt applied")
+        halted = validated("SOL/USDT:USDT", price=150.0, stop=147.0)
+        await pub.publish(halted)
+        await eventually(lambda: _count(js, "signal.rejected", 2), what="two refusals")
+        approved = await read(js, PIPE, "order.approved")
+        rejected = await read(js, PIPE, "signal.rejected")
+        applied = await kv.get_json(kv_applied_key("risk-manager", "stable", "test-0"))
+    assert [e.causation_id for e in approved] == [first.id]
+    rules = {e.causation_id: e.data.rule for e in rejected if isinstance(e, SignalRejectedEvent)}
+    assert rules == {refused.id: "halt_alert", halted.id: "halt"}
+    assert applied["state"] == "halted" and applied["weight"] == 0 and applied["track_weight"] == 100
+
+
+async def _count(js: object, event_type: str, n: int) -> bool:
+    return len(await read(js, PIPE, event_type)) >= n  # type: ignore[arg-type]
+
+
+async def test_kill_switch_after_the_configured_drawdown(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    pfile = write_pipeline(tmp_path, risk={"maxDrawdown": 0.02, "maxDailyLoss": 0.5, "maxPositionPct": 0.5})
+    async with (
+        running(ExecutionAgent, "execution", nats_server, pfile) as ex_run,
+        running(RiskManagerAgent, "risk-manager", nats_server, pfile) as run,
+    ):
+        assert run.nc is not None
+        js = run.nc.jetstream()
+        pub = Publisher(js)
+        risk = run.agent
+        assert isinstance(risk, RiskManagerAgent)
+        execution = ex_run.agent
+        assert isinstance(execution, ExecutionAgent)
+        await pub.publish(snapshot_event("ETH/USDT:USDT", 100.0))
+        await eventually(lambda: len(execution.books) == 1, what="book")
+        # Stop 0.1 away: the per-symbol cap binds, ~49.5k notional on 100k.
+        await pub.publish(validated("ETH/USDT:USDT", stop=99.9))
+        await eventually(lambda: ("binance", "ETH/USDT:USDT") in risk.book.positions, what="filled position")
+        await pub.publish(snapshot_event("ETH/USDT:USDT", 95.0, i=1))  # -5 % on ~50 % of equity: -2.5 %
+        await eventually(lambda: risk.book.drawdown(risk.share) >= 0.02, what="drawdown past 2 %")
+        after = validated("BTC/USDT:USDT", price=50_000.0, stop=49_000.0)
+        await pub.publish(after)
+        await eventually(lambda: _count(js, "signal.rejected", 1), what="refusal")
+        rejected = await read(js, PIPE, "signal.rejected")
+    assert isinstance(rejected[0], SignalRejectedEvent)
+    assert rejected[0].causation_id == after.id and rejected[0].data.rule == "max_drawdown"
+    assert risk.killed
+
+
+async def test_canary_weight_is_read_from_kv_applied_and_echoed(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    pfile = write_pipeline(tmp_path, canary=True)
+    async with running(RiskManagerAgent, "risk-manager", nats_server, pfile, track="canary") as run:
+        assert run.nc is not None
+        js = run.nc.jetstream()
+        risk = run.agent
+        assert isinstance(risk, RiskManagerAgent)
+        kv = await KV.open(js, kv_bucket(PIPE))
+        key = kv_applied_key("risk-manager", "canary", "test-0")
+        assert risk.canary_weight == 5 and risk.share == 5_000.0  # declared until KV says otherwise
+        await kv.put_json(KV_CANARY_WEIGHT, 25)
+        await eventually(lambda: risk.canary_weight == 25, what="weight applied")
+        await eventually(lambda: _applied(kv, key, 25), what="weight echoed")
+        assert metrics.CANARY_WEIGHT_APPLIED.labels(track="canary")._value.get() == 25
+        assert risk.share == 25_000.0
+        await kv.put_json(KV_CANARY_WEIGHT, 0)  # aborted: the canary opens nothing
+        await eventually(lambda: risk.weight == 0, what="abort applied")
+        sig = SignalValidatedEvent.new(
+            validated("ETH/USDT:USDT").data, pipeline=PIPE, source_agent="backtester", track="canary"
+        )
+        await Publisher(js).publish(sig)
+        await eventually(lambda: _count(js, "signal.rejected", 1), what="refusal")
+        rejected = await read(js, PIPE, "signal.rejected", "canary")
+    assert isinstance(rejected[0], SignalRejectedEvent) and rejected[0].data.rule == "zero_weight"
+
+
+async def _applied(kv: KV, key: str, weight: int) -> bool:
+    value = await kv.get_json(key)
+    return bool(value and value["weight"] == weight)

@@ -1,0 +1,212 @@
+"""kopf against kmock over real HTTP, with a real nats-server.
+
+kmock's gaps (ENVIRONMENT.md) are closed here: the emulator stamps uid, resourceVersion, generation
+(bumped on spec changes only) and creationTimestamp; the operator never relies on label selectors,
+PUT, server-side apply or owner-reference GC. kmock runs no controllers: tests mark Deployments and
+StatefulSets ready by patching their status as a controller would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+# The timer interval is read when the handlers module is imported: make it fast for tests.
+os.environ.setdefault("APEX_OPERATOR_INTERVAL", "0.25")
+
+import kmock
+import kopf
+import nats
+import yaml
+from kmock._internal import enums
+
+from apextrader_operator import handlers
+from apextrader_operator.kube import Credentials, KubeClient
+from apextrader_operator.reconcile import OperatorConfig
+
+NAMESPACE = "trading"
+RESOURCES = {
+    "apextrader.io/v1alpha1/tradingpipelines": kmock.ResourceInfo(
+        kind="TradingPipeline",
+        singular="tradingpipeline",
+        namespaced=True,
+        subresources={"status"},
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
+        shortnames={"tp"},
+        categories={"apextrader"},
+    ),
+    "v1/events": kmock.ResourceInfo(kind="Event", namespaced=True, verbs={"create", "list"}),
+    # kopf's backbone waits for these to be discoverable before it observes anything
+    "v1/namespaces": kmock.ResourceInfo(kind="Namespace", namespaced=False, verbs={"list", "watch"}),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": kmock.ResourceInfo(
+        kind="CustomResourceDefinition", namespaced=False, verbs={"list", "watch"}
+    ),
+    "apps/v1/deployments": kmock.ResourceInfo(kind="Deployment", namespaced=True, subresources={"status"}),
+    "apps/v1/statefulsets": kmock.ResourceInfo(kind="StatefulSet", namespaced=True, subresources={"status"}),
+    "v1/services": kmock.ResourceInfo(kind="Service", namespaced=True),
+    "v1/configmaps": kmock.ResourceInfo(kind="ConfigMap", namespaced=True),
+    "v1/serviceaccounts": kmock.ResourceInfo(kind="ServiceAccount", namespaced=True),
+    "networking.k8s.io/v1/networkpolicies": kmock.ResourceInfo(kind="NetworkPolicy", namespaced=True),
+}
+
+
+class StampingEmulator(kmock.KubernetesEmulator):
+    """kmock plus what an API server adds to every object."""
+
+    _rv = 0
+
+    def _stamp(self, request: Any) -> None:
+        if request.resource is None or not isinstance(request.data, dict):
+            return
+        type(self)._rv += 1
+        meta = request.data.setdefault("metadata", {})
+        meta["resourceVersion"] = str(self._rv)
+        if request.action == enums.action.CREATE:
+            if not meta.get("name") and meta.get("generateName"):
+                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("creationTimestamp", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            meta.setdefault("generation", 1)
+            meta.setdefault("namespace", request.namespace)
+        elif (
+            request.action == enums.action.UPDATE
+            and request.name
+            and "spec" in request.data
+            and request.subresource != "status"
+        ):
+            key = (request.resource, request.namespace, request.name)
+            if key in self.objects and not self.objects[key].deleted:
+                current = self.objects[key].raw
+                meta["generation"] = int(current.get("metadata", {}).get("generation", 1)) + 1
+
+    async def _handle(self, request: Any) -> Any:
+        # kmock matches every request against its whole request history (O(n) per request); the
+        # operator's tests never assert on that history, so keep only in-flight requests.
+        if len(self._requests) > 16:
+            del self._requests[:-8]
+        self._stamp(request)
+        return await super()._handle(request)
+
+
+def write_kubeconfig(path: Path, server: str) -> None:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kmock", "cluster": {"server": server}}],
+                "users": [{"name": "kmock", "user": {"token": "test"}}],
+                "contexts": [
+                    {
+                        "name": "kmock",
+                        "context": {"cluster": "kmock", "user": "kmock", "namespace": NAMESPACE},
+                    }
+                ],
+                "current-context": "kmock",
+            }
+        )
+    )
+
+
+@contextlib.asynccontextmanager
+async def kube_api(tmp: Path) -> AsyncIterator[tuple[StampingEmulator, KubeClient]]:
+    async with StampingEmulator() as emulator, kmock.Server(emulator):
+        for key, info in RESOURCES.items():
+            emulator.resources[key] = info
+        url = str(emulator.url).rstrip("/")
+        config = tmp / "kubeconfig"
+        write_kubeconfig(config, url)
+        os.environ["KUBECONFIG"] = str(config)
+        async with KubeClient(
+            Credentials(server=url, token="test", ssl=False, namespace=NAMESPACE)
+        ) as client:
+            yield emulator, client
+
+
+def fast_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.peering.standalone = True
+    settings.watching.reconnect_backoff = 0.05
+    settings.watching.server_timeout = 600
+    settings.networking.error_backoffs = [0.1, 0.2, 0.5]
+    settings.queueing.idle_timeout = 0.5
+    settings.background.instant_exit_timeout = 0.5
+    settings.execution.max_workers = 4
+    return settings
+
+
+@contextlib.asynccontextmanager
+async def running_operator(config: OperatorConfig) -> AsyncIterator[None]:
+    """The real handlers module, in this event loop (kopf.spawn_tasks/run_tasks, no KopfRunner)."""
+    handlers.CONFIG = config
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    existing = asyncio.all_tasks()  # the test's own tasks: not the operator's to stop
+    tasks = await kopf.spawn_tasks(
+        clusterwide=True, settings=fast_settings(), stop_flag=stop, ready_flag=ready, standalone=True
+    )
+    runner = asyncio.create_task(kopf.run_tasks(tasks, ignored=existing))
+    existing.add(runner)
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        yield
+    finally:
+        # kopf waits 5 s for "hung" tasks, i.e. every task born after it started, including the
+        # test's own (kmock's connections, this teardown): declare them not the operator's.
+        existing.update(asyncio.all_tasks())
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(runner, 10)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], within: float = 10.0, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Poll until `check()` returns a truthy value; fail with the last value seen."""
+    deadline = time.monotonic() + within
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what or check.__name__}; last value: {last!r}")
+
+
+async def mark_ready(client: KubeClient, kind: str, name: str, replicas: int = 1) -> None:
+    """What the Deployment/StatefulSet controller would write."""
+    status = {"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas}
+    await client.patch(kind, NAMESPACE, name, {"status": status}, subresource="status")
+
+
+async def kv_get(url: str, bucket: str, key: str) -> Any:
+    import json
+
+    nc = await nats.connect(url)
+    try:
+        kv = await nc.jetstream().key_value(bucket)
+        try:
+            entry = await kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        return json.loads(entry.value) if entry.value else None
+    finally:
+        await nc.close()
+
+
+async def kv_put(url: str, bucket: str, key: str, value: Any) -> None:
+    import json
+
+    nc = await nats.connect(url)
+    try:
+        kv = await nc.jetstream().key_value(bucket)
+        await kv.put(key, json.dumps(value).encode())
+    finally:
+        await nc.close()

@@ -1,0 +1,175 @@
+"""The pure security builders: NATS permissions per agent (publish only what it emits), the NATS
+auth and credentials Secrets, and the agents' NetworkPolicies (valid Kubernetes 1.34 objects)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from apextrader.bus.topology import subject
+from apextrader.contracts import TradingPipeline, load_pipeline, parse_pipeline
+from apextrader.contracts.names import AGENT_IDS, EVENT_TYPES, AgentId, agent_tracks
+from apextrader_operator.builders.security import (
+    EMITS,
+    OPERATOR_USER,
+    agent_user,
+    build_agent_nats_secret,
+    build_agent_network_policy,
+    build_security_children,
+    nats_authorization,
+    nats_users,
+    user_password,
+)
+from tests.platform.conftest import REPO
+
+KEY = b"k"
+
+
+def matches(pattern: str, subj: str) -> bool:
+    """NATS subject matching: `*` one token, `>` the rest."""
+    p, s = pattern.split("."), subj.split(".")
+    for i, tok in enumerate(p):
+        if tok == ">":
+            return len(s) > i
+        if i >= len(s) or (tok != "*" and tok != s[i]):
+            return False
+    return len(p) == len(s)
+
+
+@pytest.fixture
+def demo() -> TradingPipeline:
+    return load_pipeline(REPO / "manifests" / "pipeline.yaml")
+
+
+def _variant(demo: TradingPipeline, **spec: Any) -> TradingPipeline:
+    doc = demo.model_dump(by_alias=True, exclude_none=True, mode="json")
+    doc["spec"].update(spec)
+    return parse_pipeline(doc)
+
+
+def test_matcher() -> None:
+    assert matches("apex.p.>", "apex.p.a.b") and matches("a.*.c", "a.b.c")
+    assert not matches("a.*", "a.b.c") and not matches("apex.p.>", "apex.p")
+
+
+@pytest.mark.parametrize("agent", AGENT_IDS)
+def test_each_agent_publishes_exactly_the_events_it_emits(demo: TradingPipeline, agent: AgentId) -> None:
+    every_event = {
+        subject(demo.name, t, tr): (t, tr) for t in EVENT_TYPES for tr in ("shared", "stable", "canary")
+    }
+    for track in agent_tracks(agent, has_canary=True):
+        user = agent_user(demo, agent, track)
+        allowed = {
+            (t, tr) for subj, (t, tr) in every_event.items() if any(matches(p, subj) for p in user.publish)
+        }
+        forwarded = ("stable", "canary") if agent == "backtester" else (track,)
+        assert allowed == {(t, tr) for t in EMITS[agent] for tr in forwarded}
+        dlqs = {a: f"apex.{demo.name}.dlq.{a}.{track}" for a in AGENT_IDS}
+        assert {a for a, s in dlqs.items() if any(matches(p, s) for p in user.publish)} == {agent}
+
+
+def test_every_event_type_has_an_emitter() -> None:
+    assert {t for types in EMITS.values() for t in types} == set(EVENT_TYPES)
+
+
+def test_agents_cannot_administer_the_bus(demo: TradingPipeline) -> None:
+    forbidden = [
+        "$JS.API.STREAM.CREATE.APEX_BTC_PERP_ORDERS",
+        "$JS.API.STREAM.DELETE.APEX_BTC_PERP_ORDERS",
+        "$JS.API.STREAM.PURGE.APEX_BTC_PERP_DLQ",
+        "$JS.API.STREAM.UPDATE.APEX_BTC_PERP_SIGNALS",
+        "$JS.API.CONSUMER.DELETE.APEX_BTC_PERP_ORDERS.execution-stable",
+        "$KV.apex-btc-perp.canary.weight",
+        "$KV.apex-btc-perp.halt",
+    ]
+    for user in nats_users(demo):
+        if user.name == OPERATOR_USER:
+            continue
+        for subj in forbidden:
+            assert not any(matches(p, subj) for p in user.publish), (user.name, subj)
+        assert user.subscribe == ("_INBOX.>",)
+
+
+def test_auth_conf_lists_every_agent_track_and_the_operator(demo: TradingPipeline) -> None:
+    conf = nats_authorization(demo, KEY)
+    names = [u.name for u in nats_users(demo)]
+    assert len(names) == len(set(names)) == 4 + 3 * 2 + 1
+    for name in names:
+        assert f'user: "{name}"' in conf
+        assert f'password: "{user_password(KEY, demo.name, name)}"' in conf
+
+
+def test_passwords_are_per_user_and_per_key(demo: TradingPipeline) -> None:
+    a = user_password(KEY, demo.name, "execution-stable")
+    assert a == user_password(KEY, demo.name, "execution-stable")  # a re-render changes nothing
+    assert a != user_password(KEY, demo.name, "execution-canary")
+    assert a != user_password(b"other", demo.name, "execution-stable")
+    assert a != user_password(KEY, "eth-perp", "execution-stable")
+
+
+def test_agent_credentials_secret(demo: TradingPipeline) -> None:
+    secret = build_agent_nats_secret(demo, "execution", "canary", KEY)
+    assert secret["metadata"]["name"] == "btc-perp-execution-canary-nats"
+    data = secret["stringData"]
+    password = user_password(KEY, demo.name, "execution-canary")
+    assert data["APEX_NATS_USER"] == "execution-canary" and data["APEX_NATS_PASSWORD"] == password
+    assert data["APEX_NATS_URL"] == f"nats://execution-canary:{password}@btc-perp-nats.default.svc:4222"
+
+
+def _egress_ports(policy: dict[str, Any]) -> set[int]:
+    return {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
+
+
+def _validate(doc: dict[str, Any]) -> None:
+    kubernetes_validate.validate(doc, "1.34.0", strict=True)
+
+
+def test_network_policies_reach_only_dns_and_the_bus_in_paper_mode(demo: TradingPipeline) -> None:
+    for agent in AGENT_IDS:
+        policy = build_agent_network_policy(demo, agent)
+        _validate(policy)
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+        assert _egress_ports(policy) == {53, 4222}, agent
+        nats_rule = next(r for r in policy["spec"]["egress"] if "to" in r)
+        assert nats_rule["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "nats"
+        assert policy["spec"]["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
+
+
+def test_exchange_egress_only_for_the_scanner_on_ccxt_and_execution_live(demo: TradingPipeline) -> None:
+    live = _variant(
+        demo,
+        mode="live",
+        source={"kind": "ccxt"},
+        execution={"credentialsSecret": "exchange-keys"},
+    )
+    with_443 = {a for a in AGENT_IDS if 443 in _egress_ports(build_agent_network_policy(live, a))}
+    assert with_443 == {"market-scanner", "execution"}
+    rule = next(
+        r
+        for r in build_agent_network_policy(live, "execution")["spec"]["egress"]
+        if r["ports"][0]["port"] == 443
+    )
+    assert "10.0.0.0/8" in rule["to"][0]["ipBlock"]["except"]  # never into the cluster network
+    _validate(build_agent_network_policy(live, "execution"))
+
+
+def test_external_bus_and_otlp_ports(demo: TradingPipeline) -> None:
+    external = _variant(demo, bus={"url": "nats://nats.infra:4333"})
+    policy = build_agent_network_policy(external, "risk-manager", "http://otel-collector.observability:4318")
+    _validate(policy)
+    assert _egress_ports(policy) == {53, 4333, 4318}
+    # an external NATS manages its own accounts: no auth/credential Secrets then
+    kinds = [d["kind"] for d in build_security_children(external, KEY)]
+    assert kinds == ["NetworkPolicy"] * len(AGENT_IDS)
+
+
+def test_security_children_of_a_managed_bus(demo: TradingPipeline) -> None:
+    children = build_security_children(demo, KEY)
+    for doc in children:
+        _validate(doc)
+        assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == demo.name
+    names = [d["metadata"]["name"] for d in children if d["kind"] == "Secret"]
+    assert "btc-perp-nats-auth" in names and "btc-perp-risk-manager-canary-nats" in names
+    assert len(names) == 1 + 4 + 3 * 2

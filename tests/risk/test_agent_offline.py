@@ -1,0 +1,84 @@
+"""RiskManagerAgent handlers without the bus: observed margin violations are counted once per breach
+(never produced by the gate itself), marks come from snapshots, and fills are applied once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from apextrader.bus import metrics
+from apextrader.contracts import (
+    Bar,
+    MarketSnapshot,
+    MarketSnapshotEvent,
+    OrderApprovedEvent,
+    OrderFilled,
+    OrderFilledEvent,
+    SignalValidated,
+    SignalValidatedEvent,
+)
+from apextrader.risk.agent import RiskManagerAgent
+from tests.agents.harness import offline_context, write_pipeline
+
+from .helpers import signal
+
+ETH = ("binance", "ETH/USDT:USDT")
+
+
+def snap(price: float, minute: int) -> MarketSnapshotEvent:
+    t = datetime(2026, 1, 5, 0, minute, tzinfo=UTC)
+    bar = Bar(open_time=t, open=price, high=price, low=price, close=price, volume=1.0)
+    data = MarketSnapshot(exchange="binance", symbol="ETH/USDT:USDT", timeframe="1m", bar=bar)
+    return MarketSnapshotEvent.new(data, pipeline="btc-perp", source_agent="market-scanner")
+
+
+async def test_observed_violations_counted_once_per_breach(tmp_path: Path) -> None:
+    pfile = write_pipeline(tmp_path, risk={"maxLeverage": 1, "maxPositionPct": 1.0, "marginHeadroom": 0.2})
+    risk = RiskManagerAgent(offline_context("risk-manager", pfile))
+    counter = metrics.MARGIN_VIOLATIONS.labels(track="stable")
+    before = counter._value.get()
+    sig = SignalValidatedEvent.new(
+        SignalValidated(
+            signal=signal(side="short", price=100.0, stop=100.01),
+            expectancy=0.1,
+            expectancy_se=0.01,
+            trades=10,
+            confidence=0.9,
+        ),
+        pipeline="btc-perp",
+        source_agent="backtester",
+        track="stable",
+    )
+    (approved,) = await risk.on_signal(sig)
+    assert isinstance(approved, OrderApprovedEvent)
+    assert await risk.on_signal(sig) == [approved]  # redelivered: same decision, no second reservation
+    o = approved.data
+    fill = approved.derive(
+        OrderFilledEvent,
+        OrderFilled(
+            client_order_id=o.client_order_id,
+            exchange=o.exchange,
+            symbol=o.symbol,
+            side=o.side,
+            requested=o.amount,
+            filled=o.amount,
+            avg_price=100.0,
+            fee=0.0,
+            mid_at_decision=100.0,
+            slippage_bps=0.0,
+            status="filled",
+        ),
+        source_agent="execution",
+    )
+    await risk.on_fill(fill)
+    await risk.on_fill(fill)  # redelivered fill: applied once
+    assert risk.book.position_qty(ETH) == -o.amount and not risk.book.pending
+    assert counter._value.get() == before  # the gate's own order breaches nothing
+    # The short loses 20 %: initial margin (notional x 1.2) outgrows 80 % of the shrunken equity.
+    await risk.on_snapshot(snap(120.0, 1))
+    await risk.on_snapshot(snap(121.0, 2))
+    assert counter._value.get() == before + 1
+    await risk.on_snapshot(snap(100.0, 3))  # back within limits
+    await risk.on_snapshot(snap(125.0, 4))  # a second breach
+    assert counter._value.get() == before + 2
+    assert risk.book.mark_of(ETH) == 125.0
