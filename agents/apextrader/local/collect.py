@@ -106,6 +106,26 @@ async def consumer_accounts(
     return accounts, reasons
 
 
+async def outstanding(js: JetStreamContext, topology: Topology) -> int:
+    """Messages that flow consumers have not yet acked (or dead-lettered)."""
+    total = 0
+    for decl in topology.consumers:
+        if decl.deliver_policy == "all":
+            ci = await js.consumer_info(decl.stream, decl.durable)
+            total += int(ci.num_pending or 0) + int(ci.num_ack_pending or 0)
+    return total
+
+
+async def drain(js: JetStreamContext, topology: Topology, timeout: float) -> int:
+    """Wait until every flow consumer has caught up (or `timeout`); returns what is still outstanding."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    left = await outstanding(js, topology)
+    while left and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.25)
+        left = await outstanding(js, topology)
+    return left
+
+
 async def published_counts(js: JetStreamContext, topology: Topology) -> dict[str, int]:
     return {s.name: int((await js.stream_info(s.name)).state.messages) for s in topology.streams}
 

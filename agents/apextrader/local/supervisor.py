@@ -173,6 +173,14 @@ class Supervisor:
         if self._http is not None:
             await self._http.close()
 
+    async def stop_one(self, key: str) -> None:
+        """Stop one agent for good (its watcher no longer restarts it): e.g. the scanner before a drain."""
+        ap = self.by_key(key)
+        index = self.processes.index(ap)
+        if index < len(self._watchers):
+            self._watchers[index].cancel()
+        await self._terminate(ap)
+
     async def _terminate(self, ap: AgentProcess) -> None:
         proc = ap.proc
         if proc is None or proc.returncode is not None:

@@ -35,8 +35,8 @@ from apextrader.local.view import make_progress, render
 from apextrader.report.run_report import write_run_report
 from apextrader.report.run_summary import AgentRecord, OutageRecord, RunSummary, TrackRecord
 
-#: Time given to in-flight events to drain through the pipeline before accounting.
-DRAIN_S = 3.0
+#: Longest wait for in-flight events to drain through the pipeline before accounting.
+DRAIN_TIMEOUT_S = 60.0
 
 
 class ServerWatchdog:
@@ -166,17 +166,23 @@ async def run_up(
                         )
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(stop.wait(), 1.0)
-        console.print("stopping: draining in-flight events…")
-        await asyncio.sleep(DRAIN_S)
-        final = await Monitor(supervisor, tracks).__aenter__()
-        last = await final.poll()
-        await final.__aexit__(None, None, None)
+        ready_at_end = {p.key: p.ready for p in supervisor.processes}
+        console.print("stopping: market data off, draining in-flight events…")
+        await supervisor.stop_one("market-scanner")
+        left = await collect.drain(js, topology, DRAIN_TIMEOUT_S)
+        if left:
+            console.print(
+                f"[yellow]{left} events still in flight after {DRAIN_TIMEOUT_S:.0f} s (counted as pending)[/]"
+            )
+        async with Monitor(supervisor, tracks) as final:
+            last = await final.poll()
         await supervisor.stop()
         summary = await _summarise(
             js,
             topology,
             supervisor,
             last,
+            ready_at_end,
             equity,
             canary,
             watchdog,
@@ -206,6 +212,7 @@ async def _summarise(
     topology: Topology,
     supervisor: Supervisor,
     last: LiveSnapshot,
+    ready_at_end: dict[str, bool],
     equity: dict[str, list[tuple[float, float]]],
     canary: LocalCanary,
     watchdog: ServerWatchdog,
@@ -249,7 +256,7 @@ async def _summarise(
         AgentRecord(
             key=p.key,
             restarts=p.restarts,
-            ready_at_end=any(a.key == p.key and a.ready for a in last.agents),
+            ready_at_end=ready_at_end.get(p.key, False),
             outages=[
                 OutageRecord(key=o.key, started=o.started, ended=o.ended, exit_code=o.exit_code)
                 for o in p.outages
