@@ -12,11 +12,11 @@ from apextrader.cli import backtest as backtest_cli
 from apextrader.cli import canary as canary_cli
 from apextrader.cli import dlq as dlq_cli
 from apextrader.cli.crds import crds
-from apextrader.cli.up import up
 from apextrader.cli.data import data_app
 from apextrader.cli.demo import demo
 from apextrader.cli.features import features
 from apextrader.cli.operator import operator
+from apextrader.cli.up import up
 from apextrader.cli.validate import validate
 
 app = typer.Typer(

@@ -3,6 +3,7 @@ state, the DLQ, the fills and the snapshots they trace back to), condensed into 
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -116,9 +117,9 @@ async def outstanding(js: JetStreamContext, topology: Topology) -> int:
     return total
 
 
-async def drain(js: JetStreamContext, topology: Topology, timeout: float) -> int:
-    """Wait until every flow consumer has caught up (or `timeout`); returns what is still outstanding."""
-    deadline = asyncio.get_running_loop().time() + timeout
+async def drain(js: JetStreamContext, topology: Topology, within_s: float) -> int:
+    """Wait until every flow consumer has caught up (or `within_s` passed); returns what is still outstanding."""
+    deadline = asyncio.get_running_loop().time() + within_s
     left = await outstanding(js, topology)
     while left and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.25)
