@@ -69,6 +69,7 @@ kind-up: tools  ## Create the kind cluster (manifests/kind-config.yaml), build t
 	$(MAKE) image
 	kind load docker-image $(IMAGE):$(IMAGE_TAG) --name $(KIND_CLUSTER)
 
+# The GitHub workflow running kind-up + e2e (helm/kind-action) comes with the helm/image issue.
 e2e: install  ## On the kind cluster: helm install, apply the example, wait Ready, move the canary (skips without a cluster)
 	$(BIN)/python -m pytest tests/e2e -v -p no:randomly -rs
 

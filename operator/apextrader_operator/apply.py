@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final, Literal
 
-from apextrader_operator.kube import KubeClient, Manifest
+from apextrader_operator.kube import KubeClient, KubeError, Manifest
 
 LAST_APPLIED: Final = "apextrader.io/last-applied"
 Outcome = Literal["created", "patched", "unchanged"]
@@ -59,13 +59,25 @@ def _annotated(obj: Manifest) -> tuple[Manifest, str]:
     return body, record
 
 
-async def apply(kube: KubeClient, obj: Manifest) -> tuple[Outcome, Manifest]:
-    """Create or patch one object; returns what happened and the object as the server holds it."""
+_FETCH: Final = object()
+
+
+async def apply(kube: KubeClient, obj: Manifest, current: Any = _FETCH) -> tuple[Outcome, Manifest]:
+    """Create or patch one object; returns what happened and the object as the server holds it.
+
+    `current` may be passed from an earlier LIST (None: absent) to save a GET per object.
+    """
     kind, meta = obj["kind"], obj["metadata"]
     body, record = _annotated(obj)
-    current = await kube.get(kind, meta.get("namespace"), meta["name"])
+    if current is _FETCH:
+        current = await kube.get(kind, meta.get("namespace"), meta["name"])
     if current is None:
-        return "created", await kube.create(body)
+        try:
+            return "created", await kube.create(body)
+        except KubeError as exc:
+            if exc.status != 409:  # created meanwhile (a stale LIST): patch it below
+                raise
+            current = await kube.get(kind, meta.get("namespace"), meta["name"]) or {}
     last_text = (current.get("metadata", {}).get("annotations") or {}).get(LAST_APPLIED)
     if last_text == record and is_subset(obj, current):
         return "unchanged", current

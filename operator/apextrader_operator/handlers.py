@@ -19,11 +19,14 @@ from apextrader.contracts.pipeline import API_GROUP, API_VERSION, PLURAL
 from apextrader_operator.builders import nats_url
 from apextrader_operator.kube import KubeClient, KubeError, load_credentials
 from apextrader_operator.natsbus import BusPool, BusUnavailable
-from apextrader_operator.reconcile import OperatorConfig, PipelineMemory, _pipeline, reconcile
+from apextrader_operator.reconcile import OperatorConfig, PipelineMemory, pipeline_from_body, reconcile
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
 FINALIZER = "apextrader.io/halt-on-delete"
 INTERVAL = float(os.environ.get("APEX_OPERATOR_INTERVAL", "5"))
+#: While a create/update has not converged (bus or agents not ready), retry it this soon rather than
+#: waiting for the next timer tick.
+CONVERGE_DELAY = min(INTERVAL, 2.0)
 #: Replaced by tests (fast clock, local NATS) before the operator starts.
 CONFIG = OperatorConfig(
     image=os.environ.get("APEX_AGENT_IMAGE"), nats_url=os.environ.get("APEX_OPERATOR_NATS_URL")
@@ -58,8 +61,11 @@ def _memory(memo: kopf.Memo) -> PipelineMemory:
     return memory
 
 
-async def _run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, analyse: bool) -> None:
+async def _run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, analyse: bool) -> bool:
+    """One reconcile; returns whether the pipeline is Ready."""
     memory = _memory(memo)
+    if memo.kube.closed:
+        return False  # the operator is stopping (cleanup ran before this timer was cancelled)
     async with memory.lock:  # the timer and change handlers never interleave on one pipeline
         try:
             outcome = await reconcile(
@@ -79,18 +85,25 @@ async def _run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any,
         (kopf.warn if kind == "Warning" else kopf.info)(body, reason=reason, message=message)
     if outcome.status_patch:
         patch.status.update(outcome.status_patch)
+    return outcome.status.phase in ("Running", "Invalid")
 
 
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
 async def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    await _run(body, patch, memo, logger, analyse=False)
+    if not await _run(body, patch, memo, logger, analyse=False):
+        # kopf keeps the status patch and retries soon: bus → agents → Ready converge step by step
+        raise kopf.TemporaryError("waiting for the bus and agents to become ready", delay=CONVERGE_DELAY)
 
 
-@kopf.timer(*RESOURCE, interval=INTERVAL, initial_delay=INTERVAL)
+# `idle`: no tick while the object is changing (a create/update converging through its handler
+# retries); the handler owns that phase and ticks would only contend for the pipeline's lock.
+@kopf.timer(*RESOURCE, interval=INTERVAL, initial_delay=INTERVAL, idle=INTERVAL)
 async def tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     """Canary steps and analysis, applied-weight echoes and readiness between spec changes."""
+    if _memory(memo).lock.locked():
+        return  # a reconcile is running right now: this tick would only repeat it
     await _run(body, patch, memo, logger, analyse=True)
 
 
@@ -98,7 +111,7 @@ async def tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any,
 async def on_delete(body: kopf.Body, memo: kopf.Memo, retry: int, logger: Any, **_: Any) -> None:
     """Halt every track before the children go (owner references delete them): no new orders."""
     try:
-        tp = _pipeline(body)
+        tp = pipeline_from_body(body)
     except ValueError:
         return  # an invalid spec never got a bus from us
     try:

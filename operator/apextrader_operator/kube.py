@@ -139,6 +139,10 @@ class KubeClient:
     async def close(self) -> None:
         await self._session.close()
 
+    @property
+    def closed(self) -> bool:
+        return bool(self._session.closed)
+
     async def _call(self, method: str, path: str, **kwargs: Any) -> Manifest | None:
         async with self._session.request(method, path, **kwargs) as resp:
             if resp.status == 404:

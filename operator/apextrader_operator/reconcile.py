@@ -41,6 +41,8 @@ class OperatorConfig:
     #: Reach the bus at this URL instead of the in-cluster Service (an operator run outside the cluster).
     nats_url: str | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    #: The OTLP collector agents export to (their NetworkPolicy lets them reach its port).
+    otlp_endpoint: str | None = None
     #: Where the built-in analysis scrapes /metrics (default: every agent Service of the pipeline).
     metrics_urls: MetricsUrls = metrics_urls
 
@@ -70,7 +72,7 @@ class Outcome:
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
 
 
-def _pipeline(body: Mapping[str, Any]) -> TradingPipeline:
+def pipeline_from_body(body: Mapping[str, Any]) -> TradingPipeline:
     meta = body.get("metadata", {})
     doc = {
         "apiVersion": body.get("apiVersion", "apextrader.io/v1alpha1"),
@@ -89,30 +91,44 @@ def _ready(obj: Manifest | None, want: int) -> int:
     return int((obj.get("status") or {}).get("readyReplicas") or 0) if want else 0
 
 
+async def _existing(kube: KubeClient, tp: TradingPipeline, kinds: set[str]) -> dict[str, Manifest]:
+    """The pipeline's children per `Kind/name`: one LIST per kind instead of one GET per object."""
+    labels = {"app.kubernetes.io/instance": tp.name}
+    found: dict[str, Manifest] = {}
+    for kind in sorted(kinds):
+        for obj in await kube.list(kind, tp.metadata.namespace, labels):
+            found[f"{kind}/{obj['metadata']['name']}"] = obj
+    return found
+
+
 async def _apply_all(
-    kube: KubeClient, objs: list[Manifest], owner: Mapping[str, Any]
-) -> tuple[list[str], dict[str, Manifest]]:
+    kube: KubeClient, tp: TradingPipeline, objs: list[Manifest], owner: Mapping[str, Any]
+) -> tuple[list[str], dict[str, Manifest], dict[str, Manifest]]:
+    """Apply in order; returns the changes, the children as now held, and what existed before."""
     kopf.adopt(objs, owner=owner)  # type: ignore[arg-type]  # a Body or its raw mapping
+    existing = await _existing(kube, tp, {o["kind"] for o in objs})
     changes, current = [], {}
     for obj in objs:  # in order: upstream before downstream
-        outcome, held = await apply(kube, obj)
         key = f"{obj['kind']}/{obj['metadata']['name']}"
+        outcome, held = await apply(kube, obj, existing.get(key))
         if outcome != "unchanged":
             changes.append(f"{outcome} {key}")
         current[key] = held
-    return changes, current
+    return changes, current, existing
 
 
-async def _prune(kube: KubeClient, tp: TradingPipeline, uid: str | None, keep: set[str]) -> list[str]:
-    labels = {"app.kubernetes.io/instance": tp.name, "app.kubernetes.io/managed-by": MANAGED_BY}
+async def _prune(
+    kube: KubeClient, tp: TradingPipeline, uid: str | None, keep: set[str], existing: dict[str, Manifest]
+) -> list[str]:
     removed = []
-    for kind in PRUNED_KINDS:
-        for obj in await kube.list(kind, tp.metadata.namespace, labels):
-            owners = {o.get("uid") for o in obj["metadata"].get("ownerReferences", [])}
-            key = f"{kind}/{obj['metadata']['name']}"
-            if key not in keep and (uid is None or uid in owners):
-                await kube.delete(kind, tp.metadata.namespace, obj["metadata"]["name"])
-                removed.append(f"deleted {key}")
+    for key, obj in existing.items():
+        kind = key.split("/", 1)[0]
+        labels = obj["metadata"].get("labels") or {}
+        owners = {o.get("uid") for o in obj["metadata"].get("ownerReferences", [])}
+        ours = labels.get("app.kubernetes.io/managed-by") == MANAGED_BY and (uid is None or uid in owners)
+        if kind in PRUNED_KINDS and key not in keep and ours:
+            await kube.delete(kind, tp.metadata.namespace, obj["metadata"]["name"])
+            removed.append(f"deleted {key}")
     return removed
 
 
@@ -138,7 +154,7 @@ async def reconcile(
         )
 
     try:
-        tp = _pipeline(body)
+        tp = pipeline_from_body(body)
     except PipelineError as exc:
         message = "; ".join(exc.errors)
         status.phase, status.message = "Invalid", message
@@ -148,7 +164,7 @@ async def reconcile(
     cond("InvalidSpec", "False", "SpecValid")
 
     # 1. the bus
-    changes, current = await _apply_all(kube, build_bus_children(tp), body)
+    changes, current, _ = await _apply_all(kube, tp, build_bus_children(tp), body)
     managed = tp.spec.bus.managed
     bus_ready, bus_reason, bus_message = True, "BusReady", ""
     if managed is not None:
@@ -171,13 +187,13 @@ async def reconcile(
     cond("BusReady", "True" if bus_ready else "False", bus_reason, bus_message)
 
     # 2. config and agents, only on a ready bus (agents bind to consumers that must exist)
-    agent_objs = build_agent_children(tp, config.image)
+    agent_objs = build_agent_children(tp, config.image, config.otlp_endpoint)
     keep = {f"{o['kind']}/{o['metadata']['name']}" for o in build_bus_children(tp) + agent_objs}
     if bus_ready:
-        more, agents_current = await _apply_all(kube, agent_objs, body)
+        more, agents_current, existed = await _apply_all(kube, tp, agent_objs, body)
         changes += more
         current.update(agents_current)
-        changes += await _prune(kube, tp, meta.get("uid"), keep)
+        changes += await _prune(kube, tp, meta.get("uid"), keep, existed)
 
     # 3. readiness from the children's own status
     status.agents = {}

@@ -5,10 +5,13 @@ canary weight is read from KV and echoed."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
+
+from nats.aio.client import Client as NatsClient
 
 from apextrader.bus import metrics
 from apextrader.bus.kv import KV
@@ -21,6 +24,7 @@ from apextrader.contracts import (
     MarketAlertEvent,
     MarketSnapshot,
     MarketSnapshotEvent,
+    OrderApproved,
     OrderApprovedEvent,
     OrderBook,
     OrderFilledEvent,
@@ -210,12 +214,14 @@ async def test_kill_switch_after_the_configured_drawdown(nats_server: EmbeddedNa
         assert isinstance(risk, RiskManagerAgent)
         execution = ex_run.agent
         assert isinstance(execution, ExecutionAgent)
-        await pub.publish(snapshot_event("ETH/USDT:USDT", 100.0))
+        await pub.publish(snapshot_event("ETH/USDT:USDT", 100.0, depth=10_000.0))
         await eventually(lambda: len(execution.books) == 1, what="book")
         # Stop 0.1 away: the per-symbol cap binds, ~49.5k notional on 100k.
         await pub.publish(validated("ETH/USDT:USDT", stop=99.9))
         await eventually(lambda: ("binance", "ETH/USDT:USDT") in risk.book.positions, what="filled position")
-        await pub.publish(snapshot_event("ETH/USDT:USDT", 95.0, i=1))  # -5 % on ~50 % of equity: -2.5 %
+        await pub.publish(
+            snapshot_event("ETH/USDT:USDT", 95.0, i=1, depth=10_000.0)
+        )  # -5 % on ~50 % of equity: -2.5 %
         await eventually(lambda: risk.book.drawdown(risk.share) >= 0.02, what="drawdown past 2 %")
         after = validated("BTC/USDT:USDT", price=50_000.0, stop=49_000.0)
         await pub.publish(after)
@@ -257,3 +263,128 @@ async def test_canary_weight_is_read_from_kv_applied_and_echoed(
 async def _applied(kv: KV, key: str, weight: int) -> bool:
     value = await kv.get_json(key)
     return bool(value and value["weight"] == weight)
+
+
+async def test_restart_after_a_crash_between_publish_and_ack_keeps_one_order_per_signal(
+    nats_server: EmbeddedNats, nc: NatsClient, tmp_path: Path
+) -> None:
+    n, crash_at = 120, 40
+    pfile = write_pipeline(
+        tmp_path, risk={"riskPerTrade": 0.0001, "maxOpenPositions": 1000, "maxGrossExposure": 10}
+    )
+    symbols = [f"R{i:03d}/USDT:USDT" for i in range(n)]
+    signals = [validated(s) for s in symbols]
+    handled: list[str] = []
+
+    class DiesOnce(RiskManagerAgent):
+        """Dies after publishing its decision for signal `crash_at`, before the ack; a dead process
+        acks nothing more, so every later delivery fails too until it is stopped."""
+
+        async def on_signal(self, ev: Envelope) -> list[Envelope]:  # type: ignore[override]
+            if len(handled) >= crash_at:
+                raise RuntimeError("dead")
+            out = list(await super().on_signal(ev))
+            handled.append(ev.id)
+            if len(handled) == crash_at:
+                for e in out:
+                    await self.ctx.publish(e)
+                raise RuntimeError("killed after publishing, before the ack")
+            return out
+
+    js = nc.jetstream()
+    async with running(DiesOnce, "risk-manager", nats_server, pfile) as first:
+        for ev in signals:
+            await Publisher(js).publish(ev)
+        await eventually(lambda: len(handled) >= crash_at, what="the crash")
+        first.request_stop()
+    async with running(RiskManagerAgent, "risk-manager", nats_server, pfile) as second:
+        risk = second.agent
+        assert isinstance(risk, RiskManagerAgent)
+        assert len(risk.decisions) >= crash_at  # decisions rebuilt from the ORDERS stream
+        assert len(risk.book.pending) >= crash_at  # and the exposure they reserved
+
+        async def all_decided() -> bool:
+            return (
+                len(await read(js, PIPE, "order.approved")) + len(await read(js, PIPE, "signal.rejected"))
+                >= n
+            )
+
+        await eventually(all_decided, what="every signal decided")
+        approved = await read(js, PIPE, "order.approved")
+        rejected = await read(js, PIPE, "signal.rejected")
+    causes = Counter(e.causation_id for e in approved)
+    assert rejected == [] and len(approved) == n and set(causes.values()) == {1}
+    assert set(causes) == {ev.id for ev in signals}
+
+
+async def test_execution_restart_never_fills_a_redelivered_order_twice(
+    nats_server: EmbeddedNats, nc: NatsClient, tmp_path: Path
+) -> None:
+    pfile = write_pipeline(tmp_path)
+    js = nc.jetstream()
+    filled_counter = metrics.ORDERS.labels(track="stable", state="filled")
+    before = filled_counter._value.get()
+    sig = validated("ETH/USDT:USDT")
+
+    class DiesAfterPublishing(ExecutionAgent):
+        async def on_order(self, ev: Envelope) -> list[Envelope]:  # type: ignore[override]
+            for e in await super().on_order(ev):
+                await self.ctx.publish(e)
+            raise RuntimeError("killed after publishing, before the ack")
+
+    async with running(DiesAfterPublishing, "execution", nats_server, pfile) as first:
+        agent = first.agent
+        assert isinstance(agent, ExecutionAgent)
+        await Publisher(js).publish(snapshot_event("ETH/USDT:USDT", 100.0))
+        await eventually(lambda: len(agent.books) == 1, what="book")
+        order = sig.derive(OrderApprovedEvent, _approval(sig), source_agent="risk-manager")
+        await Publisher(js).publish(order)
+        await eventually(lambda: order.data.client_order_id in agent.done, what="first fill")
+    async with running(ExecutionAgent, "execution", nats_server, pfile) as second:
+        again = second.agent
+        assert isinstance(again, ExecutionAgent)
+        assert again.reported[order.data.client_order_id].done
+        # A different market now: a second fill would differ (and count twice in the metric).
+        await Publisher(js).publish(snapshot_event("ETH/USDT:USDT", 120.0, i=1))
+        await eventually(lambda: order.data.client_order_id in again.done, limit_s=20, what="redelivery")
+        assert again.done[order.data.client_order_id] == []
+    fills = await read(js, PIPE, "order.filled")
+    assert len(fills) == 1 and filled_counter._value.get() == before + 1
+
+
+def _approval(sig: SignalValidatedEvent) -> OrderApproved:
+    from apextrader.contracts import derive_id
+
+    coid = derive_id(sig.id, "order.approved", "stable", 0)
+    return OrderApproved(
+        client_order_id=coid,
+        exchange="binance",
+        symbol="ETH/USDT:USDT",
+        side="buy",
+        amount=2.0,
+        mid_at_decision=100.0,
+        notional=200.0,
+        leverage=0.002,
+        weight_applied=0,
+    )
+
+
+async def test_an_order_that_arrives_before_its_book_waits_for_it_instead_of_being_refused(
+    nats_server: EmbeddedNats, nc: NatsClient, tmp_path: Path
+) -> None:
+    """Right after a (re)start the market feed may lag the orders: the order is redelivered with
+    back-off and filled once the book is there, never rejected for a book that is merely late."""
+    pfile = write_pipeline(tmp_path)
+    js = nc.jetstream()
+    sig = validated("ETH/USDT:USDT")
+    order = sig.derive(OrderApprovedEvent, _approval(sig), source_agent="risk-manager")
+    async with running(ExecutionAgent, "execution", nats_server, pfile) as runner:
+        agent = runner.agent
+        assert isinstance(agent, ExecutionAgent)
+        await Publisher(js).publish(order)
+        await asyncio.sleep(0.8)  # at least one delivery found no book
+        assert order.data.client_order_id not in agent.done
+        await Publisher(js).publish(snapshot_event("ETH/USDT:USDT", 100.0))
+        await eventually(lambda: order.data.client_order_id in agent.done, limit_s=20, what="fill")
+    assert len(await read(js, PIPE, "order.filled")) == 1
+    assert await read(js, PIPE, "order.rejected") == []

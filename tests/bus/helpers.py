@@ -83,6 +83,7 @@ def chain_config(
         max_deliver=decl.max_deliver,
         backoff_s=decl.backoff_s,
         handlers=handlers,
+        ack_wait_s=decl.ack_wait_s,
         publisher=kw.pop("publisher", None) or Publisher(js),  # type: ignore[arg-type]
         completed=kw.pop("completed", None) or CompletedIds(),  # type: ignore[arg-type]
         **kw,  # type: ignore[arg-type]

@@ -142,3 +142,29 @@ def test_apex_agent_not_yet_implemented_is_one_red_line(monkeypatch: pytest.Monk
     result = CliRunner().invoke(app, ["agent", "risk-manager", "--pipeline", "manifests/pipeline.yaml"])
     assert result.exit_code == 2
     assert "not implemented yet" in result.output and "Traceback" not in result.output
+
+
+async def test_health_before_nats_is_reachable_then_ready(tmp_path: Path, pipeline_file: Path) -> None:
+    server = EmbeddedNats(tmp_path / "late-nats")  # port chosen, not started yet
+    runner = AgentRunner(EchoFeatures, settings(server, pipeline_file), configure_logging=False)
+    task = asyncio.create_task(runner.run())
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                if runner.http_port:
+                    break
+                await asyncio.sleep(0.05)
+            base = f"http://127.0.0.1:{runner.http_port}"
+            async with http.get(base + "/health") as r:
+                assert r.status == 200
+            async with http.get(base + "/ready") as r:
+                body = await r.json()
+                assert r.status == 503 and body["checks"]["nats"] is False
+            await asyncio.to_thread(server.start)
+            await asyncio.wait_for(runner.started.wait(), 20)
+            async with http.get(base + "/ready") as r:
+                assert r.status == 200
+        runner.request_stop()
+        assert await asyncio.wait_for(task, 10) == 0
+    finally:
+        server.stop()

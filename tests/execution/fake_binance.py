@@ -115,6 +115,7 @@ class FakeBinance:
         app.router.add_get("/fapi/v1/order", self.query_order)
         app.router.add_delete("/fapi/v1/order", self.cancel_order)
         app.router.add_get("/fapi/v1/openOrders", self.open_orders)
+        app.router.add_get("/fapi/v1/allOrders", self.all_orders)
         return app
 
     async def _params(self, request: web.Request) -> dict[str, str]:
@@ -214,3 +215,7 @@ class FakeBinance:
         return self._json(
             200, [o for o in self.orders.values() if o["status"] in ("NEW", "PARTIALLY_FILLED")]
         )
+
+    async def all_orders(self, request: web.Request) -> web.Response:
+        await self._params(request)
+        return self._json(200, list(self.orders.values()))

@@ -35,16 +35,23 @@ def order(coid: str = "a1" * 16, amount: float = 0.01, **kw: object) -> OrderApp
     )
 
 
-def executor(served: Served, timeout_ms: int = 10_000) -> LiveExecutor:
+def executor(served: Served, timeout_ms: int = 10_000, lookup: str = "by_client_id") -> LiveExecutor:
     creds = credentials_for("binance", ENV, 1)
     assert creds is not None
     ex = build_exchange("binance", creds, timeout_ms=timeout_ms, session=served.session())
-    return LiveExecutor({"binance": ex}, creds.secrets(), max_retries=2, backoff_s=0.01)
+    return LiveExecutor(
+        {"binance": ex},
+        creds.secrets(),
+        max_retries=2,
+        backoff_s=0.01,
+        lookup={"binance": lookup},  # type: ignore[dict-item]
+    )
 
 
-async def test_submit_fills_and_redelivery_never_submits_twice(fake_binance: Served) -> None:
+@pytest.mark.parametrize("lookup", ["by_client_id", "scan"])
+async def test_submit_fills_and_redelivery_never_submits_twice(fake_binance: Served, lookup: str) -> None:
     fake = fake_binance.fake
-    live = executor(fake_binance)
+    live = executor(fake_binance, lookup=lookup)
     try:
         first = await live.submit(order())
         assert first.state is OrderState.FILLED and not first.recovered
@@ -142,3 +149,16 @@ async def test_secrets_never_in_logs_or_outcomes(
     assert KEY not in text and SECRET not in text
     # ccxt did log the request headers at DEBUG: the key is there, redacted.
     assert "'X-MBX-APIKEY': '***'" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("exchange", "cls"), [("binance", "binanceusdm"), ("bybit", "bybit"), ("okx", "okx")]
+)
+def test_exchanges_build_for_linear_perpetuals_with_their_credentials(exchange: str, cls: str) -> None:
+    env = {f"{exchange.upper()}_API_KEY": "k", f"{exchange.upper()}_API_SECRET": "s", "OKX_API_PASSWORD": "p"}
+    creds = credentials_for(exchange, env, 3)
+    assert creds is not None
+    ex = build_exchange(exchange, creds)
+    assert ex.id == cls and ex.apiKey == "k" and ex.secret == "s"
+    assert (ex.password == "p") == (exchange == "okx")
+    assert ex.options.get("defaultType") in ("swap", "future")

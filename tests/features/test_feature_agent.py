@@ -79,8 +79,8 @@ async def test_features_follow_closed_ok_bars_and_equal_the_batch(
         running(FeatureEngineerAgent, pipeline, nats_server, pipeline_file) as features,
     ):
         await eventually(lambda: _features(features, name, 4 * 240))
-        snaps = await read_all(scanner, name, "market.snapshot")
         outs = await read_all(features, name, "features.computed")
+        snaps = await read_all(scanner, name, "market.snapshot")  # after: every cause is in
     by_id = {e.id: e for e in snaps}
     for out in outs:
         cause = by_id[out.causation_id]  # type: ignore[index]

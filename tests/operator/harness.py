@@ -1,8 +1,9 @@
 """kopf against kmock over real HTTP, with a real nats-server.
 
 kmock's gaps (ENVIRONMENT.md) are closed here: the emulator stamps uid, resourceVersion, generation
-(bumped on spec changes only) and creationTimestamp; the operator never relies on label selectors,
-PUT, server-side apply or owner-reference GC. kmock runs no controllers: tests mark Deployments and
+(bumped on spec changes only) and creationTimestamp, and filters LISTs by equality label selectors
+(the operator filters client-side as well). The operator never relies on PUT, server-side apply or
+owner-reference GC. kmock runs no controllers: tests mark Deployments and
 StatefulSets ready by patching their status as a controller would.
 """
 
@@ -85,6 +86,19 @@ class StampingEmulator(kmock.KubernetesEmulator):
             if key in self.objects and not self.objects[key].deleted:
                 current = self.objects[key].raw
                 meta["generation"] = int(current.get("metadata", {}).get("generation", 1)) + 1
+
+    async def _serve_list(self, request: Any) -> Any:
+        """kmock ignores label selectors; a real API server filters (equality selectors here)."""
+        payload = await super()._serve_list(request)
+        selector = (request.params or {}).get("labelSelector")
+        if selector and isinstance(payload, dict):
+            want = dict(term.split("=", 1) for term in selector.split(",") if "=" in term)
+            payload["items"] = [
+                i
+                for i in payload["items"]
+                if want.items() <= (i.get("metadata", {}).get("labels") or {}).items()
+            ]
+        return payload
 
     async def _handle(self, request: Any) -> Any:
         # kmock matches every request against its whole request history (O(n) per request); the

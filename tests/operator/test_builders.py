@@ -123,6 +123,17 @@ def test_pod_contract_probes_security_env() -> None:
         assert "envFrom" not in c  # no credentials in paper mode without a secret
 
 
+def test_every_agent_has_a_network_policy_before_its_deployments() -> None:
+    objs = build_children(example(), IMAGE)
+    order = [(o["kind"], o["metadata"]["name"]) for o in objs]
+    for agent in ("market-scanner", "risk-manager", "execution"):
+        policy = order.index(("NetworkPolicy", f"btc-perp-{agent}"))
+        deployments = [
+            i for i, (k, n) in enumerate(order) if k == "Deployment" and n.startswith(f"btc-perp-{agent}")
+        ]
+        assert deployments and policy < min(deployments)
+
+
 def test_resources_come_from_the_spec() -> None:
     deps = by_kind(build_children(example(), IMAGE), "Deployment")
     res = deps["btc-perp-backtester"]["spec"]["template"]["spec"]["containers"][0]["resources"]

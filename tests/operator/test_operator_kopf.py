@@ -235,7 +235,9 @@ async def test_failing_analysis_aborts_the_canary(tmp_path: Path, nats_server: E
                 assert canary["effectiveWeight"] == 0 and "maxDlqLoss" in canary["failedChecks"]
                 assert canary["lastAnalysis"]["result"] == "Fail"
                 assert await eventually(lambda: _kv_is(env, "canary.weight", 0), what="KV weight 0")
-                assert await kv_get(server.url, BUCKET, "canary.state") == "aborted"
+                assert await eventually(
+                    lambda: _kv_is(env, "canary.state", "aborted"), what="KV state aborted"
+                )
                 assert await env.condition("CanaryHealthy") == "False"
                 reasons = {e.get("reason") for e in await kube.list("Event", NAMESPACE)}
                 assert "CanaryAborted" in reasons

@@ -14,11 +14,12 @@ def random_bars(
     """1-minute bars; `ar` > 0 adds AR(1) autocorrelation of returns (a momentum edge exists)."""
     rng = np.random.default_rng(seed)
     shocks = rng.normal(0.0, vol, n)
-    rets = np.empty(n)
-    prev = 0.0
-    for i in range(n):
-        prev = ar * prev + shocks[i]
-        rets[i] = prev
+    rets = shocks.copy()
+    if ar:
+        prev = 0.0
+        for i in range(n):
+            prev = ar * prev + shocks[i]
+            rets[i] = prev
     close = start_price * np.exp(np.cumsum(rets))
     open_ = np.concatenate(([start_price], close[:-1])) * np.exp(rng.normal(0.0, vol / 10, n))
     wick = np.abs(rng.normal(0.0, vol / 2, (2, n)))

@@ -82,3 +82,5 @@ async def test_observed_violations_counted_once_per_breach(tmp_path: Path) -> No
     await risk.on_snapshot(snap(125.0, 4))  # a second breach
     assert counter._value.get() == before + 2
     assert risk.book.mark_of(ETH) == 125.0
+    gauge = metrics.POSITION_NOTIONAL.labels(track="stable", symbol="ETH/USDT:USDT")
+    assert gauge._value.get() == -o.amount * 125.0

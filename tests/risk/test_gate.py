@@ -194,3 +194,14 @@ def test_weights_and_contract_terms() -> None:
     assert terms.maintenance_rate == 0.01 and terms.max_leverage == 125
     assert round_down(0.3, 0.1) == pytest.approx(0.3)
     assert round_down(0.2999, 0.1) == pytest.approx(0.2)
+
+
+def test_entry_capped_by_visible_book_depth() -> None:
+    liquidity = {(ETH, "buy"): 8_000.0, (ETH, "sell"): 100_000.0}
+    d = gate(signal(price=100.0, stop=98.0), liquidity=liquidity, max_book_participation=0.25)
+    assert isinstance(d, Approved) and d.order.notional == pytest.approx(2_000.0)
+    thin = gate(signal(price=100.0, stop=98.0), liquidity={(ETH, "buy"): 40.0}, max_book_participation=0.25)
+    assert isinstance(thin, Refused) and thin.rule == "book_liquidity"
+    # A short takes the bids, which are deep: the fixed-fractional size stands.
+    s = gate(signal(side="short", price=100.0, stop=102.0), liquidity=liquidity, max_book_participation=0.25)
+    assert isinstance(s, Approved) and s.order.amount == pytest.approx(250.0)

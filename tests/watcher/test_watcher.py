@@ -162,3 +162,11 @@ def test_backfill_warms_up_but_raises_nothing() -> None:
     assert len(w.instruments[("binance", SYM)].volatility.tr) == 99
     out = w.on_snapshot(snap(100, close=105.0, rng=5.0), now(100))
     assert ("volatility_spike", "reduce", True) in kinds(out)
+
+
+def test_divergence_compares_only_prices_of_the_same_bar() -> None:
+    w = Watcher(WatcherThresholds(divergence_bps=50, stale_after="1h"))
+    w.on_snapshot(snap(0, exchange="binance", depth=(99.99, 100.01)), now(0))
+    w.on_snapshot(snap(0, exchange="bybit", depth=(100.01, 100.03)), now(0))
+    # okx reports a later bar after the market moved 1 %: not a disagreement between exchanges.
+    assert w.on_snapshot(snap(5, exchange="okx", close=101.0, depth=(100.99, 101.01)), now(0)) == []

@@ -54,12 +54,19 @@ def decode(
     *,
     accepted: Collection[EventType] | None = None,
     max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    type_hint: str | None = None,
 ) -> Envelope:
-    """A validated event of one of the `accepted` types, or `DecodeError` naming the reason."""
+    """A validated event of one of the `accepted` types, or `DecodeError` naming the reason.
+
+    `type_hint` (the `Apex-Type` header) selects the event class directly, which skips the
+    discriminated union's dispatch (about a third of the decode time); the body's `type` must
+    still match it.
+    """
     if len(raw) > max_bytes:
         raise DecodeError("oversized", f"{len(raw)} bytes > limit {max_bytes}")
+    cls = EVENT_CLASSES.get(type_hint) if type_hint else None  # type: ignore[call-overload]
     try:
-        event = decode_event(raw)
+        event = cls.model_validate_json(raw) if cls is not None else decode_event(raw)
     except ValidationError as exc:
         raise classify(raw, exc) from None
     if accepted is not None and event.type not in accepted:

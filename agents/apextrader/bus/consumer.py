@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.errors import FetchTimeoutError
+from nats.js.errors import FetchTimeoutError, NotFoundError
 
 from apextrader.bus.middleware import Delivery
 from apextrader.bus.topology import ConsumerDecl
@@ -50,6 +50,18 @@ class PullConsumer:
         self._sub = await self.js.pull_subscribe_bind(durable=self.decl.durable, stream=self.decl.stream)
         self.bound = True
 
+    async def _check_durable(self) -> None:
+        """Not ready while the durable is missing (e.g. being recreated); ready again once it is back
+        (pull requests address the durable by name, so the subscription needs no rebind)."""
+        try:
+            await self.js.consumer_info(self.decl.stream, self.decl.durable, timeout=1.0)
+        except NotFoundError:
+            self.bound = False
+        except Exception:  # not connected: readiness reports the connection itself
+            return
+        else:
+            self.bound = True
+
     def stop(self) -> None:
         self._stopping.set()
 
@@ -65,9 +77,10 @@ class PullConsumer:
                 continue
             except ConnectionClosedError:
                 break
-            except Exception as exc:  # disconnected / server restarting: the client reconnects
-                log.debug("fetch %s/%s: %s", self.decl.stream, self.decl.durable, exc)
+            except Exception as exc:  # disconnected / server restarting / durable deleted
+                log.debug("fetch %s/%s: %r", self.decl.stream, self.decl.durable, exc)
                 await asyncio.sleep(0.2)
+                await self._check_durable()
                 continue
             for i, msg in enumerate(msgs):
                 if self._stopping.is_set():

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from nats.js.errors import NotFoundError
 
 from apextrader.bus.errors import BusError
@@ -79,11 +80,10 @@ class DeadLetter:
         return out
 
 
-async def send_to_dlq(js: JetStreamContext, letter: DeadLetter, ack_timeout: float = 5.0) -> int:
-    """Publish the dead letter and wait for the PubAck; returns its DLQ sequence."""
+async def send_to_dlq(js: JetStreamContext, letter: DeadLetter, ack_timeout: float = 5.0) -> PubAck:
+    """Publish the dead letter and wait for the PubAck (`duplicate` when it was already there)."""
     subj = dlq_subject(letter.pipeline, letter.agent, letter.track)
-    ack = await js.publish(subj, letter.data, timeout=ack_timeout, headers=letter.entry_headers())
-    return int(ack.seq)
+    return await js.publish(subj, letter.data, timeout=ack_timeout, headers=letter.entry_headers())
 
 
 @dataclass(frozen=True)

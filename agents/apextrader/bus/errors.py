@@ -18,3 +18,8 @@ class Reject(Exception):
 
 class BusError(RuntimeError):
     """The bus could not do what was asked (e.g. a publish was not acknowledged)."""
+
+
+class NotYet(Exception):
+    """The event cannot be handled *yet* (e.g. the state it needs has not arrived on another stream):
+    it is redelivered with back-off like any failure, and dead-lettered only after `max_deliver`."""

@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import time
 from collections import OrderedDict
@@ -32,12 +33,13 @@ from typing import Final
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from prometheus_client import Counter, Histogram
 
 from apextrader.bus import metrics, tracing
 from apextrader.bus.codec import DEFAULT_MAX_EVENT_BYTES, DecodeError, decode
 from apextrader.bus.dlq import DeadLetter, send_to_dlq
 from apextrader.bus.errors import Reject
-from apextrader.bus.publisher import Publisher
+from apextrader.bus.publisher import EVENT_TYPE, Publisher
 from apextrader.contracts import Envelope
 from apextrader.contracts.names import AgentId, EventType, Track
 
@@ -117,6 +119,8 @@ class ChainConfig:
     tracer: Tracer = tracing.NOOP_TRACER
     completed: CompletedIds = field(default_factory=CompletedIds)
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    #: The consumer's ack wait: a handler running longer tells the server it is still working.
+    ack_wait_s: float = 30.0
 
     def backoff_for(self, num_delivered: int) -> float:
         if not self.backoff_s:
@@ -128,10 +132,21 @@ def build_chain(cfg: ChainConfig) -> Callable[[Msg], Awaitable[Delivery]]:
     """The consumer's message callback: runs the chain and returns the settled delivery."""
     accepted = frozenset(cfg.handlers)
     labels = (cfg.agent, cfg.track)
+    tracing_on = not tracing.is_noop(cfg.tracer)
+    keepalive = KeepAlive(cfg.ack_wait_s)
+    # Bound metric children, looked up once per label set (labels() takes a lock each call).
+    event_counters: dict[tuple[str, str], Counter] = {}
+    handler_timers: dict[str, Histogram] = {}
+
+    def count(etype: str, outcome: str) -> None:
+        child = event_counters.get((etype, outcome))
+        if child is None:
+            child = event_counters[(etype, outcome)] = metrics.EVENTS.labels(*labels, etype, outcome)
+        child.inc()
 
     async def metrics_mw(d: Delivery, nxt: Next) -> None:
         await nxt(d)
-        metrics.EVENTS.labels(*labels, d.type_label, d.outcome or "acked").inc()
+        count(d.type_label, d.outcome or "acked")
         if d.dlq_reason is not None:
             metrics.DLQ.labels(*labels, cfg.stream, d.dlq_reason).inc()
 
@@ -180,13 +195,23 @@ def build_chain(cfg: ChainConfig) -> Callable[[Msg], Awaitable[Delivery]]:
             d.outcome = d.outcome or "acked"
 
     async def validate_mw(d: Delivery, nxt: Next) -> None:
-        d.event = decode(d.data, accepted=accepted, max_bytes=cfg.max_event_bytes)
+        d.event = decode(
+            d.data, accepted=accepted, max_bytes=cfg.max_event_bytes, type_hint=d.headers.get(EVENT_TYPE)
+        )
         await nxt(d)
 
     async def trace_mw(d: Delivery, nxt: Next) -> None:
         event = d.event
         assert event is not None
         token = current_correlation_id.set(event.correlation_id)
+        if not tracing_on:  # hot path: no spans, pass the incoming traceparent on
+            tp_token = tracing.current_traceparent.set(d.headers.get(tracing.TRACEPARENT))
+            try:
+                await nxt(d)
+            finally:
+                tracing.current_traceparent.reset(tp_token)
+                current_correlation_id.reset(token)
+            return
         try:
             parent = tracing.extract_context(d.headers, event.correlation_id)
             with cfg.tracer.start_as_current_span(
@@ -224,13 +249,18 @@ def build_chain(cfg: ChainConfig) -> Callable[[Msg], Awaitable[Delivery]]:
         event = d.event
         assert event is not None
         started = time.perf_counter()
+        keepalive.begin(d.msg, started)
         try:
             outputs = await cfg.handlers[event.type](event) or ()
             for out in outputs:
                 await cfg.publisher.publish(out)
             d.outputs = outputs
         finally:
-            metrics.HANDLER_SECONDS.labels(*labels, event.type).observe(time.perf_counter() - started)
+            keepalive.end()
+            timer = handler_timers.get(event.type)
+            if timer is None:
+                timer = handler_timers[event.type] = metrics.HANDLER_SECONDS.labels(*labels, event.type)
+            timer.observe(time.perf_counter() - started)
 
     chain: Final[list[Middleware]] = [metrics_mw, settle_mw, validate_mw, trace_mw, idempotency_mw]
     run = compose(chain, invoke)
@@ -241,6 +271,37 @@ def build_chain(cfg: ChainConfig) -> Callable[[Msg], Awaitable[Delivery]]:
         return d
 
     return on_message
+
+
+class KeepAlive:
+    """Tells the server a slow handler is still working (`+WPI`), so its message is not redelivered
+    meanwhile. One self-rescheduling timer per chain (a chain handles one message at a time), rather
+    than a timer per message: fast handlers pay two attribute writes."""
+
+    def __init__(self, ack_wait_s: float) -> None:
+        self.interval = max(ack_wait_s / 3, 0.05)
+        self.msg: Msg | None = None
+        self.since = 0.0
+        self._armed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def begin(self, msg: Msg, now: float) -> None:
+        self.msg, self.since = msg, now
+        if not self._armed:
+            self._armed = True
+            asyncio.get_running_loop().call_later(self.interval, self._tick)
+
+    def end(self) -> None:
+        self.msg = None
+
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        msg = self.msg
+        if msg is not None and time.perf_counter() - self.since >= self.interval:
+            task = loop.create_task(msg.in_progress())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        loop.call_later(self.interval, self._tick)
 
 
 def compose(chain: Sequence[Middleware], terminal: Next) -> Next:

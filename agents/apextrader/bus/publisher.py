@@ -76,7 +76,7 @@ class Publisher:
         """Publish and await the PubAck; `ack.duplicate` is True when the id was already stored."""
         subj = subject(event.pipeline, event.type, event.track)
         body = event.to_json()
-        if trace.get_current_span().get_span_context().is_valid:
+        if tracing.is_noop(self.tracer) or trace.get_current_span().get_span_context().is_valid:
             return await self._send(subj, body, event_headers(event))
         # A chain starts here: a producer span in the correlation id's trace.
         with self.tracer.start_as_current_span(

@@ -8,6 +8,7 @@ id even when the first publisher has tracing switched off.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import random
 from collections.abc import Mapping, MutableMapping
@@ -24,6 +25,15 @@ TRACEPARENT = "traceparent"
 _PROPAGATOR = TraceContextTextMapPropagator()
 #: The no-op tracer used while no provider is configured (propagation still works).
 NOOP_TRACER: Tracer = trace.NoOpTracer()
+#: With tracing off, the `traceparent` of the event being handled, passed on to what it derives
+#: (no span objects are made on that path: it is the bus's hot path).
+current_traceparent: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "apex_traceparent", default=None
+)
+
+
+def is_noop(tracer: Tracer) -> bool:
+    return isinstance(tracer, trace.NoOpTracer)
 
 
 def setup_tracing(service_name: str, endpoint: str | None = None) -> TracerProvider | None:
@@ -67,11 +77,16 @@ def extract_context(headers: Mapping[str, str], correlation_id: str) -> Context:
 
 
 def inject_current(headers: MutableMapping[str, str], correlation_id: str) -> None:
-    """Write `traceparent` for the active span, or for the correlation id's trace when none is active."""
+    """Write `traceparent`: the active span's; else the handled event's (tracing off); else a new
+    span id in the correlation id's trace."""
     if trace.get_current_span().get_span_context().is_valid:
         _PROPAGATOR.inject(headers)
+        return
+    inherited = current_traceparent.get()
+    if inherited is not None:
+        headers[TRACEPARENT] = inherited
     else:
-        _PROPAGATOR.inject(headers, context=correlation_context(correlation_id))
+        headers[TRACEPARENT] = f"00-{correlation_id}-{random.getrandbits(64) or 1:016x}-01"
 
 
 def trace_id_of(headers: Mapping[str, str]) -> str | None:

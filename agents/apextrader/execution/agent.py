@@ -22,6 +22,7 @@ from typing import Any
 import ccxt.async_support as ccxt
 
 from apextrader.bus import metrics
+from apextrader.bus.errors import NotYet
 from apextrader.bus.middleware import Handler
 from apextrader.contracts import (
     Envelope,
@@ -48,8 +49,19 @@ from apextrader.runtime.context import AgentContext
 
 #: Seconds between polls of open live orders.
 POLL_S = 2.0
+#: Order events read back at start.
+HISTORY = 20_000
 
 __all__ = ["ExecutionAgent", "LiveModeRefused"]
+
+
+@dataclass
+class Reported:
+    """What the ORDERS stream already says about one order (rebuilt at start)."""
+
+    filled: float = 0.0
+    fills: int = 0
+    done: bool = False
 
 
 @dataclass
@@ -82,6 +94,7 @@ class ExecutionAgent(Agent):
             for s in ("submitted", "filled", "partially_filled", "cancelled", "rejected")
         }
         self._slippage: dict[tuple[str, str], Any] = {}
+        self.reported: dict[str, Reported] = {}
         #: Results per client order id: a redelivered order gets the same events, never a new fill.
         self.done: OrderedDict[str, list[Envelope]] = OrderedDict()
         if self.mode.mode == "live":
@@ -98,6 +111,19 @@ class ExecutionAgent(Agent):
 
     async def start(self) -> None:
         self.ctx.log.info("execution mode", extra={"mode": self.mode.mode, "why": self.mode.why})
+        # What was already reported, so an order redelivered after a restart is never filled twice.
+        track = self.ctx.track
+        async for ev in self.ctx.history("order.filled", last=HISTORY, track=track):
+            if isinstance(ev, OrderFilledEvent):
+                rep = self.reported.setdefault(ev.data.client_order_id, Reported())
+                rep.filled += ev.data.filled
+                rep.fills += 1
+                rep.done = rep.done or ev.data.status == "filled"
+        terminal: tuple[EventType, ...] = ("order.rejected", "order.cancelled")
+        for event_type in terminal:
+            async for ev in self.ctx.history(event_type, last=HISTORY, track=track):
+                if isinstance(ev, OrderRejectedEvent | OrderCancelledEvent):
+                    self.reported.setdefault(ev.data.client_order_id, Reported()).done = True
         if self.live is not None:
             self.ctx.spawn(self._poll_open())
 
@@ -127,9 +153,13 @@ class ExecutionAgent(Agent):
         coid = ev.data.client_order_id
         if coid in self.done:
             return self.done[coid]
+        rep = self.reported.get(coid)
+        if rep is not None and rep.done:
+            self.done[coid] = []  # settled before a restart: its events are on the stream already
+            return []
         latency = max(0.0, (utcnow() - ev.origin_ts).total_seconds())
         self._latency.observe(latency)
-        out = await self._live(ev) if self.live is not None else self._paper(ev)
+        out = await self._live(ev, rep) if self.live is not None else self._paper(ev, rep)
         self.done[coid] = out
         if len(self.done) > 100_000:
             self.done.popitem(last=False)
@@ -201,15 +231,18 @@ class ExecutionAgent(Agent):
         )
         return ev.derive(OrderCancelledEvent, data, source_agent=self.agent_id)
 
-    def _paper(self, ev: OrderApprovedEvent) -> list[Envelope]:
+    def _paper(self, ev: OrderApprovedEvent, rep: Reported | None = None) -> list[Envelope]:
         o: OrderApproved = ev.data
+        if rep is not None and rep.fills > 0:
+            # Filled before a restart but the rest was never cancelled: finish the order only.
+            return [self._derive_cancel(ev, "order book depth exhausted", rep.filled)]
         hist = self.books.get((o.exchange, o.symbol))
         arrival = ev.timestamp + self.paper.latency.delay(o.client_order_id)
         book = hist.at(arrival) if hist is not None else None
         if book is None:
-            return [
-                self._derive_reject(ev, "no_liquidity", f"no order book for {o.symbol} on {o.exchange} yet")
-            ]
+            # The market feed is a separate consumer: right after a (re)start it may not have
+            # delivered this book yet. Retry with back-off rather than refuse a sound order.
+            raise NotYet(f"no order book for {o.symbol} on {o.exchange} yet")
         fill = self.paper.fill(o, book)
         if fill is None:
             return [self._derive_reject(ev, "no_liquidity", "nothing on the book at an acceptable price")]
@@ -222,7 +255,7 @@ class ExecutionAgent(Agent):
             out.append(self._derive_cancel(ev, why, tracker.filled))
         return out
 
-    async def _live(self, ev: OrderApprovedEvent) -> list[Envelope]:
+    async def _live(self, ev: OrderApprovedEvent, rep: Reported | None = None) -> list[Envelope]:
         assert self.live is not None
         o = ev.data
         outcome = await self.live.submit(o)
@@ -233,7 +266,7 @@ class ExecutionAgent(Agent):
                 )
             ]
         out: list[Envelope] = []
-        tracker = OrderTracker(o.client_order_id, o.amount)
+        tracker = OrderTracker.resume(o.client_order_id, o.amount, rep.filled if rep else 0.0)
         if outcome.exchange_order_id:
             self._orders["submitted"].inc()
             out.append(
@@ -250,9 +283,10 @@ class ExecutionAgent(Agent):
                     source_agent=self.agent_id,
                 )
             )
-        out += self._progress(ev, tracker, outcome, 0)
+        first = rep.fills if rep else 0
+        out += self._progress(ev, tracker, outcome, first)
         if not tracker.done and outcome.exchange_order_id:
-            fills = sum(isinstance(e, OrderFilledEvent) for e in out)
+            fills = first + sum(isinstance(e, OrderFilledEvent) for e in out)
             self.open[o.client_order_id] = OpenOrder(ev, outcome.exchange_order_id, tracker, fills=fills)
         return out
 

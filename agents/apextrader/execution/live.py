@@ -21,6 +21,13 @@ from apextrader.execution.guard import Credentials, install_redaction, redact
 from apextrader.execution.orders import OrderState
 
 RejectReason = Literal["insufficient_funds", "rate_limit", "network", "exchange_rejected", "invalid"]
+Lookup = Literal["by_client_id", "scan"]
+
+#: How each exchange finds an order by client order id: Binance and OKX query it directly; Bybit's
+#: unified account queries only by exchange id, so its recent open and closed orders are scanned.
+LOOKUP: dict[str, Lookup] = {"binance": "by_client_id", "okx": "by_client_id", "bybit": "scan"}
+#: Recent orders a scan looks through.
+SCAN_LIMIT = 100
 
 #: ccxt classes per exchange id, configured for USDT-margined linear perpetuals.
 _CLASSES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -98,11 +105,13 @@ class LiveExecutor:
         secrets: list[str],
         max_retries: int = 3,
         backoff_s: float = 0.5,
+        lookup: dict[str, Lookup] | None = None,
     ) -> None:
         self.exchanges = exchanges
         self._secrets = secrets
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.lookup_mode = {**LOOKUP, **(lookup or {})}
         install_redaction(secrets)
 
     def _reject(self, reason: RejectReason, exc: BaseException, retryable: bool = False) -> LiveOutcome:
@@ -115,6 +124,8 @@ class LiveExecutor:
         ex = self.exchanges[order.exchange]
         for attempt in range(self.max_retries + 1):
             try:
+                if self.lookup_mode.get(order.exchange, "scan") == "scan":
+                    return await self._scan(ex, order)
                 raw: dict[str, Any] = await ex.fetch_order(
                     None, order.symbol, {"clientOrderId": order.client_order_id}
                 )
@@ -125,6 +136,15 @@ class LiveExecutor:
                 if attempt == self.max_retries:
                     raise
                 await asyncio.sleep(self.backoff_s * 2**attempt)
+        return None
+
+    @staticmethod
+    async def _scan(ex: ccxt.Exchange, order: OrderApproved) -> dict[str, Any] | None:
+        """Find the order among the symbol's open, then recent closed orders."""
+        for fetch in (ex.fetch_open_orders, ex.fetch_closed_orders):
+            for raw in await fetch(order.symbol, None, SCAN_LIMIT):
+                if raw.get("clientOrderId") == order.client_order_id:
+                    return dict(raw)
         return None
 
     async def submit(self, order: OrderApproved) -> LiveOutcome:

@@ -42,6 +42,12 @@ class OrderTracker:
     filled: float = 0.0
     state: OrderState = OrderState.NEW
 
+    @classmethod
+    def resume(cls, client_order_id: str, requested: float, filled: float) -> OrderTracker:
+        """An order some of which was filled before a restart (as the ORDERS stream says)."""
+        state = OrderState.PARTIALLY_FILLED if filled > 0 else OrderState.NEW
+        return cls(client_order_id, requested, filled, state)
+
     def advance(self, to: OrderState) -> None:
         if to not in _ALLOWED[self.state]:
             raise IllegalTransition(f"order {self.client_order_id}: {self.state} -> {to} is not allowed")

@@ -15,8 +15,9 @@ restarted scanner that republishes its backfill inside JetStream's duplicate win
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 from apextrader.bus.metrics import SOURCE_UP
 from apextrader.contracts import Envelope, MarketAlert, MarketAlertEvent, MarketSnapshot, MarketSnapshotEvent
@@ -27,6 +28,8 @@ from apextrader.market.sources.base import Batch, MarketSource
 from apextrader.runtime import Agent, AgentContext, Handler
 
 PUBLISH_WINDOW = 512
+#: Batches produced ahead of the publisher.
+PIPELINE_DEPTH = 4
 
 
 def snapshot_id(pipeline: str, snap: MarketSnapshot) -> str | None:
@@ -89,12 +92,34 @@ class MarketScannerAgent(Agent):
         self._opened = True
         log = self.ctx.log
         log.info("source open", extra={"source": self.source.kind})
-        async for batch in self.source.backfill():
-            await self.publish_batch(batch)
+        await self.pump(self.source.backfill())
         log.info("backfill published", extra={"snapshots": self.published})
-        async for batch in self.source.live():
-            await self.publish_batch(batch)
+        await self.pump(self.source.live())
         log.info("source finished", extra={"snapshots": self.published})
+
+    async def pump(self, batches: AsyncIterator[Batch]) -> None:
+        """Publish every batch, producing the next while the bus acknowledges this one (the
+        source runs in a task feeding a short queue, so waiting for PubAcks never idles it)."""
+        queue: asyncio.Queue[Batch | BaseException | None] = asyncio.Queue(maxsize=PIPELINE_DEPTH)
+
+        async def produce() -> None:
+            try:
+                async for batch in batches:
+                    await queue.put(batch)
+                await queue.put(None)
+            except Exception as exc:  # handed to the publishing side, which raises it
+                await queue.put(exc)
+
+        producer = asyncio.create_task(produce())
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                await self.publish_batch(item)
+        finally:
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
 
     async def publish_batch(self, batch: Batch) -> None:
         pipeline = self.ctx.pipeline.name

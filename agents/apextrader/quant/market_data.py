@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import polars as pl
+from numba import njit
 
+FloatArray = npt.NDArray[np.float64]
 OHLCV_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")
 
@@ -68,12 +70,23 @@ def _float_column(frame: pl.DataFrame, name: str) -> npt.NDArray[np.float64]:
     if not col.dtype.is_numeric():
         raise InvalidMarketData("invalid", f"column '{name}' has type {col.dtype}: numbers expected")
     _no_nulls(frame, col, name)
-    values = col.cast(pl.Float64).to_numpy()
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise InvalidMarketData("nan", f"column '{name}' is {values[row]} at row {row}{_at(frame, row)}")
-    return values
+    return col.cast(pl.Float64).to_numpy()
+
+
+@njit(cache=True)
+def _all_valid(ts: npt.NDArray[np.int64], o: FloatArray, h: FloatArray, lo: FloatArray, c: FloatArray,
+               v: FloatArray) -> bool:  # fmt: skip
+    """One pass over the bars: True when every check below would pass (the common case)."""
+    for i in range(c.shape[0]):
+        oi, hi, li, ci, vi = o[i], h[i], lo[i], c[i], v[i]
+        # NaN fails every comparison, so `not (x > 0)` also catches NaN; inf is caught by x < inf.
+        if not (0 < oi < np.inf and 0 < hi < np.inf and 0 < li < np.inf and 0 < ci < np.inf):
+            return False
+        if not (0 <= vi < np.inf) or hi < oi or hi < ci or li > oi or li > ci:
+            return False
+        if i > 0 and ts[i] <= ts[i - 1]:
+            return False
+    return True
 
 
 def _first(mask: npt.NDArray[np.bool_]) -> int | None:
@@ -90,6 +103,18 @@ def validate_ohlcv(frame: pl.DataFrame) -> OhlcvArrays:
         )
     ts = timestamps_ms(frame)
     cols = {name: _float_column(frame, name) for name in (*PRICE_COLUMNS, "volume")}
+    o, h, lo, c = (cols[n] for n in PRICE_COLUMNS)
+    if not _all_valid(ts, o, h, lo, c, cols["volume"]):
+        _explain(frame, ts, cols)
+    return OhlcvArrays(ts, o, h, lo, c, cols["volume"], _buy_volume(frame, cols["volume"]))
+
+
+def _explain(frame: pl.DataFrame, ts: npt.NDArray[np.int64], cols: dict[str, FloatArray]) -> None:
+    """The checks one by one, raising for the first that fails (only run when one does)."""
+    for name, values in cols.items():
+        at = _first(~np.isfinite(values))
+        if at is not None:
+            raise InvalidMarketData("nan", f"column '{name}' is {values[at]} at row {at}{_at(frame, at)}")
     for name in PRICE_COLUMNS:
         row = _first(cols[name] <= 0)
         if row is not None:
@@ -124,16 +149,19 @@ def validate_ohlcv(frame: pl.DataFrame) -> OhlcvArrays:
             raise InvalidMarketData(
                 kind, f"{word} timestamp at row {row + 1}{_at(frame, row + 1)}: timestamps must rise"
             )
-    buy = np.full(ts.size, np.nan)
+
+
+def _buy_volume(frame: pl.DataFrame, volume: FloatArray) -> FloatArray:
+    buy: FloatArray = np.full(volume.size, np.nan)
     if "buy_volume" in frame.columns:
         col = frame.get_column("buy_volume")
         if not col.dtype.is_numeric() and col.dtype != pl.Null:
             raise InvalidMarketData("invalid", f"column 'buy_volume' has type {col.dtype}")
         buy = col.cast(pl.Float64).fill_nan(None).to_numpy().astype(np.float64)
         known = ~np.isnan(buy)
-        row = _first(known & ((buy < 0) | (buy > cols["volume"] * (1 + 1e-9)) | ~np.isfinite(buy)))
+        row = _first(known & ((buy < 0) | (buy > volume * (1 + 1e-9)) | ~np.isfinite(buy)))
         if row is not None:
             raise InvalidMarketData(
                 "invalid", f"'buy_volume' at row {row}{_at(frame, row)} is outside 0..volume"
             )
-    return OhlcvArrays(ts, o, h, lo, c, cols["volume"], buy)
+    return buy

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -201,27 +204,46 @@ def walk_forward(
     min_trades: int,
     min_expectancy: float = 0.0,
     progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
 ) -> WalkForwardResult:
-    """Run the folds of `plan`; `bars` holds OHLC + funding (its signal columns are replaced)."""
+    """Run the folds of `plan`; `bars` holds OHLC + funding (its signal columns are replaced).
+
+    Grid points run on `workers` threads (the compiled kernels release the GIL); the choice does not
+    depend on their order: the best score wins, ties go to the earlier grid point."""
     if not grid:
         raise WalkForwardError("grid", f"grid for {strategy.name} has no valid point")
     cfg = config.model_copy(update={"close_at_end": True})
     best: list[tuple[float, int, int, WindowResult] | None] = [None] * len(plan)
-    for p_index, params in enumerate(grid):
-        arrays = with_signals(bars, strategy, features, params)
+    lock = threading.Lock()
+
+    def better(k: int, score: float, p_index: int) -> bool:
+        current = best[k]
+        return current is None or score > current[0] or (score == current[0] and p_index < current[1])
+
+    def evaluate(p_index: int) -> None:
+        arrays = with_signals(bars, strategy, features, grid[p_index])
         for k, fold in enumerate(plan):
             ins = _window(arrays, fold.is_start, fold.is_end, cfg)
             score = _score(ins, min_trades)
-            current = best[k]
-            if score is not None and (current is None or score > current[0]):
-                best[k] = (
-                    score,
-                    p_index,
-                    ins.trades.shape[0],
-                    _window(arrays, fold.oos_start, fold.oos_end, cfg),
-                )
+            if score is None:
+                continue
+            with lock:
+                if not better(k, score, p_index):
+                    continue
+            oos = _window(arrays, fold.oos_start, fold.oos_end, cfg)
+            with lock:
+                if better(k, score, p_index):
+                    best[k] = (score, p_index, ins.trades.shape[0], oos)
         if progress is not None:
             progress(1)
+
+    n_workers = workers or min(4, os.cpu_count() or 1)
+    if n_workers <= 1 or len(grid) == 1:
+        for p_index in range(len(grid)):
+            evaluate(p_index)
+    else:
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            list(pool.map(evaluate, range(len(grid))))
     results = []
     for fold, chosen in zip(plan, best, strict=True):
         if chosen is None:

@@ -64,6 +64,13 @@ class RiskManagerAgent(Agent):
         self.labels = {"track": ctx.track}
         self._approved = metrics.ORDERS.labels(state="approved", **self.labels)
         self.decisions: OrderedDict[str, list[Envelope]] = OrderedDict()
+        self._reported: set[str] = set()
+        #: Visible book notional per (instrument, side taking it), from the latest snapshot.
+        self.liquidity: dict[tuple[tuple[str, str], str], float] = {}
+        config = ctx.spec.agent(self.agent_id).config
+        #: `agents.risk-manager.config.maxBookParticipation`: the share of the visible depth on the
+        #: side an entry takes that it may use (bounds paper and live slippage); default 0.25.
+        self.max_book_participation = float(config.get("maxBookParticipation", 0.25))
 
     # --- wiring --------------------------------------------------------------------------------
     def subscriptions(self) -> Mapping[EventType, Handler]:
@@ -82,13 +89,24 @@ class RiskManagerAgent(Agent):
         if weight is not None:
             self.canary_weight = int(weight)
         self.halted = bool(await kv.get_json(KV_HALT, False))
-        # Rebuild the book and the alert state from the streams (idempotent by event id).
-        async for ev in self.ctx.history("order.filled", last=HISTORY_FILLS, track=self.ctx.track):
-            if isinstance(ev, OrderFilledEvent):
-                self._apply_fill(ev)
+        # Rebuild from the streams (idempotent by event id): approvals are the decisions already
+        # taken (a redelivered signal gets the same one) and pending exposure until their fills,
+        # rejections or cancellations, which are applied next.
+        now = time.monotonic()
         async for ev in self.ctx.history("order.approved", last=HISTORY_FILLS, track=self.ctx.track):
             if isinstance(ev, OrderApprovedEvent) and ev.causation_id:
                 self._remember(ev.causation_id, [ev])
+                o = ev.data
+                signed = o.amount if o.side == "buy" else -o.amount
+                self.book.add_pending(o.client_order_id, (o.exchange, o.symbol), signed, o.reduce_only, now)
+        async for ev in self.ctx.history("order.filled", last=HISTORY_FILLS, track=self.ctx.track):
+            if isinstance(ev, OrderFilledEvent):
+                self._apply_fill(ev)
+        settled_types: tuple[EventType, ...] = ("order.rejected", "order.cancelled")
+        for settled in settled_types:
+            async for ev in self.ctx.history(settled, last=HISTORY_FILLS, track=self.ctx.track):
+                if isinstance(ev, OrderRejectedEvent | OrderCancelledEvent):
+                    self.book.settle(ev.data.client_order_id)
         async for ev in self.ctx.history("market.alert", last=2000):
             if isinstance(ev, MarketAlertEvent):
                 self.alerts.apply(ev.data)
@@ -160,7 +178,14 @@ class RiskManagerAgent(Agent):
                 "kill-switch: max drawdown reached", extra={"drawdown": self.book.drawdown(self.share)}
             )
             await self._echo()
-        state = GateState(self.share, self.weight, halted=self.halted, killed=self.killed)
+        state = GateState(
+            self.share,
+            self.weight,
+            halted=self.halted,
+            killed=self.killed,
+            liquidity=self.liquidity,
+            max_book_participation=self.max_book_participation,
+        )
         decision = decide(
             sig, coid, self.book, state, self.limits, self.alerts, self.ctx.spec.execution.order_type
         )
@@ -219,6 +244,9 @@ class RiskManagerAgent(Agent):
             return
         mid = snap.depth.mid if snap.depth is not None else None
         inst = (snap.exchange, snap.symbol)
+        if snap.depth is not None and not snap.backfill:
+            self.liquidity[(inst, "buy")] = sum(lv.price * lv.amount for lv in snap.depth.asks)
+            self.liquidity[(inst, "sell")] = sum(lv.price * lv.amount for lv in snap.depth.bids)
         if inst in self.book.positions or not snap.backfill:
             self.book.mark(inst, mid or snap.bar.close, snap.bar.open_time.date())
         if inst in self.book.positions:
@@ -228,8 +256,12 @@ class RiskManagerAgent(Agent):
     def _observe(self) -> None:
         """Update position/PnL gauges and count entering a margin violation (held positions only)."""
         held = exposure(self.book, self.share, self.limits, include_pending=False)
+        per_symbol: dict[str, float] = dict.fromkeys(self._reported, 0.0)  # closed ones drop to 0
         for (_, symbol), n in held.notional.items():
+            per_symbol[symbol] = per_symbol.get(symbol, 0.0) + n
+        for symbol, n in per_symbol.items():
             metrics.POSITION_NOTIONAL.labels(symbol=symbol, **self.labels).set(n)
+        self._reported = {sym for sym, n in per_symbol.items() if n != 0.0}
         metrics.PNL.labels(symbol="total", **self.labels).set(self.book.pnl())
         violated = bool(MARGIN_RULES & set(breaches(held, self.limits)))
         if violated and not self.in_violation:

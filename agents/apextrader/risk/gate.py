@@ -10,6 +10,7 @@ reduce-only and always allowed: cutting risk is never refused by a halt or the k
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,6 +49,10 @@ class GateState:
     weight: int
     halted: bool = False
     killed: bool = False
+    #: Visible book notional per instrument and side (`buy` takes the asks), from snapshots.
+    liquidity: Mapping[tuple[Instrument, str], float] | None = None
+    #: Largest share of that visible notional one entry may take (bounds its slippage).
+    max_book_participation: float = 1.0
 
 
 def _side(signed: float) -> Literal["buy", "sell"]:
@@ -146,6 +151,9 @@ def decide(
         "margin_headroom": (CAP_BUFFER * (1 - limits.margin_headroom) * equity - exp.initial_margin) * lev,
         "maintenance_margin": (CAP_BUFFER * equity - exp.maintenance_margin) / terms.maintenance_rate,
     }
+    visible = state.liquidity.get((inst, "buy" if want > 0 else "sell")) if state.liquidity else None
+    if visible is not None:
+        caps["book_liquidity"] = state.max_book_participation * visible
     if exp.open_positions >= limits.max_open_positions:
         return Refused(
             "max_open_positions", f"{exp.open_positions} positions open (max {limits.max_open_positions})"

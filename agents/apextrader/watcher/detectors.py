@@ -91,3 +91,5 @@ class InstrumentState:
     volatility: VolatilityState = field(default_factory=VolatilityState)
     price: float | None = None
     price_seen: datetime | None = None
+    #: Open time of the bar `price` belongs to.
+    price_bar: datetime | None = None

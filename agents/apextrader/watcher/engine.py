@@ -108,7 +108,7 @@ class Watcher:
             return [] if quiet else out  # a bar seen before (history, then redelivery): measured once
         st.liquidations.add(snap)
         mid = snap.depth.mid if snap.depth is not None else None
-        st.price, st.price_seen = (mid or snap.bar.close), now
+        st.price, st.price_seen, st.price_bar = (mid or snap.bar.close), now, snap.bar.open_time
         if snap.closed:
             self.last_closed[(ex, sym)] = snap.bar.open_time
             z24, zwin, wsum = st.liquidations.close_bar()
@@ -118,7 +118,7 @@ class Watcher:
                 self._volatility_rule(out, ex, sym, ztr, zret)
         if not quiet:
             self._funding_rule(out, snap)
-            self._divergence_rule(out, sym, now)
+            self._divergence_rule(out, sym, now, snap.bar.open_time)
         return [] if quiet else out
 
     def check_stale(self, now: datetime) -> list[MarketAlert]:
@@ -214,12 +214,15 @@ class Watcher:
             th,
         )
 
-    def _divergence_rule(self, out: list[MarketAlert], sym: str, now: datetime) -> None:
+    def _divergence_rule(self, out: list[MarketAlert], sym: str, now: datetime, bar: datetime) -> None:
+        # Only prices of the same bar (market time) and fresh by wall time are compared: under an
+        # accelerated clock a few wall seconds are many bars, and real prices move in between.
         fresh = {
             ex: st.price
             for (ex, s), st in self.instruments.items()
             if s == sym
             and st.price is not None
+            and st.price_bar == bar
             and st.price_seen is not None
             and now - st.price_seen <= self.stale_after
         }

@@ -12,25 +12,32 @@ from apextrader_operator.builders.agents import build_deployment, build_service,
 from apextrader_operator.builders.config import build_config_map, build_service_account
 from apextrader_operator.builders.labels import Manifest, common_labels
 from apextrader_operator.builders.nats import build_bus, nats_url
+from apextrader_operator.builders.security import build_agent_network_policy
 
 
 def build_bus_children(tp: TradingPipeline) -> list[Manifest]:
     return build_bus(tp)
 
 
-def build_agent_children(tp: TradingPipeline, image: str | None = None) -> list[Manifest]:
-    """ServiceAccount, ConfigMap, then a Service and Deployment per agent and track."""
+def build_agent_children(
+    tp: TradingPipeline, image: str | None = None, otlp_endpoint: str | None = None
+) -> list[Manifest]:
+    """ServiceAccount, ConfigMap, then per agent its NetworkPolicy and a Service and Deployment per
+    track (the policy first, so no agent pod ever runs unrestricted)."""
     fallback = image or default_image()
     out = [build_service_account(tp), build_config_map(tp)]
     has_canary = tp.spec.canary is not None
     for agent in AGENT_IDS:
+        out.append(build_agent_network_policy(tp, agent, otlp_endpoint))
         for track in agent_tracks(agent, has_canary):
             out += [build_service(tp, agent, track), build_deployment(tp, agent, track, fallback)]
     return out
 
 
-def build_children(tp: TradingPipeline, image: str | None = None) -> list[Manifest]:
-    return build_bus_children(tp) + build_agent_children(tp, image)
+def build_children(
+    tp: TradingPipeline, image: str | None = None, otlp_endpoint: str | None = None
+) -> list[Manifest]:
+    return build_bus_children(tp) + build_agent_children(tp, image, otlp_endpoint)
 
 
 __all__ = [

@@ -32,6 +32,37 @@ def _window_std(x: F64, start: int, stop: int, mean: float) -> float:
 
 
 @numba.njit(cache=True, nogil=True)
+def _breakout_decide(
+    close: F64,
+    volume: F64,
+    cvd: F64,
+    atr: F64,
+    t: int,
+    upper: float,
+    lower: float,
+    volume_lookback: int,
+    volume_factor: float,
+    cvd_confirm: bool,
+) -> tuple[int, float]:
+    """The breakout decision at t given the prior channel (`upper`, `lower`): shared by both paths."""
+    if volume[t] <= volume_factor * _window_mean(volume, t - volume_lookback, t):
+        return 0, 0.0
+    c = close[t]
+    if c > upper and (not cvd_confirm or cvd[t] > cvd[t - 1]):
+        return 1, min(1.0, 0.5 + 0.5 * min(1.0, (c - upper) / atr[t]))
+    if c < lower and (not cvd_confirm or cvd[t] < cvd[t - 1]):
+        return -1, min(1.0, 0.5 + 0.5 * min(1.0, (lower - c) / atr[t]))
+    return 0, 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _breakout_ready(cvd: F64, atr: F64, t: int, need: int, cvd_confirm: bool) -> bool:
+    return not (
+        t < need or not (atr[t] > 0.0) or cvd[t] != cvd[t] or (cvd_confirm and cvd[t - 1] != cvd[t - 1])
+    )
+
+
+@numba.njit(cache=True, nogil=True)
 def breakout_at(
     high: F64,
     low: F64,
@@ -47,22 +78,16 @@ def breakout_at(
 ) -> tuple[int, float]:
     """(side, strength) at bar t: the close breaks the prior `lookback` bars' high (low) with volume
     above `volume_factor` x its prior mean (and CVD rising/falling when asked)."""
-    need = max(lookback, volume_lookback)
-    if t < need or not (atr[t] > 0.0) or cvd[t] != cvd[t] or (cvd_confirm and cvd[t - 1] != cvd[t - 1]):
+    if not _breakout_ready(cvd, atr, t, max(lookback, volume_lookback), cvd_confirm):
         return 0, 0.0
     upper = -np.inf
     lower = np.inf
     for i in range(t - lookback, t):
         upper = max(upper, high[i])
         lower = min(lower, low[i])
-    if volume[t] <= volume_factor * _window_mean(volume, t - volume_lookback, t):
-        return 0, 0.0
-    c = close[t]
-    if c > upper and (not cvd_confirm or cvd[t] > cvd[t - 1]):
-        return 1, min(1.0, 0.5 + 0.5 * min(1.0, (c - upper) / atr[t]))
-    if c < lower and (not cvd_confirm or cvd[t] < cvd[t - 1]):
-        return -1, min(1.0, 0.5 + 0.5 * min(1.0, (lower - c) / atr[t]))
-    return 0, 0.0
+    return _breakout_decide(
+        close, volume, cvd, atr, t, upper, lower, volume_lookback, volume_factor, cvd_confirm
+    )
 
 
 @numba.njit(cache=True, nogil=True)
@@ -111,12 +136,43 @@ def breakout_all(
     volume_factor: float,
     cvd_confirm: bool,
 ) -> tuple[npt.NDArray[np.int8], F64]:
+    """`breakout_at` for every bar in O(bars): the channel comes from monotonic queues (max and min
+    are exact, so the values equal the window scans bit for bit); the decision is the same code."""
     n = close.shape[0]
     side = np.zeros(n, dtype=np.int8)
     strength = np.zeros(n)
+    need = max(lookback, volume_lookback)
+    qmax = np.empty(n, dtype=np.int64)
+    qmin = np.empty(n, dtype=np.int64)
+    hmax = tmax = hmin = tmin = 0
     for t in range(n):
-        s, k = breakout_at(
-            high, low, close, volume, cvd, atr, t, lookback, volume_lookback, volume_factor, cvd_confirm
+        if t >= 1:  # the channel at t covers bars t - lookback .. t - 1
+            i = t - 1
+            while tmax > hmax and high[qmax[tmax - 1]] <= high[i]:
+                tmax -= 1
+            qmax[tmax] = i
+            tmax += 1
+            while tmin > hmin and low[qmin[tmin - 1]] >= low[i]:
+                tmin -= 1
+            qmin[tmin] = i
+            tmin += 1
+        while tmax > hmax and qmax[hmax] < t - lookback:
+            hmax += 1
+        while tmin > hmin and qmin[hmin] < t - lookback:
+            hmin += 1
+        if not _breakout_ready(cvd, atr, t, need, cvd_confirm):
+            continue
+        s, k = _breakout_decide(
+            close,
+            volume,
+            cvd,
+            atr,
+            t,
+            high[qmax[hmax]],
+            low[qmin[hmin]],
+            volume_lookback,
+            volume_factor,
+            cvd_confirm,
         )
         side[t] = s
         strength[t] = k
