@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import ClassVar
 
+from apextrader.bus.errors import Reject
 from apextrader.bus.metrics import EXPECTANCY
 from apextrader.contracts import (
     Envelope,
@@ -35,6 +36,7 @@ from apextrader.quant.live import (
     bar_time_ms,
     bars_needed,
     feature_values,
+    nan_message,
     walk_forward_record,
 )
 from apextrader.quant.strategies import STRATEGIES, params_for
@@ -63,7 +65,7 @@ class BacktesterAgent(Agent):
         markets = len(self.ctx.pipeline.spec.symbols) * len(self.ctx.pipeline.spec.exchanges)
         touched: set[Market] = set()
         async for ev in self.ctx.history("features.computed", last=self.buffer_size * markets):
-            if isinstance(ev.data, FeaturesComputed) and not ev.data.intrabar:
+            if isinstance(ev.data, FeaturesComputed) and not ev.data.intrabar and not nan_message(ev.data):
                 touched.add(self._add(ev.data)[0])
         for market in touched:
             await self._refresh(market)
@@ -101,6 +103,9 @@ class BacktesterAgent(Agent):
         assert isinstance(data, FeaturesComputed)
         if data.intrabar:
             return None
+        broken = nan_message(data)
+        if broken:  # a broken upstream value, not a warm-up (None): dead-letter with the reason
+            raise Reject("invalid", broken)
         market, added = self._add(data)
         buffer = self.buffers[market]
         first_complete = len(buffer) == self.buffer_size and not any(k[0] == market for k in self.records)

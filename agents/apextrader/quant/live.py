@@ -28,6 +28,15 @@ def feature_values(data: FeaturesComputed) -> dict[str, float | None]:
     }  # fmt: skip
 
 
+def nan_message(data: FeaturesComputed) -> str | None:
+    """Why the event is broken when a feature is NaN; None is an indicator's warm-up (or a feature
+    engineer still rebuilding after a restart), so it only means "no signal yet"."""
+    broken = [k for k, v in feature_values(data).items() if v is not None and v != v]
+    if not broken:
+        return None
+    return f"NaN feature(s) {', '.join(broken)} at {data.symbol} {data.bar.open_time.isoformat()}"
+
+
 def bar_time_ms(data: FeaturesComputed) -> int:
     return int(data.bar.open_time.timestamp() * 1000)
 

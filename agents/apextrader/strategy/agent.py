@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
+from apextrader.bus.errors import Reject
 from apextrader.contracts import Envelope, FeaturesComputed, SignalProposed, SignalProposedEvent
 from apextrader.contracts.names import AgentId, EventType
 from apextrader.contracts.payloads import StrategyName
-from apextrader.quant.live import bar_time_ms, feature_values
+from apextrader.quant.live import bar_time_ms, feature_values, nan_message
 from apextrader.quant.strategies import STRATEGIES, RollingStrategy, params_for
 from apextrader.runtime import Agent, AgentContext, Handler
 
@@ -39,7 +40,7 @@ class StrategyBuilderAgent(Agent):
         markets = len(self.ctx.spec.symbols) * len(self.ctx.spec.exchanges)
         replayed = 0
         async for ev in self.ctx.history("features.computed", last=min(HISTORY_CAP, size * markets)):
-            if isinstance(ev.data, FeaturesComputed) and not ev.data.intrabar:
+            if isinstance(ev.data, FeaturesComputed) and not ev.data.intrabar and not nan_message(ev.data):
                 self._update(ev.data)
                 replayed += 1
         self.ctx.log.info("strategy windows rebuilt", extra={"bars": replayed, "track": self.ctx.track})
@@ -72,6 +73,9 @@ class StrategyBuilderAgent(Agent):
         assert isinstance(data, FeaturesComputed)
         if data.intrabar:
             return None
+        broken = nan_message(data)
+        if broken:  # an upstream fault, not a warm-up: dead-letter the event with the reason
+            raise Reject("invalid", broken)
         proposals = self._update(data)
         if data.backfill:
             return None
