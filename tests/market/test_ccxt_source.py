@@ -25,7 +25,7 @@ def _source(server: FakeExchanges, exchanges: list[Exchange] = EXCHANGES, **kw: 
         "backfill_bars": 40,
         "hz": 20.0,
         "stale_after_s": 600.0,
-        "client_factory": lambda e: server.client(e, timeout_ms=300),
+        "client_factory": lambda e: server.client(e, timeout_ms=1_000),
         "clock_ms": lambda: server.now_ms,
         "backoff": Backoff(base=0.01, cap=0.05),
     }
@@ -156,7 +156,7 @@ async def test_timeouts_take_one_exchange_down_and_back_without_stopping_the_oth
     opened: tuple[CcxtSource, list[MarketSnapshot]], fake_exchanges: FakeExchanges
 ) -> None:
     source, _ = opened
-    fake_exchanges.faults["bybit"].slow_s = 1.0  # > the client's 300 ms timeout
+    fake_exchanges.faults["bybit"].slow_s = 1.5  # > the client's 1 s timeout
     live = Live(source)
     live.start()
     try:

@@ -69,7 +69,7 @@ async def test_source_down_alerts_sets_metric_and_readiness(
                 backfill_bars=5,
                 hz=20.0,
                 stale_after_s=600.0,
-                client_factory=lambda e: fake_exchanges.client(e, timeout_ms=300),
+                client_factory=lambda e: fake_exchanges.client(e, timeout_ms=1_000),
                 clock_ms=lambda: fake_exchanges.now_ms,
                 backoff=Backoff(base=0.01, cap=0.05),
             )
