@@ -28,7 +28,7 @@ def up(
     data_dir: Path | None = typer.Option(
         None,
         "--data-dir",
-        help="JetStream store, logs, runtime.json and summary.json (default .apex/<file stem>).",
+        help="JetStream store, logs, runtime.json and summary.json (default .apex/<pipeline name>).",
     ),
     report: Path | None = typer.Option(None, "--report", help="Write the HTML report here at the end."),
     no_ui: bool = typer.Option(False, "--no-ui", help="No live terminal view (for CI and logs)."),
@@ -40,14 +40,15 @@ def up(
     While it runs, [bold]apex canary set-weight btc-perp 25 --local[/] moves capital to the canary track
     without a restart, and [bold]apex dlq ls --pipeline btc-perp[/] lists dead letters.
     """
-    from apextrader.local.options import UpOptions
-    from apextrader.local.up import default_data_dir, run_up
+    from apextrader.contracts import load_pipeline
+    from apextrader.local.options import UpOptions, default_data_dir
+    from apextrader.local.up import run_up
     from apextrader.report.gonogo import evaluate
 
     seconds = parse_duration(duration).total_seconds() if duration else None
     opts = UpOptions(
         pipeline_file=file,
-        data_dir=data_dir or default_data_dir(file),
+        data_dir=data_dir or default_data_dir(load_pipeline(file).name),
         duration_s=seconds,
         source=source,
         speed=speed,

@@ -5,6 +5,7 @@ driven by a local loop instead of kopf timers. Requests from `apex canary ... --
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +40,7 @@ def apply_request(canary: CanarySpec, request: dict[str, Any]) -> CanarySpec:
         "resume": {"paused": False},
         "promote": {"promote": True, "abort": False},
         "abort": {"abort": True, "promote": False},
+        "clear-abort": {"abort": False},
     }.get(str(action))
     if updates is None:
         raise CanaryRequestError(f"unknown action {action!r}")
@@ -55,8 +57,13 @@ class LocalCanary:
     history: list[tuple[float, int]] = field(default_factory=list)  # (unix time, effective weight)
     last_request_error: str | None = None
     _published: tuple[int, str] | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def tick(self, now: datetime | None = None) -> CanaryStatus:
+        async with self._lock:  # the view loop and the request watcher both tick
+            return await self._tick(now)
+
+    async def _tick(self, now: datetime | None) -> CanaryStatus:
         await self._take_request()
         self.status = advance(self.canary, self.status, now or utcnow())
         weight = self.status.effective_weight if self.canary else 0

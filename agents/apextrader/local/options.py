@@ -69,3 +69,8 @@ def write_pipeline(tp: TradingPipeline, path: Path) -> Path:
         + yaml.safe_dump(doc, sort_keys=False)
     )
     return path
+
+
+def default_data_dir(pipeline_name: str) -> Path:
+    """Where `apex up` keeps a pipeline's store, logs and runtime.json, and where `--local` looks."""
+    return Path(".apex") / pipeline_name

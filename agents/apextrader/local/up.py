@@ -14,7 +14,6 @@ import json
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from nats.js import JetStreamContext
 from rich.console import Console
@@ -22,7 +21,7 @@ from rich.live import Live
 
 from apextrader.bus.client import connect, ensure_topology
 from apextrader.bus.kv import KV
-from apextrader.bus.topology import KV_HALT, Topology, declare
+from apextrader.bus.topology import KV_CANARY_REQUEST, KV_HALT, Topology, declare
 from apextrader.canary.machine import track_weights
 from apextrader.contracts import AGENT_IDS, agent_tracks, load_pipeline
 from apextrader.local import collect
@@ -91,6 +90,7 @@ async def run_up(
     started = time.time()
     watchdog = ServerWatchdog(server)
     watchdog_task: asyncio.Task[None] | None = None
+    request_task: asyncio.Task[None] | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -116,6 +116,7 @@ async def run_up(
             )
         )
         watchdog_task = asyncio.create_task(watchdog.run())
+        request_task = asyncio.create_task(_serve_requests(kv, canary))
         progress = make_progress()
         task = progress.add_task(f"{name} paper trading", total=opts.duration_s or None)
         t0 = time.monotonic()
@@ -194,6 +195,8 @@ async def run_up(
     finally:
         if watchdog_task:
             watchdog_task.cancel()
+        if request_task:
+            request_task.cancel()
         await supervisor.stop()
         with contextlib.suppress(Exception):
             await nc.close()
@@ -282,6 +285,13 @@ async def _summarise(
     )
 
 
+async def _serve_requests(kv: KV, canary: LocalCanary) -> None:
+    """Apply `apex canary ... --local` requests the moment they land, not at the next view refresh."""
+    async for value in kv.watch(KV_CANARY_REQUEST):
+        if value:
+            await canary.tick()
+
+
 def _latency_buckets(snap: LiveSnapshot, track: str) -> list[tuple[float, float]]:
     acc: dict[float, float] = {}
     for samples in snap.samples.values():
@@ -290,7 +300,3 @@ def _latency_buckets(snap: LiveSnapshot, track: str) -> list[tuple[float, float]
                 le = float(s.labels["le"])
                 acc[le] = acc.get(le, 0.0) + s.value
     return sorted(acc.items())
-
-
-def default_data_dir(pipeline_file: Path) -> Path:
-    return Path(".apex") / pipeline_file.stem
