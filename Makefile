@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install  ## Run the pipeline on this machine for 60 s (embedded NATS, synthetic data, paper trading)
-	$(BIN)/apex demo
+	$(BIN)/apex up manifests/pipeline.yaml --duration 60s --report report.html
 
 test: install  ## Run the full test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc

@@ -28,7 +28,9 @@ NS = typer.Option(None, "--namespace", "-n", help="Namespace (default: the kubec
 KUBECONFIG = typer.Option(None, "--kubeconfig", help="Path to a kubeconfig (default: $KUBECONFIG).")
 CONTEXT = typer.Option(None, "--context", help="kubeconfig context (default: the current one).")
 LOCAL = typer.Option(False, "--local", help="Act on a running `apex up` instead of a cluster.")
-DATA_DIR = typer.Option(Path("data-dir"), "--data-dir", help="`apex up`'s data directory (with --local).")
+DATA_DIR = typer.Option(
+    None, "--data-dir", help="`apex up`'s data directory (with --local; default .apex/NAME)."
+)
 
 
 async def _cr(
@@ -75,11 +77,13 @@ def _with_canary(obj: dict[str, Any], **changes: Any) -> dict[str, Any]:
     return {**obj["spec"], "canary": {**_canary(obj), **changes}}
 
 
-def _local(data_dir: Path, request: dict[str, Any]) -> str:
+def _local(name: str, data_dir: Path | None, request: dict[str, Any]) -> str:
     from apextrader.bus.client import connect
     from apextrader.bus.kv import KV
     from apextrader.bus.topology import KV_CANARY_REQUEST, kv_bucket
+    from apextrader.local.options import default_data_dir
 
+    data_dir = data_dir or default_data_dir(name)
     runtime_file = data_dir / "runtime.json"
     if not runtime_file.exists():
         raise UsageError(f"{runtime_file} not found: is `apex up --data-dir {data_dir}` running?", code=1)
@@ -110,13 +114,13 @@ def set_weight(
     kubeconfig: str | None = KUBECONFIG,
     context: str | None = CONTEXT,
     local: bool = LOCAL,
-    data_dir: Path = DATA_DIR,
+    data_dir: Path | None = DATA_DIR,
 ) -> None:
     """Set the manual canary weight. Example: [bold]apex canary set-weight btc-perp 25 -n trading[/]"""
     if not 0 <= weight <= 100:
         raise UsageError("WEIGHT must be between 0 and 100")
     if local:
-        console.print(_local(data_dir, {"action": "set-weight", "weight": weight}))
+        console.print(_local(name, data_dir, {"action": "set-weight", "weight": weight}))
         return
 
     def action(obj: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -137,10 +141,10 @@ def _flag(flag: str, value: bool, verb: str) -> Any:
         kubeconfig: str | None = KUBECONFIG,
         context: str | None = CONTEXT,
         local: bool = LOCAL,
-        data_dir: Path = DATA_DIR,
+        data_dir: Path | None = DATA_DIR,
     ) -> None:
         if local:
-            console.print(_local(data_dir, {"action": verb}))
+            console.print(_local(name, data_dir, {"action": verb}))
             return
         extra = {"promote": False} if flag == "abort" and value else {}
         _run(
@@ -170,11 +174,11 @@ def abort(
     kubeconfig: str | None = KUBECONFIG,
     context: str | None = CONTEXT,
     local: bool = LOCAL,
-    data_dir: Path = DATA_DIR,
+    data_dir: Path | None = DATA_DIR,
 ) -> None:
     """Abort the canary (weight 0, no new positions). Example: [bold]apex canary abort btc-perp[/]"""
     if local:
-        console.print(_local(data_dir, {"action": "abort" if not clear else "clear-abort"}))
+        console.print(_local(name, data_dir, {"action": "abort" if not clear else "clear-abort"}))
         return
     changes = {"abort": False} if clear else {"abort": True, "promote": False}
     _run(
@@ -201,12 +205,12 @@ def promote(
     kubeconfig: str | None = KUBECONFIG,
     context: str | None = CONTEXT,
     local: bool = LOCAL,
-    data_dir: Path = DATA_DIR,
+    data_dir: Path | None = DATA_DIR,
 ) -> None:
     """Make the canary the new stable: fold canary.template into the spec and remove spec.canary (one
     patch). Example: [bold]apex canary promote btc-perp -n trading[/]"""
     if local:
-        console.print(_local(data_dir, {"action": "promote"}))
+        console.print(_local(name, data_dir, {"action": "promote"}))
         return
 
     def action(obj: dict[str, Any]) -> tuple[dict[str, Any], str]:

@@ -16,6 +16,7 @@ from apextrader.cli.data import data_app
 from apextrader.cli.demo import demo
 from apextrader.cli.features import features
 from apextrader.cli.operator import operator
+from apextrader.cli.up import up
 from apextrader.cli.validate import validate
 
 app = typer.Typer(
@@ -47,6 +48,7 @@ def _root(
 
 
 app.command("validate")(validate)
+app.command("up")(up)
 app.command("crds")(crds)
 app.command("agent")(agents_cli.agent)
 app.add_typer(data_app, name="data")

@@ -1,0 +1,141 @@
+"""Polls every agent's `/metrics` and `/ready` and condenses them into what the live view and the report
+show: per-agent health, events/s and DLQ count; per-track latency, fills, positions, PnL and weight."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from apextrader.local.scrape import Sample, histogram_quantile, parse_metrics, total
+from apextrader.local.supervisor import Supervisor
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    key: str
+    ready: bool
+    pid: int | None
+    restarts: int
+    handled: float
+    events_per_s: float
+    dlq: float
+    handler_p99_ms: float | None
+
+
+@dataclass(frozen=True)
+class TrackRow:
+    track: str
+    weight_applied: float | None
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    fills: float
+    approved: float
+    slippage_avg_bps: float | None
+    position_notional: float
+    pnl: float | None
+    margin_violations: float
+
+
+@dataclass(frozen=True)
+class LiveSnapshot:
+    at: float
+    agents: list[AgentRow]
+    tracks: list[TrackRow]
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+
+    @property
+    def dlq_total(self) -> float:
+        return sum(a.dlq for a in self.agents)
+
+
+class Monitor:
+    def __init__(self, supervisor: Supervisor, tracks: list[str]) -> None:
+        self.supervisor = supervisor
+        self.tracks = tracks
+        self._last: dict[str, tuple[float, float]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self.latest: LiveSnapshot | None = None
+
+    async def __aenter__(self) -> Monitor:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _scrape(self, port: int) -> list[Sample]:
+        assert self._session is not None
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+            async with self._session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                if resp.status == 200:
+                    return parse_metrics(await resp.text())
+        return []
+
+    async def poll(self) -> LiveSnapshot:
+        procs = self.supervisor.processes
+        scraped = await asyncio.gather(*(self._scrape(p.http_port) for p in procs))
+        now = time.monotonic()
+        by_key = {p.key: s for p, s in zip(procs, scraped, strict=True)}
+        agents = []
+        for p, samples in zip(procs, scraped, strict=True):
+            handled = total(samples, "apex_events_total", outcome="acked")
+            last_t, last_n = self._last.get(p.key, (now, handled))
+            rate = (handled - last_n) / (now - last_t) if now > last_t and handled >= last_n else 0.0
+            self._last[p.key] = (now, handled)
+            p99 = histogram_quantile(0.99, samples, "apex_handler_seconds")
+            agents.append(
+                AgentRow(
+                    key=p.key,
+                    ready=p.ready,
+                    pid=p.pid,
+                    restarts=p.restarts,
+                    handled=handled,
+                    events_per_s=rate,
+                    dlq=total(samples, "apex_dlq_total"),
+                    handler_p99_ms=None if p99 is None else p99 * 1000,
+                )
+            )
+        everything = [s for samples in scraped for s in samples]
+        tracks = [self._track_row(t, everything) for t in self.tracks]
+        self.latest = LiveSnapshot(at=time.time(), agents=agents, tracks=tracks, samples=by_key)
+        return self.latest
+
+    @staticmethod
+    def _track_row(track: str, samples: list[Sample]) -> TrackRow:
+        def ms(q: float) -> float | None:
+            v = histogram_quantile(q, samples, "apex_pipeline_latency_seconds", track=track)
+            return None if v is None else v * 1000
+
+        slip_n = total(samples, "apex_slippage_bps_count", track=track)
+        weight = [
+            s.value
+            for s in samples
+            if s.name == "apex_canary_weight_applied" and s.labels.get("track") == track
+        ]
+        pnl = [s.value for s in samples if s.name == "apex_pnl" and s.labels.get("track") == track]
+        return TrackRow(
+            track=track,
+            weight_applied=weight[0] if weight else None,
+            latency_p50_ms=ms(0.5),
+            latency_p99_ms=ms(0.99),
+            fills=total(samples, "apex_orders_total", track=track, state="filled")
+            + total(samples, "apex_orders_total", track=track, state="partially_filled"),
+            approved=total(samples, "apex_orders_total", track=track, state="approved"),
+            slippage_avg_bps=total(samples, "apex_slippage_bps_sum", track=track) / slip_n
+            if slip_n
+            else None,
+            position_notional=sum(
+                abs(s.value)
+                for s in samples
+                if s.name == "apex_position_notional"
+                and s.labels.get("track") == track
+                and "symbol" in s.labels
+            ),
+            pnl=sum(pnl) if pnl else None,
+            margin_violations=total(samples, "apex_margin_violations_total", track=track),
+        )

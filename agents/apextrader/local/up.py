@@ -1,0 +1,302 @@
+"""`apex up`: the whole TradingPipeline on one machine.
+
+Order (the seed's deploy.sh, with health checks): embedded nats-server with JetStream → streams,
+consumers and KV from `bus.topology` → the seven agents in pipeline order, each `/ready` before the
+next → run (live view, canary loop, a watchdog that restarts a dead server or agent) → graceful stop
+→ JetStream's own accounting collected into `summary.json` and the HTML report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from collections.abc import Callable
+
+from nats.js import JetStreamContext
+from rich.console import Console
+from rich.live import Live
+
+from apextrader.bus.client import connect, ensure_topology
+from apextrader.bus.kv import KV
+from apextrader.bus.topology import KV_CANARY_REQUEST, KV_HALT, Topology, declare
+from apextrader.canary.machine import track_weights
+from apextrader.contracts import AGENT_IDS, agent_tracks, load_pipeline
+from apextrader.local import collect
+from apextrader.local.canary_driver import LocalCanary
+from apextrader.local.monitor import LiveSnapshot, Monitor
+from apextrader.local.nats_server import EmbeddedNats
+from apextrader.local.options import UpOptions, effective_pipeline, write_pipeline
+from apextrader.local.supervisor import Supervisor
+from apextrader.local.view import make_progress, render
+from apextrader.report.run_report import write_run_report
+from apextrader.report.run_summary import AgentRecord, OutageRecord, RunSummary, TrackRecord
+
+#: Longest wait for in-flight events to drain through the pipeline before accounting.
+DRAIN_TIMEOUT_S = 60.0
+
+
+class ServerWatchdog:
+    """Restarts a dead nats-server on the same port and store; records the downtime."""
+
+    def __init__(self, server: EmbeddedNats) -> None:
+        self.server = server
+        self.downtime_s = 0.0
+        self.restarts = 0
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            if not self.server.running:
+                down_at = time.monotonic()
+                await asyncio.to_thread(self.server.start)
+                self.downtime_s += time.monotonic() - down_at + 0.2
+                self.restarts += 1
+
+
+async def run_up(
+    opts: UpOptions, console: Console, on_snapshot: Callable[[LiveSnapshot], None] | None = None
+) -> RunSummary:
+    user = load_pipeline(opts.pipeline_file)
+    tp = effective_pipeline(user, opts)
+    name, spec = tp.name, tp.spec
+    data_dir = opts.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pipeline_file = write_pipeline(tp, data_dir / "pipeline.yaml")
+    has_canary = spec.canary is not None
+    tracks = ["stable", "canary"] if has_canary else ["stable"]
+    units = [(a, t) for a in AGENT_IDS for t in agent_tracks(a, has_canary)]
+
+    server = EmbeddedNats(data_dir / "jetstream", log_file=data_dir / "nats-server.log").start()
+    console.print(f"[green]✓[/] nats-server with JetStream on {server.url} (store {server.store_dir})")
+    nc = await connect(server.url, name="apex-up")
+    js = nc.jetstream()
+    topology = declare(spec, name)
+    await ensure_topology(js, topology)
+    kv = KV(await js.key_value(topology.kv_bucket))
+    await kv.put_json(KV_HALT, False)
+    canary = LocalCanary(kv=kv, canary=spec.canary)
+    await canary.tick()
+    console.print(
+        f"[green]✓[/] {len(topology.streams)} streams, {len(topology.consumers)} consumers, KV {topology.kv_bucket}"
+    )
+
+    supervisor = Supervisor(
+        units, pipeline_file=pipeline_file, nats_url=server.url, log_dir=data_dir / "logs"
+    )
+    runtime_file = data_dir / "runtime.json"
+    started = time.time()
+    watchdog = ServerWatchdog(server)
+    watchdog_task: asyncio.Task[None] | None = None
+    request_task: asyncio.Task[None] | None = None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    equity: dict[str, list[tuple[float, float]]] = {t: [] for t in tracks}
+    try:
+        with console.status("starting agents…") as status:
+            for ap in supervisor.processes:
+                status.update(f"starting {ap.key}…")
+            await supervisor.start()
+        console.print(
+            f"[green]✓[/] {len(units)} agents ready: " + ", ".join(p.key for p in supervisor.processes)
+        )
+        runtime_file.write_text(
+            json.dumps(
+                {
+                    "pipeline": name,
+                    "nats_url": server.url,
+                    "nats_pid": server.pid,
+                    "agents": supervisor.runtime_info(),
+                },
+                indent=2,
+            )
+        )
+        watchdog_task = asyncio.create_task(watchdog.run())
+        request_task = asyncio.create_task(_serve_requests(kv, canary))
+        progress = make_progress()
+        task = progress.add_task(f"{name} paper trading", total=opts.duration_s or None)
+        t0 = time.monotonic()
+        deadline = None if opts.duration_s is None else t0 + opts.duration_s
+        async with Monitor(supervisor, tracks) as monitor:
+            with Live(
+                render(None, progress, None, ""),
+                console=console,
+                refresh_per_second=4,
+                transient=False,
+                redirect_stdout=False,
+            ) as live:
+                if not opts.ui:
+                    live.stop()
+                while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                    status_now = await canary.tick()
+                    snap = await monitor.poll()
+                    runtime_file.write_text(
+                        json.dumps(
+                            {
+                                "pipeline": name,
+                                "nats_url": server.url,
+                                "nats_pid": server.pid,
+                                "agents": supervisor.runtime_info(),
+                            },
+                            indent=2,
+                        )
+                    )
+                    weights = track_weights(status_now.effective_weight, has_canary)
+                    for row in snap.tracks:
+                        equity[row.track].append(
+                            (
+                                time.time(),
+                                spec.capital.amount * weights.get(row.track, 0) / 100 + (row.pnl or 0.0),
+                            )
+                        )
+                    if on_snapshot:
+                        on_snapshot(snap)
+                    progress.update(task, completed=time.monotonic() - t0)
+                    if opts.ui:
+                        live.update(
+                            render(
+                                snap,
+                                progress,
+                                status_now.declared_weight if has_canary else None,
+                                status_now.phase,
+                            )
+                        )
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
+        ready_at_end = {p.key: p.ready for p in supervisor.processes}
+        console.print("stopping: market data off, draining in-flight events…")
+        await supervisor.stop_one("market-scanner")
+        left = await collect.drain(js, topology, DRAIN_TIMEOUT_S)
+        if left:
+            console.print(
+                f"[yellow]{left} events still in flight after {DRAIN_TIMEOUT_S:.0f} s (counted as pending)[/]"
+            )
+        async with Monitor(supervisor, tracks) as final:
+            last = await final.poll()
+        await supervisor.stop()
+        summary = await _summarise(
+            js,
+            topology,
+            supervisor,
+            last,
+            ready_at_end,
+            equity,
+            canary,
+            watchdog,
+            started,
+            spec.capital.amount,
+            tp.spec.source.kind,
+            has_canary,
+        )
+    finally:
+        if watchdog_task:
+            watchdog_task.cancel()
+        if request_task:
+            request_task.cancel()
+        await supervisor.stop()
+        with contextlib.suppress(Exception):
+            await nc.close()
+        server.stop()
+        runtime_file.unlink(missing_ok=True)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    (data_dir / "summary.json").write_text(summary.model_dump_json(indent=2))
+    if opts.report:
+        write_run_report(summary, opts.report)
+    return summary
+
+
+async def _summarise(
+    js: JetStreamContext,
+    topology: Topology,
+    supervisor: Supervisor,
+    last: LiveSnapshot,
+    ready_at_end: dict[str, bool],
+    equity: dict[str, list[tuple[float, float]]],
+    canary: LocalCanary,
+    watchdog: ServerWatchdog,
+    started: float,
+    capital: float,
+    source: str,
+    has_canary: bool,
+) -> RunSummary:
+    accounts, reasons = await collect.consumer_accounts(js, topology)
+    snapshot_ids, prices = await collect.snapshot_ids_and_prices(js, topology)
+    fills, approved, duplicates = await collect.orders(js, topology, snapshot_ids)
+    weights = track_weights(canary.status.effective_weight if has_canary else 0, has_canary)
+    tracks = []
+    for row in last.tracks:
+        t_fills = [f for f in fills if f.track == row.track]
+        buckets = _latency_buckets(last, row.track)
+        expectancy = {
+            s.labels["strategy"]: s.value
+            for samples in last.samples.values()
+            for s in samples
+            if s.name == "apex_expectancy" and s.labels.get("track") == row.track and "strategy" in s.labels
+        }
+        tracks.append(
+            TrackRecord(
+                track=row.track,
+                capital=capital * weights.get(row.track, 0) / 100,
+                weight_applied=row.weight_applied,
+                approved=approved.get(row.track, 0),
+                fills=len(t_fills),
+                duplicate_fills=duplicates.get(row.track, 0),
+                slippage_bps=[f.slippage_bps for f in t_fills],
+                latency_p50_ms=row.latency_p50_ms,
+                latency_p99_ms=row.latency_p99_ms,
+                latency_buckets=buckets,
+                margin_violations=row.margin_violations,
+                expectancy=expectancy,
+                equity=equity.get(row.track, []),
+            )
+        )
+    agents = [
+        AgentRecord(
+            key=p.key,
+            restarts=p.restarts,
+            ready_at_end=ready_at_end.get(p.key, False),
+            outages=[
+                OutageRecord(key=o.key, started=o.started, ended=o.ended, exit_code=o.exit_code)
+                for o in p.outages
+            ],
+        )
+        for p in supervisor.processes
+    ]
+    return RunSummary(
+        pipeline=topology.pipeline,
+        source=source,
+        started_at=started,
+        ended_at=time.time(),
+        bus_downtime_s=watchdog.downtime_s,
+        agents=agents,
+        consumers=accounts,
+        dlq_total=sum(reasons.values()),
+        dlq_by_reason=dict(reasons),
+        published=await collect.published_counts(js, topology),
+        tracks=tracks,
+        fills=fills,
+        prices=prices,
+        weight_changes=list(canary.history),
+    )
+
+
+async def _serve_requests(kv: KV, canary: LocalCanary) -> None:
+    """Apply `apex canary ... --local` requests the moment they land, not at the next view refresh."""
+    async for value in kv.watch(KV_CANARY_REQUEST):
+        if value:
+            await canary.tick()
+
+
+def _latency_buckets(snap: LiveSnapshot, track: str) -> list[tuple[float, float]]:
+    acc: dict[float, float] = {}
+    for samples in snap.samples.values():
+        for s in samples:
+            if s.name == "apex_pipeline_latency_seconds_bucket" and s.labels.get("track") == track:
+                le = float(s.labels["le"])
+                acc[le] = acc.get(le, 0.0) + s.value
+    return sorted(acc.items())

@@ -1,0 +1,95 @@
+"""The live terminal view of `apex up` (rich): agents, tracks, canary weight, and a progress bar."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from apextrader.local.monitor import LiveSnapshot
+
+
+def _num(v: float | None, fmt: str = "{:.1f}", none: str = "–") -> str:
+    return none if v is None else fmt.format(v)
+
+
+def agents_table(snap: LiveSnapshot) -> Table:
+    table = Table(title="agents", expand=True, title_justify="left")
+    for col, justify in (
+        ("agent", "left"),
+        ("health", "left"),
+        ("pid", "right"),
+        ("restarts", "right"),
+        ("events", "right"),
+        ("ev/s", "right"),
+        ("handler p99 ms", "right"),
+        ("DLQ", "right"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for a in snap.agents:
+        health = "[green]ready[/]" if a.ready else "[red]down[/]"
+        table.add_row(
+            a.key,
+            health,
+            str(a.pid or "–"),
+            str(a.restarts),
+            f"{a.handled:.0f}",
+            f"{a.events_per_s:.1f}",
+            _num(a.handler_p99_ms, "{:.2f}"),
+            f"[red]{a.dlq:.0f}[/]" if a.dlq else "0",
+        )
+    return table
+
+
+def tracks_table(snap: LiveSnapshot, declared_weight: int | None, canary_state: str) -> Table:
+    title = (
+        "tracks"
+        if declared_weight is None
+        else f"tracks · canary {declared_weight}% declared · {canary_state}"
+    )
+    table = Table(title=title, expand=True, title_justify="left")
+    for col in (
+        "track",
+        "weight applied",
+        "latency p50 ms",
+        "p99 ms",
+        "approved",
+        "fills",
+        "avg slip bps",
+        "positions",
+        "PnL",
+        "margin viol.",
+    ):
+        table.add_column(col, justify="left" if col == "track" else "right")
+    for t in snap.tracks:
+        table.add_row(
+            t.track,
+            _num(t.weight_applied, "{:.0f}%"),
+            _num(t.latency_p50_ms, "{:.2f}"),
+            _num(t.latency_p99_ms, "{:.2f}"),
+            f"{t.approved:.0f}",
+            f"{t.fills:.0f}",
+            _num(t.slippage_avg_bps, "{:.2f}"),
+            f"{t.position_notional:,.0f}",
+            _num(t.pnl, "{:,.2f}"),
+            f"[red]{t.margin_violations:.0f}[/]" if t.margin_violations else "0",
+        )
+    return table
+
+
+def make_progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        TextColumn("/"),
+        TimeRemainingColumn(),
+    )
+
+
+def render(
+    snap: LiveSnapshot | None, progress: Progress, declared_weight: int | None, canary_state: str
+) -> RenderableType:
+    if snap is None:
+        return Group("[dim]starting…[/]", progress)
+    return Group(agents_table(snap), tracks_table(snap, declared_weight, canary_state), progress)

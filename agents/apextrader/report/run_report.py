@@ -1,0 +1,221 @@
+"""The `apex up` HTML report: one self-contained file (plotly's JS inlined, nothing from the internet)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from pathlib import Path
+
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from apextrader.report.gonogo import evaluate
+from apextrader.report.run_summary import RunSummary
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#1f2328}
+h1{margin-bottom:.2rem} h2{margin-top:2rem;border-bottom:1px solid #d0d7de;padding-bottom:.3rem}
+table{border-collapse:collapse;width:100%;font-size:.9rem} th,td{padding:.35rem .6rem;border-bottom:1px solid #eaeef2;text-align:left}
+th{background:#f6f8fa} .PASS{color:#1a7f37;font-weight:700} .FAIL{color:#cf222e;font-weight:700} .NA{color:#6e7781;font-weight:700}
+.muted{color:#6e7781}
+"""
+_TRACK_COLORS = {"stable": "#0969da", "canary": "#bf8700"}
+
+
+def _ts(t: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(t, tz=dt.UTC)
+
+
+def _fig_html(fig: go.Figure) -> str:
+    fig.update_layout(margin={"l": 40, "r": 20, "t": 40, "b": 40}, height=360, template="plotly_white")
+    return str(fig.to_html(full_html=False, include_plotlyjs=False))
+
+
+def _table(headers: list[str], rows: list[list[str]], raw_cols: frozenset[int] = frozenset()) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{c if i in raw_cols else html.escape(c)}</td>" for i, c in enumerate(row))
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def gonogo_section(s: RunSummary) -> str:
+    rows = []
+    for r in evaluate(s):
+        css = "NA" if r.verdict == "N/A" else r.verdict
+        rows.append(
+            [
+                html.escape(r.criterion),
+                html.escape(r.goal),
+                html.escape(r.measured),
+                f'<span class="{css}">{r.verdict}</span>',
+            ]
+        )
+    return _table(["criterion", "goal", "measured", "verdict"], rows, raw_cols=frozenset({0, 1, 2, 3}))
+
+
+def equity_figure(s: RunSummary) -> go.Figure:
+    fig = go.Figure()
+    for t in s.tracks:
+        if t.equity:
+            fig.add_scatter(
+                x=[_ts(x) for x, _ in t.equity],
+                y=[y for _, y in t.equity],
+                name=t.track,
+                line={"color": _TRACK_COLORS.get(t.track)},
+            )
+    fig.update_layout(title="Equity per track (capital share + PnL)", yaxis_title="USDT")
+    return fig
+
+
+def slippage_figure(s: RunSummary) -> go.Figure:
+    fig = go.Figure()
+    for t in s.tracks:
+        if t.slippage_bps:
+            fig.add_histogram(
+                x=t.slippage_bps, name=t.track, opacity=0.7, marker_color=_TRACK_COLORS.get(t.track)
+            )
+    fig.update_layout(
+        title="Slippage per fill (bps vs mid at decision; positive = adverse)",
+        barmode="overlay",
+        xaxis_title="bps",
+    )
+    return fig
+
+
+def latency_figure(s: RunSummary) -> go.Figure:
+    fig = go.Figure()
+    for t in s.tracks:
+        if not t.latency_buckets:
+            continue
+        labels, counts, prev = [], [], 0.0
+        for le, cum in t.latency_buckets:
+            labels.append("+Inf" if le == float("inf") else f"≤{le * 1000:g} ms")
+            counts.append(cum - prev)
+            prev = cum
+        fig.add_bar(x=labels, y=counts, name=t.track, marker_color=_TRACK_COLORS.get(t.track))
+    fig.update_layout(
+        title="Pipeline latency, snapshot → execution decision", barmode="group", yaxis_title="events"
+    )
+    return fig
+
+
+def trades_figures(s: RunSummary) -> list[go.Figure]:
+    figs = []
+    for series in s.prices:
+        fig = go.Figure()
+        fig.add_scatter(
+            x=[_ts(x) for x in series.times], y=series.closes, name="close", line={"color": "#57606a"}
+        )
+        for track in ("stable", "canary"):
+            for side, symbol in (("buy", "triangle-up"), ("sell", "triangle-down")):
+                fills = [
+                    f
+                    for f in s.fills
+                    if f.symbol == series.symbol
+                    and f.exchange == series.exchange
+                    and f.track == track
+                    and f.side == side
+                ]
+                if fills:
+                    fig.add_scatter(
+                        x=[_ts(f.time) for f in fills],
+                        y=[f.price for f in fills],
+                        mode="markers",
+                        name=f"{track} {side}",
+                        marker={"symbol": symbol, "size": 10, "color": _TRACK_COLORS.get(track)},
+                    )
+        fig.update_layout(title=f"Trades on price: {series.symbol} ({series.exchange})")
+        figs.append(fig)
+    return figs
+
+
+def render_run_report(s: RunSummary) -> str:
+    started = _ts(s.started_at).strftime("%Y-%m-%d %H:%M:%S UTC")
+    track_rows = [
+        [
+            t.track,
+            f"{t.weight_applied:.0f}%" if t.weight_applied is not None else "–",
+            f"{t.capital:,.0f}",
+            str(t.approved),
+            str(t.fills),
+            str(t.duplicate_fills),
+            f"{sum(max(0.0, x) for x in t.slippage_bps) / len(t.slippage_bps):.2f}"
+            if t.slippage_bps
+            else "–",
+            f"{t.latency_p50_ms:.2f}" if t.latency_p50_ms is not None else "–",
+            f"{t.latency_p99_ms:.2f}" if t.latency_p99_ms is not None else "–",
+            f"{t.margin_violations:.0f}",
+        ]
+        for t in s.tracks
+    ]
+    outages = [
+        [
+            o.key,
+            _ts(o.started).strftime("%H:%M:%S"),
+            f"{(o.ended - o.started):.2f} s" if o.ended else "not recovered",
+            str(o.exit_code),
+        ]
+        for a in s.agents
+        for o in a.outages
+    ]
+    consumers = [
+        [
+            c.stream,
+            c.durable,
+            str(c.matched),
+            str(c.acked),
+            str(c.dlq),
+            str(c.pending),
+            "yes" if c.balanced else "NO",
+        ]
+        for c in s.consumers
+    ]
+    sections = [
+        f"<h1>ApexTrader run: {html.escape(s.pipeline)}</h1>",
+        f'<p class="muted">{started} · {s.duration_s:.0f} s · source {html.escape(s.source)} · '
+        f"{sum(len(t.slippage_bps) for t in s.tracks)} fills · {s.dlq_total} DLQ entries</p>",
+        "<h2>Go/No-Go</h2>",
+        gonogo_section(s),
+        "<h2>Tracks</h2>",
+        _table(
+            [
+                "track",
+                "weight",
+                "capital",
+                "approved",
+                "fills",
+                "duplicate fills",
+                "avg slip bps",
+                "p50 ms",
+                "p99 ms",
+                "margin violations",
+            ],
+            track_rows,
+        ),
+        _fig_html(equity_figure(s)),
+        _fig_html(slippage_figure(s)),
+        _fig_html(latency_figure(s)),
+        "<h2>Trades on price</h2>",
+        *[_fig_html(f) for f in trades_figures(s)],
+        "<h2>Outages</h2>",
+        _table(["agent", "at", "down for", "exit code"], outages) if outages else '<p class="muted">none</p>',
+        "<h2>Bus accounting</h2>",
+        _table(["stream", "consumer", "matched", "acked", "DLQ", "pending", "balanced"], consumers),
+    ]
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>ApexTrader run {html.escape(s.pipeline)}</title><style>{_CSS}</style>"
+        f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
+        + "\n".join(sections)
+        + "</body></html>"
+    )
+
+
+def write_run_report(summary: RunSummary, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_run_report(summary), encoding="utf-8")
+    return path

@@ -1,0 +1,102 @@
+"""What one `apex up` run measured: the input of its HTML report and of the Go/No-Go table.
+
+Written by the local supervisor to `<data-dir>/summary.json`; every number here was observed (from
+JetStream's own stream/consumer state, the events in the streams, or the agents' metrics), never assumed.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Frozen(BaseModel):
+    # +Inf histogram bounds survive the JSON round trip (Python's json reads `Infinity`).
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
+
+
+class OutageRecord(Frozen):
+    key: str
+    started: float
+    ended: float | None
+    exit_code: int | None
+
+
+class AgentRecord(Frozen):
+    key: str
+    restarts: int
+    ready_at_end: bool
+    outages: list[OutageRecord] = Field(default_factory=list)
+
+
+class ConsumerAccount(Frozen):
+    """For one durable consumer: every message its filter matched was acked or dead-lettered."""
+
+    stream: str
+    durable: str
+    matched: int  # messages in the stream that match the consumer's filter
+    acked: int  # by the consumer's ack floor
+    pending: int  # not yet delivered or not yet acked when the run ended
+    dlq: int  # DLQ entries this consumer wrote
+
+    @property
+    def balanced(self) -> bool:
+        return self.matched == self.acked + self.dlq + self.pending
+
+
+class TrackRecord(Frozen):
+    track: str
+    capital: float
+    weight_applied: float | None
+    approved: int
+    fills: int
+    duplicate_fills: int
+    slippage_bps: list[float] = Field(default_factory=list)
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    latency_buckets: list[tuple[float, float]] = Field(default_factory=list)  # (le seconds, cumulative count)
+    margin_violations: float = 0.0
+    expectancy: dict[str, float] = Field(default_factory=dict)  # strategy -> out-of-sample expectancy
+    equity: list[tuple[float, float]] = Field(default_factory=list)  # (unix time, equity)
+
+
+class FillRecord(Frozen):
+    time: float
+    track: str
+    exchange: str
+    symbol: str
+    side: str
+    price: float
+    amount: float
+    slippage_bps: float
+    correlation_id: str
+    traced: bool  # the correlation id is the id of a market.snapshot in the MARKET stream
+
+
+class PriceSeries(Frozen):
+    exchange: str
+    symbol: str
+    times: list[float]
+    closes: list[float]
+
+
+class RunSummary(Frozen):
+    pipeline: str
+    source: str
+    started_at: float
+    ended_at: float
+    bus_downtime_s: float = 0.0
+    agents: list[AgentRecord]
+    consumers: list[ConsumerAccount]
+    dlq_total: int
+    dlq_by_reason: dict[str, int] = Field(default_factory=dict)
+    published: dict[str, int] = Field(default_factory=dict)  # stream -> messages
+    tracks: list[TrackRecord]
+    fills: list[FillRecord] = Field(default_factory=list)
+    prices: list[PriceSeries] = Field(default_factory=list)
+    weight_changes: list[tuple[float, int]] = Field(
+        default_factory=list
+    )  # (unix time, declared canary weight)
+
+    @property
+    def duration_s(self) -> float:
+        return max(0.0, self.ended_at - self.started_at)

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from apextrader.report.gonogo import evaluate
+from apextrader.report.run_report import write_run_report
+from apextrader.report.run_summary import (
+    AgentRecord,
+    ConsumerAccount,
+    FillRecord,
+    PriceSeries,
+    RunSummary,
+    TrackRecord,
+)
+
+
+def summary(**over: object) -> RunSummary:
+    base: dict[str, object] = {
+        "pipeline": "btc-perp",
+        "source": "synthetic",
+        "started_at": 1_700_000_000.0,
+        "ended_at": 1_700_000_060.0,
+        "agents": [AgentRecord(key="execution-stable", restarts=1, ready_at_end=True)],
+        "consumers": [ConsumerAccount(stream="S", durable="d", matched=10, acked=8, pending=0, dlq=2)],
+        "dlq_total": 2,
+        "tracks": [
+            TrackRecord(
+                track="stable",
+                capital=95_000,
+                weight_applied=95,
+                approved=3,
+                fills=3,
+                duplicate_fills=0,
+                slippage_bps=[1.0, 2.0, -1.0],
+                latency_p50_ms=3.0,
+                latency_p99_ms=12.0,
+                latency_buckets=[(0.005, 2.0), (0.025, 3.0), (math.inf, 3.0)],
+                expectancy={"breakout": 0.4},
+                equity=[(1_700_000_000.0, 95_000.0), (1_700_000_060.0, 95_010.0)],
+            )
+        ],
+        "fills": [
+            FillRecord(
+                time=1_700_000_030.0,
+                track="stable",
+                exchange="binance",
+                symbol="BTC/USDT:USDT",
+                side="buy",
+                price=100.0,
+                amount=1.0,
+                slippage_bps=1.0,
+                correlation_id="a" * 32,
+                traced=True,
+            )
+        ],
+        "prices": [
+            PriceSeries(exchange="binance", symbol="BTC/USDT:USDT", times=[1_700_000_000.0], closes=[100.0])
+        ],
+    }
+    base.update(over)
+    return RunSummary.model_validate(base)
+
+
+def verdicts(s: RunSummary) -> dict[str, str]:
+    return {r.criterion: r.verdict for r in evaluate(s)}
+
+
+def test_measured_rows_pass_and_unmeasured_are_na() -> None:
+    v = verdicts(summary())
+    assert v == {
+        "Message Bus": "PASS",
+        "DLQ": "PASS",
+        "Tracing": "PASS",
+        "Agents": "PASS",
+        "Backtest": "PASS",
+        "Risk": "PASS",
+        "Execution": "PASS",
+        "Monitoring": "N/A",
+    }
+
+
+def test_missing_measurements_are_never_pass() -> None:
+    s = summary(
+        tracks=[
+            TrackRecord(
+                track="stable", capital=1, weight_applied=None, approved=0, fills=0, duplicate_fills=0
+            )
+        ],
+        fills=[],
+        consumers=[],
+    )
+    v = verdicts(s)
+    for row in ("Message Bus", "DLQ", "Tracing", "Backtest", "Execution"):
+        assert v[row] == "N/A", row
+
+
+def test_failures_are_reported() -> None:
+    bad_track = (
+        summary()
+        .tracks[0]
+        .model_copy(
+            update={
+                "latency_p99_ms": 150.0,
+                "slippage_bps": [9.0, 7.0],
+                "margin_violations": 1.0,
+                "expectancy": {"breakout": -0.1},
+            }
+        )
+    )
+    s = summary(
+        tracks=[bad_track],
+        consumers=[ConsumerAccount(stream="S", durable="d", matched=10, acked=7, pending=0, dlq=2)],
+        agents=[AgentRecord(key="risk-manager-canary", restarts=0, ready_at_end=False)],
+        fills=[summary().fills[0].model_copy(update={"traced": False})],
+    )
+    v = verdicts(s)
+    assert {k for k, x in v.items() if x == "FAIL"} == {
+        "Message Bus",
+        "DLQ",
+        "Tracing",
+        "Agents",
+        "Backtest",
+        "Risk",
+        "Execution",
+    }
+
+
+def test_bus_downtime_over_one_percent_fails() -> None:
+    assert verdicts(summary(bus_downtime_s=1.0))["Message Bus"] == "FAIL"  # 1 s of 60 s
+    assert verdicts(summary(bus_downtime_s=0.3))["Message Bus"] == "PASS"
+
+
+def test_report_is_self_contained(tmp_path: Path) -> None:
+    out = write_run_report(summary(), tmp_path / "r.html")
+    text = out.read_text()
+    # nothing is loaded from the network: no <script src=...> or <link href=...> to a URL
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=[\"']?https?://", text)
+    assert "Plotly.newPlot" in text and len(text) > 1_000_000  # plotly.js itself is inlined
+    assert "Go/No-Go" in text and "Trades on price" in text and "PASS" in text
+    assert text.count("plotly-graph-div") >= 4
