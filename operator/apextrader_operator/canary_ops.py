@@ -6,15 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
+from apextrader.bus import metrics
 from apextrader.bus.topology import KV_CANARY_STATE, KV_CANARY_WEIGHT, deployment_name
 from apextrader.canary import advance, analysis_due, kv_state, parse_metrics, window_values
 from apextrader.canary.analysis import TrackCounters, judge
 from apextrader.canary.sources import prometheus_values, scrape
 from apextrader.contracts.names import AGENT_IDS, agent_tracks
 from apextrader.contracts.pipeline import TradingPipeline
-from apextrader.contracts.status import AnalysisRun, CanaryStatus
+from apextrader.contracts.status import AnalysisRun, CanaryPhase, CanaryStatus
 from apextrader_operator.builders.labels import HTTP_PORT
 from apextrader_operator.natsbus import PipelineBus
 
@@ -76,11 +77,19 @@ async def step_canary(
     if analyse and canary is not None and analysis_due(canary, previous, now):
         run = await run_analysis(tp, memory, now, urls)
     status = advance(canary, previous, now, run)
+    export_canary_metrics(tp.name, status)
     if bus is not None:
         await bus.put_json(KV_CANARY_WEIGHT, status.effective_weight)
         await bus.put_json(KV_CANARY_STATE, kv_state(status.phase))
         status.applied_weight = await applied_weights(bus, canary is not None)
     return status
+
+
+def export_canary_metrics(pipeline: str, status: CanaryStatus) -> None:
+    """`apex_canary_weight` and `apex_canary_phase` (1 for the current phase) for dashboards/alerts."""
+    metrics.CANARY_WEIGHT.labels(pipeline=pipeline).set(status.effective_weight)
+    for phase in get_args(CanaryPhase):
+        metrics.CANARY_PHASE.labels(pipeline=pipeline, phase=phase).set(1 if phase == status.phase else 0)
 
 
 def _latest(entries: dict[str, Any]) -> Any:

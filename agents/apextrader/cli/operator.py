@@ -16,6 +16,9 @@ def operator(
     liveness: str = typer.Option(
         "http://0.0.0.0:8080/healthz", "--liveness", help="kopf's liveness endpoint (empty: none)."
     ),
+    metrics_port: int = typer.Option(
+        8081, "--metrics-port", envvar="APEX_METRICS_PORT", help="Port of /metrics (apex_canary_*; 0: none)."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Run the TradingPipeline operator against the cluster in your kubeconfig (or in-cluster).
@@ -30,6 +33,12 @@ def operator(
         raise UsageError("give --namespace or --all-namespaces, not both")
     from kopf.cli import main as kopf_main  # heavy import: only when the operator really runs
 
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        from apextrader.bus.metrics import REGISTRY
+
+        start_http_server(metrics_port, registry=REGISTRY)
     args = ["run", "-m", "apextrader_operator.handlers", "--standalone"]
     args += [f"--namespace={ns}" for ns in namespace] or ["--all-namespaces"]
     if liveness:
