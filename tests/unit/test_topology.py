@@ -26,7 +26,7 @@ def test_every_event_subject_falls_in_exactly_one_stream() -> None:
     topo = t.declare(spec(True), "btc-perp")
     for event_type, domain in t.EVENT_DOMAIN.items():
         subj = t.subject("btc-perp", event_type, "stable")
-        owners = [s.domain for s in topo.streams if any(_matches(p, subj) for p in s.subjects)]
+        owners = [s.domain for s in topo.streams if any(t.subject_matches(p, subj) for p in s.subjects)]
         assert owners == [domain], (event_type, owners)
 
 
@@ -43,11 +43,9 @@ def test_canary_adds_decision_track_consumers_only() -> None:
     assert all(len(c.backoff_s) < c.max_deliver for c in with_canary.consumers)
 
 
-def _matches(pattern: str, subject: str) -> bool:
-    p, s = pattern.split("."), subject.split(".")
-    for i, tok in enumerate(p):
-        if tok == ">":
-            return len(s) > i
-        if i >= len(s) or (tok != "*" and tok != s[i]):
-            return False
-    return len(p) == len(s)
+def test_subject_matching_follows_nats_wildcards() -> None:
+    assert t.subject_matches("apex.p.signal.>", "apex.p.signal.validated.canary")
+    assert not t.subject_matches("apex.p.signal.>", "apex.p.signal")
+    assert t.subject_matches("apex.p.order.filled.*", "apex.p.order.filled.stable")
+    assert not t.subject_matches("apex.p.order.filled.*", "apex.p.order.filled.stable.x")
+    assert not t.subject_matches("apex.p.order.*.stable", "apex.p.signal.filled.stable")

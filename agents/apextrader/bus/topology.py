@@ -47,6 +47,17 @@ def subject(pipeline: str, event_type: EventType, track: Track) -> str:
     return f"apex.{pipeline}.{event_type}.{track}"
 
 
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: `*` one token, `>` one or more trailing tokens."""
+    p, s = pattern.split("."), subject.split(".")
+    for i, tok in enumerate(p):
+        if tok == ">":
+            return len(s) > i
+        if i >= len(s) or (tok != "*" and tok != s[i]):
+            return False
+    return len(p) == len(s)
+
+
 def stream_name(pipeline: str, domain: Domain) -> str:
     """`APEX_<PIPELINE>_<DOMAIN>` (upper case, `-` → `_`)."""
     return f"APEX_{pipeline.upper().replace('-', '_')}_{domain}"

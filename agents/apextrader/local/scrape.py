@@ -4,11 +4,12 @@ the report need (sums over labels, histogram quantiles as Prometheus' `histogram
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from apextrader.canary.analysis import histogram_quantile as quantile_of_buckets
 
 
 @dataclass(frozen=True)
@@ -36,27 +37,10 @@ def total(samples: Iterable[Sample], name: str, **labels: str) -> float:
 
 
 def histogram_quantile(q: float, samples: Iterable[Sample], name: str, **labels: str) -> float | None:
-    """`histogram_quantile(q, sum by (le) (name_bucket{labels}))`, linear within a bucket; None if empty."""
+    """`histogram_quantile(q, sum by (le) (name_bucket{labels}))`; None when there is no data."""
     buckets: dict[float, float] = {}
     for s in samples:
         if _match(s, f"{name}_bucket", labels):
             le = float(s.labels["le"])
             buckets[le] = buckets.get(le, 0.0) + s.value
-    if not buckets:
-        return None
-    bounds = sorted(buckets)
-    count = buckets[bounds[-1]]
-    if count <= 0:
-        return None
-    rank = q * count
-    prev_bound, prev_count = 0.0, 0.0
-    for b in bounds:
-        c = buckets[b]
-        if c >= rank:
-            if math.isinf(b):
-                return prev_bound
-            if c == prev_count:
-                return b
-            return prev_bound + (b - prev_bound) * (rank - prev_count) / (c - prev_count)
-        prev_bound, prev_count = b, c
-    return prev_bound
+    return quantile_of_buckets(q, buckets)

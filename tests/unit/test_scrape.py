@@ -1,0 +1,29 @@
+"""`apex up` reads agents' /metrics text: sums over labels and Prometheus-style quantiles."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from apextrader.local.scrape import histogram_quantile, parse_metrics, total
+
+
+def test_totals_and_quantiles_from_exposition_text() -> None:
+    reg = CollectorRegistry()
+    events = Counter("apex_events_total", "", ["agent", "outcome"], registry=reg)
+    events.labels("risk-manager", "acked").inc(7)
+    events.labels("risk-manager", "dlq").inc(2)
+    events.labels("execution", "acked").inc(3)
+    lat = Histogram("apex_pipeline_latency_seconds", "", ["track"], buckets=(0.01, 0.1, 1.0), registry=reg)
+    for v in [0.005] * 50 + [0.05] * 40 + [0.5] * 10:
+        lat.labels("stable").observe(v)
+    lat.labels("canary").observe(5.0)
+    samples = parse_metrics(generate_latest(reg).decode())
+    assert total(samples, "apex_events_total", outcome="acked") == 10
+    assert total(samples, "apex_events_total", agent="risk-manager") == 9
+    # 50 of 100 in the first bucket: the median is its upper bound; p95 interpolates in (0.1, 1.0]
+    assert histogram_quantile(0.5, samples, "apex_pipeline_latency_seconds", track="stable") == 0.01
+    p95 = histogram_quantile(0.95, samples, "apex_pipeline_latency_seconds", track="stable")
+    assert p95 is not None and abs(p95 - 0.55) < 1e-9
+    # above the highest finite bucket: Prometheus answers that bucket's bound
+    assert histogram_quantile(0.99, samples, "apex_pipeline_latency_seconds", track="canary") == 1.0
+    assert histogram_quantile(0.5, samples, "apex_pipeline_latency_seconds", track="none") is None
