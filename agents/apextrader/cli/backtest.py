@@ -4,19 +4,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import polars as pl
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from apextrader.cli.errors import UsageError, console, friendly
 from apextrader.contracts import PipelineError, TradingPipelineSpec, load_pipeline
-from apextrader.quant.backtest.data import attach_signals, read_bars, read_signals
-from apextrader.quant.backtest.engine import BacktestConfig
-from apextrader.quant.backtest.runner import RunOutput, run_plain, run_signals, run_walk_forward
-from apextrader.quant.market_data import InvalidMarketData
-from apextrader.quant.strategies import STRATEGIES, params_for
-from apextrader.quant.walkforward import WalkForwardError, expand_grid
+
+if TYPE_CHECKING:  # the engine (numba) loads only when a backtest runs, not on every `apex` start
+    import polars as pl
+
+    from apextrader.quant.backtest.runner import RunOutput
 
 SYNTHETIC_BARS = 20_000
 
@@ -52,6 +51,12 @@ def backtest(
     Example: [bold]apex backtest manifests/pipeline.yaml --synthetic --walk-forward 5 --out out/bt
     --report out/bt.html[/]
     """
+    from apextrader.quant.backtest.data import attach_signals, read_bars, read_signals
+    from apextrader.quant.backtest.engine import BacktestConfig
+    from apextrader.quant.backtest.runner import run_signals
+    from apextrader.quant.market_data import InvalidMarketData
+    from apextrader.quant.walkforward import WalkForwardError
+
     if (data is None) == (not synthetic):
         raise UsageError("give exactly one of --data PATH or --synthetic")
     if signals is not None and walk_forward is not None:
@@ -100,6 +105,10 @@ def backtest(
 def _run_strategies(
     frames: dict[str, pl.DataFrame], spec: TradingPipelineSpec, walk_forward: int | None
 ) -> RunOutput:
+    from apextrader.quant.backtest.runner import run_plain, run_walk_forward
+    from apextrader.quant.strategies import STRATEGIES, params_for
+    from apextrader.quant.walkforward import expand_grid
+
     names = [n for n in STRATEGIES if params_for(spec, n).enabled]
     if walk_forward is None:
         total = len(names) * len(frames)
