@@ -17,9 +17,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import ccxt.async_support as ccxt
+from typing import TYPE_CHECKING, Any
 
 from apextrader.bus import metrics
 from apextrader.bus.errors import NotYet
@@ -41,11 +39,15 @@ from apextrader.contracts import (
 )
 from apextrader.contracts.names import EventType
 from apextrader.execution.guard import Credentials, LiveModeRefused, execution_mode
-from apextrader.execution.live import LiveExecutor, LiveOutcome, build_exchange
 from apextrader.execution.orders import OrderState, OrderTracker
 from apextrader.execution.paper import BookHistory, PaperEngine, adverse_bps, slippage_bps
 from apextrader.runtime.agent import Agent
 from apextrader.runtime.context import AgentContext
+
+if TYPE_CHECKING:
+    import ccxt.async_support as ccxt
+
+    from apextrader.execution.live import LiveExecutor, LiveOutcome
 
 #: Seconds between polls of open live orders.
 POLL_S = 2.0
@@ -98,12 +100,16 @@ class ExecutionAgent(Agent):
         #: Results per client order id: a redelivered order gets the same events, never a new fill.
         self.done: OrderedDict[str, list[Envelope]] = OrderedDict()
         if self.mode.mode == "live":
+            from apextrader.execution.live import LiveExecutor  # ccxt (~100 MB) only for live trading
+
             secrets = [s for c in self.mode.credentials.values() for s in c.secrets()]
             exchanges = {ex: self.make_exchange(ex, c) for ex, c in self.mode.credentials.items()}
             self.live = LiveExecutor(exchanges, secrets, max_retries=spec.execution.max_retries)
 
     def make_exchange(self, exchange: str, creds: Credentials) -> ccxt.Exchange:
         """The ccxt client for one exchange (a subclass may supply its own HTTP session)."""
+        from apextrader.execution.live import build_exchange
+
         return build_exchange(exchange, creds)
 
     def subscriptions(self) -> Mapping[EventType, Handler]:
