@@ -10,7 +10,6 @@ from __future__ import annotations
 from apextrader.contracts.spec import TradingPipelineSpec
 from apextrader.contracts.units import parse_duration
 from apextrader.market.sources.base import MarketSource
-from apextrader.market.sources.ccxt_source import CcxtSource
 from apextrader.market.sources.pacing import DEFAULT_OFFLINE_SPEED
 from apextrader.market.sources.replay import ReplaySource
 from apextrader.market.sources.synthetic import SyntheticSource
@@ -38,5 +37,7 @@ def build_source(spec: TradingPipelineSpec) -> MarketSource:
     if src.kind == "replay":
         assert src.path is not None  # the spec model requires it
         return ReplaySource(src.path, speed=offline_speed(spec), **common)  # type: ignore[arg-type]
+    from apextrader.market.sources.ccxt_source import CcxtSource  # ccxt (~100 MB) only when used
+
     stale_after = parse_duration(spec.watcher.stale_after).total_seconds()
     return CcxtSource(stale_after_s=stale_after, **common)  # type: ignore[arg-type]
