@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
-from apextrader.bus.metrics import REGISTRY
-from apextrader.contracts.status import CanaryStatus
+from collections.abc import Iterator
+from typing import get_args
+
+import pytest
+
+from apextrader.bus.metrics import CANARY_PHASE, CANARY_WEIGHT, REGISTRY
+from apextrader.contracts.status import CanaryPhase, CanaryStatus
 from apextrader_operator.canary_ops import export_canary_metrics
+
+
+@pytest.fixture(autouse=True)
+def _forget_test_pipelines() -> Iterator[None]:
+    """The registry is process-wide: leave no series behind for other tests that scrape it."""
+    yield
+    for pipeline in ("metrics-a", "metrics-b"):
+        CANARY_WEIGHT.remove(pipeline)
+        for phase in get_args(CanaryPhase):
+            CANARY_PHASE.remove(pipeline, phase)
 
 
 def test_weight_and_one_hot_phase_are_exported_per_pipeline() -> None:
