@@ -191,3 +191,16 @@ def test_streaming_rejects_bad_buy_volume_without_touching_state() -> None:
     with pytest.raises(InvalidMarketData, match="buy_volume exceeds volume"):
         state.update(bar)
     assert state.bars == 0 and state.last_time_ms is None
+
+
+def test_overflow_after_warm_up_is_null_not_a_value() -> None:
+    # Closes near 1e307: the EMA(20) seed sum overflows to inf, the next EMA step is inf - inf =
+    # NaN. The output must still be null exactly where the value is NaN (the slow path), not only
+    # during the warm-up (the fast path, taken when the final state is finite).
+    frame = SERIES["btc_random_walk"].head(300)
+    huge = frame.with_columns(pl.col(c) * 1e303 for c in ("open", "high", "low", "close"))
+    out = compute_features(huge)
+    ema20 = out["ema20"]
+    assert ema20[19] == float("inf") and ema20.slice(20).null_count() == 280
+    assert out["ema20"].null_count() == 19 + 280
+    assert out["atr14"].null_count() == 14  # no sum of prices: finite, so unaffected

@@ -76,17 +76,21 @@ def _float_column(frame: pl.DataFrame, name: str) -> npt.NDArray[np.float64]:
 @njit(cache=True)
 def _all_valid(ts: npt.NDArray[np.int64], o: FloatArray, h: FloatArray, lo: FloatArray, c: FloatArray,
                v: FloatArray) -> bool:  # fmt: skip
-    """One pass over the bars: True when every check below would pass (the common case)."""
+    """One pass over the bars: True when every check below would pass (the common case).
+
+    Branch-free (`&`, not `and`, no return per bar): memory-bound, twice as fast as the version
+    that stopped at the first bad bar, and a bad frame is rare.
+    """
+    ok = True
     for i in range(c.shape[0]):
         oi, hi, li, ci, vi = o[i], h[i], lo[i], c[i], v[i]
-        # NaN fails every comparison, so `not (x > 0)` also catches NaN; inf is caught by x < inf.
-        if not (0 < oi < np.inf and 0 < hi < np.inf and 0 < li < np.inf and 0 < ci < np.inf):
-            return False
-        if not (0 <= vi < np.inf) or hi < oi or hi < ci or li > oi or li > ci:
-            return False
-        if i > 0 and ts[i] <= ts[i - 1]:
-            return False
-    return True
+        # NaN fails every comparison, so `x > 0` also catches NaN; inf is caught by x < inf.
+        ok &= (oi > 0) & (oi < np.inf) & (hi > 0) & (hi < np.inf) & (li > 0) & (li < np.inf)
+        ok &= (ci > 0) & (ci < np.inf) & (vi >= 0) & (vi < np.inf)
+        ok &= (hi >= oi) & (hi >= ci) & (li <= oi) & (li <= ci)
+    for i in range(1, ts.shape[0]):
+        ok &= ts[i] > ts[i - 1]
+    return ok
 
 
 def _first(mask: npt.NDArray[np.bool_]) -> int | None:
