@@ -6,8 +6,10 @@ default; `APEX_BENCH_FULL=1` (make bench) runs the issue's sizes:
   goal <= 1.0x TA-Lib; the largest |difference| to TA-Lib per column is printed too;
 * streaming update per bar per symbol (goal <= 20 µs), next to TA-Lib recomputing a 300-bar window;
 * 100 symbols at 2 Hz: CPU share of the FeatureEngineer's decode + handler (goal < 10 % of a core);
-* scanner publish rate with the synthetic source into a real nats-server (goal >= 10,000/s), next
-  to raw JetStream publishes of the same bytes with the same window.
+* scanner publish rate with the synthetic source into a real nats-server (goal >= 10,000/s): its
+  parts (generate; encode + publish), the agent's loop, and peers publishing the same bytes on the
+  same connection: `js.publish` 512 at a time, nats-py's `js.publish_async`, and plain publishes
+  without PubAcks (the ceiling); CPU per message of this process and of nats-server for each.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,14 +26,16 @@ import pytest
 import talib
 
 from apextrader.bus.client import connect, ensure_topology
-from apextrader.bus.publisher import Publisher
+from apextrader.bus.publisher import Publisher, headers_for
 from apextrader.bus.topology import Topology, subject
 from apextrader.contracts import Bar, MarketSnapshotEvent, TradingPipeline, decode_event
+from apextrader.contracts.envelope import utcnow
 from apextrader.features.agent import FeatureEngineerAgent
 from apextrader.local.nats_server import EmbeddedNats
 from apextrader.market.agent import MarketScannerAgent
 from apextrader.market.sources.base import Batch
 from apextrader.market.sources.synthetic import SyntheticSource
+from apextrader.market.wire import as_model, encode_snapshot_event, wire_data
 from apextrader.quant.indicators import FEATURE_COLUMNS, StreamingFeatures, compute_features
 from apextrader.quant.synthetic import generate
 
@@ -153,7 +157,7 @@ def test_bench_feature_engineer_100_symbols_at_2hz() -> None:
     for tick in range(seconds * 2):  # 1-minute bars at 2 Hz: 120 forming snapshots per close
         closed = tick % 120 == 119
         snaps = source._snapshots(bars[tick // 120 % 2], backfill=False, fraction=1.0 if closed else 0.5)
-        events += [MarketSnapshotEvent.new(s, pipeline="bench", source_agent="market-scanner").to_json()
+        events += [MarketSnapshotEvent.new(as_model(s), pipeline="bench", source_agent="market-scanner").to_json()
                    for s in snaps]  # fmt: skip
     results: dict[str, float] = {}
     for intrabar in (False, True):
@@ -175,6 +179,13 @@ def test_bench_feature_engineer_100_symbols_at_2hz() -> None:
     assert len(events) == 100 * 2 * seconds
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def test_bench_scanner_publish_rate(
     nats_server: EmbeddedNats, example_pipeline: TradingPipeline, topology: Topology
 ) -> None:
@@ -184,31 +195,38 @@ async def test_bench_scanner_publish_rate(
     spec = example_pipeline.spec
     source = SyntheticSource(exchanges=list(spec.exchanges), symbols=list(spec.symbols), backfill_bars=0,
                              speed=None, depth_levels=spec.source.depth_levels)  # fmt: skip
+    publisher = Publisher(js, ack_timeout=30)
     ctx: Any = SimpleNamespace(
-        spec=spec,
-        pipeline=example_pipeline,
-        log=None,
-        publish=Publisher(js, ack_timeout=30).publish,
-        spawn=None,
+        spec=spec, pipeline=example_pipeline, log=None, publisher=publisher, spawn=None
     )
     agent = MarketScannerAgent(ctx, source=source)
-    t0 = time.perf_counter()
-    generated = 0
-    batches = []
-    async for batch in source.live():
-        batches.append(batch)
-        generated += len(batch)
-        if generated >= SNAPSHOTS:
-            break
-    gen_s = time.perf_counter() - t0
+    rates: dict[str, float] = {}
+    server_pid = nats_server.pid
+    assert server_pid is not None
+
+    async def timed(name: str, n: int, coro: Awaitable[object]) -> None:
+        server0, client0, t0 = _cpu_seconds(server_pid), time.process_time(), time.perf_counter()
+        await coro
+        wall = time.perf_counter() - t0
+        rates[name] = n / wall
+        client_us = (time.process_time() - client0) / n * 1e6
+        server_us = (_cpu_seconds(server_pid) - server0) / n * 1e6
+        print(f"[bench]   {name:<46} {n / wall:>8,.0f}/s   CPU/msg: this process {client_us:5.1f} µs, "
+              f"nats-server {server_us:5.1f} µs")  # fmt: skip
+
+    batches: list[Batch] = []
+
+    async def generate() -> None:
+        generated = 0
+        async for batch in source.live():
+            batches.append(batch)
+            generated += len(batch)
+            if generated >= SNAPSHOTS:
+                return
 
     async def replay() -> AsyncIterator[Batch]:
         for batch in batches:
             yield batch
-
-    t0 = time.perf_counter()
-    await agent.pump(replay())
-    scanner_s = time.perf_counter() - t0
 
     async def limited() -> AsyncIterator[Batch]:
         n = 0
@@ -218,23 +236,49 @@ async def test_bench_scanner_publish_rate(
             if n >= SNAPSHOTS:
                 return
 
-    t0 = time.perf_counter()
-    await agent.pump(limited())  # what the agent runs: generation overlapped with publishing
-    pipelined_s = time.perf_counter() - t0
-    bodies = [MarketSnapshotEvent.new(s, pipeline=example_pipeline.name, source_agent="market-scanner")
-              for b in batches for s in b]  # fmt: skip
+    print(f"\n[bench] scanner, synthetic source, {len(spec.exchanges)} exchanges x {len(spec.symbols)} symbols, "
+          f"{spec.source.depth_levels}-level books (goal >= 10,000 snapshots/s):")  # fmt: skip
+    await timed("generate (synthetic source)", SNAPSHOTS, generate())
+    generated = sum(len(b) for b in batches)
+    await timed("encode + publish, all acks checked (agent)", generated, agent.pump(replay()))
+    await timed("generate + encode + publish (the agent's loop)", generated, agent.pump(limited()))
+    # Peers on the same bytes (fresh ids, so nothing is de-duplicated), same connection and window.
     subj = subject(example_pipeline.name, "market.snapshot", "shared")
-    t0 = time.perf_counter()
-    for i in range(0, len(bodies), 512):
-        await asyncio.gather(
-            *(js.publish(subj, e.to_json(), headers={"Nats-Msg-Id": e.id}) for e in bodies[i : i + 512])
-        )
-    raw_s = time.perf_counter() - t0
+
+    def encoded() -> list[tuple[bytes, dict[str, str]]]:
+        now = utcnow()
+        out = []
+        for snap in (s for b in batches for s in b):
+            eid, body = encode_snapshot_event(
+                wire_data(snap), pipeline=example_pipeline.name, source_agent="m", event_id=None, now=now
+            )
+            out.append((body, headers_for(eid, eid, "market.snapshot")))
+        return out
+
+    async def js_publish(items: list[tuple[bytes, dict[str, str]]]) -> None:
+        for i in range(0, len(items), 512):
+            await asyncio.gather(*(js.publish(subj, b, headers=h) for b, h in items[i : i + 512]))
+
+    async def js_publish_async(items: list[tuple[bytes, dict[str, str]]]) -> None:
+        futures = [await js.publish_async(subj, b, headers=h) for b, h in items]
+        await js.publish_async_completed()
+        assert all(not f.result().duplicate for f in futures)
+
+    async def no_acks(items: list[tuple[bytes, dict[str, str]]]) -> None:
+        for b, h in items:
+            await nc.publish(subj, b, headers=h)
+        await nc.flush()
+
+    await timed("peer: js.publish, 512 awaited concurrently", generated, js_publish(encoded()))
+    await timed("peer: nats-py js.publish_async (<= 4,000 pending)", generated, js_publish_async(encoded()))
+    await timed("peer: nc.publish, no PubAcks (the ceiling)", generated, no_acks(encoded()))
     await nc.close()
+    loop = rates["generate + encode + publish (the agent's loop)"]
+    speedup = (
+        rates["encode + publish, all acks checked (agent)"]
+        / rates["peer: js.publish, 512 awaited concurrently"]
+    )
     print(
-        f"\n[bench] scanner, synthetic source ({generated:,} snapshots, 10-level books): generate "
-        f"{generated / gen_s:,.0f}/s, publish {generated / scanner_s:,.0f}/s, the agent's pipelined "
-        f"generate+publish {generated / pipelined_s:,.0f}/s (goal >= 10,000/s); raw JetStream publish "
-        f"of the same events, same window: {generated / raw_s:,.0f}/s"
+        f"[bench] scanner: {loop:,.0f} snapshots/s end to end (goal >= 10,000/s); publishing {speedup:.1f}x js.publish"
     )
     assert agent.published >= 2 * generated

@@ -11,6 +11,7 @@ from apextrader.bus.errors import Reject
 from apextrader.contracts import FeaturesComputed, MarketSnapshot, MarketSnapshotEvent
 from apextrader.features.agent import FeatureEngineerAgent
 from apextrader.market.sources.synthetic import SyntheticSource
+from apextrader.market.wire import as_model
 
 
 def _agent(intrabar: bool) -> FeatureEngineerAgent:
@@ -28,7 +29,9 @@ def _events(n_bars: int) -> list[MarketSnapshotEvent]:
         bars = source._next()
         for snap in (*source._snapshots(bars, backfill=False, fraction=0.5),
                      *source._snapshots(bars, backfill=False)):  # fmt: skip
-            out.append(MarketSnapshotEvent.new(snap, pipeline="btc-perp", source_agent="market-scanner"))
+            out.append(
+                MarketSnapshotEvent.new(as_model(snap), pipeline="btc-perp", source_agent="market-scanner")
+            )
     return out
 
 

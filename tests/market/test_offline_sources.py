@@ -9,9 +9,10 @@ import polars as pl
 import pytest
 
 from apextrader.contracts.payloads import MarketSnapshot
-from apextrader.market.sources.base import Batch, MarketSource
+from apextrader.market.sources.base import MarketSource
 from apextrader.market.sources.replay import ReplaySource
 from apextrader.market.sources.synthetic import SyntheticSource
+from apextrader.market.wire import WireSnapshot, as_model
 from apextrader.quant.datafile import write_market_file
 from apextrader.quant.market_data import InvalidMarketData
 from apextrader.quant.synthetic import generate_long
@@ -23,10 +24,13 @@ SYMBOLS = ["BTC/USDT:USDT", "ETH/USDT:USDT"]
 LIVE_STARTED: list[float] = []
 
 
-async def _collect(source: MarketSource, live_batches: int) -> tuple[Batch, Batch]:
+async def _collect(
+    source: MarketSource, live_batches: int
+) -> tuple[list[MarketSnapshot], list[MarketSnapshot]]:
+    """Backfill and live snapshots, validated (the synthetic source publishes them unvalidated)."""
     await source.open()
-    back: Batch = [s async for batch in source.backfill() for s in batch]
-    live: Batch = []
+    back = [as_model(s) async for batch in source.backfill() for s in batch]
+    live: list[MarketSnapshot | WireSnapshot] = []
     n = 0
     LIVE_STARTED.append(time.monotonic())
     async for batch in source.live():
@@ -35,7 +39,7 @@ async def _collect(source: MarketSource, live_batches: int) -> tuple[Batch, Batc
         if n >= live_batches:
             break
     await source.close()
-    return back, live
+    return back, [as_model(s) for s in live]
 
 
 def _synthetic(**kw: object) -> SyntheticSource:

@@ -4,6 +4,7 @@ repeat inside the stream's duplicate window), `traceparent` and correlation head
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Final
 
 from nats.errors import ConnectionReconnectingError, NoRespondersError, OutboundBufferLimitError
@@ -16,6 +17,7 @@ from opentelemetry.trace import SpanKind, Tracer
 
 from apextrader.bus import tracing
 from apextrader.bus.errors import BusError
+from apextrader.bus.pipelined import Outgoing, PubAckInbox
 from apextrader.bus.topology import subject
 from apextrader.contracts import Envelope
 
@@ -35,8 +37,13 @@ _TRANSIENT = (
 
 def event_headers(event: Envelope) -> dict[str, str]:
     """Headers for `event` in the current trace context."""
-    headers = {MSG_ID: event.id, CORRELATION_ID: event.correlation_id, EVENT_TYPE: event.type}
-    tracing.inject_current(headers, event.correlation_id)
+    return headers_for(event.id, event.correlation_id, event.type)
+
+
+def headers_for(event_id: str, correlation_id: str, event_type: str) -> dict[str, str]:
+    """Headers for an event (also an already encoded one) in the current trace context."""
+    headers = {MSG_ID: event_id, CORRELATION_ID: correlation_id, EVENT_TYPE: event_type}
+    tracing.inject_current(headers, correlation_id)
     return headers
 
 
@@ -58,6 +65,7 @@ class Publisher:
         self.tracer = tracer
         self.ack_timeout = ack_timeout
         self.give_up_s = give_up_s
+        self._inbox: PubAckInbox | None = None
 
     async def _send(self, subj: str, body: bytes, headers: dict[str, str]) -> PubAck:
         loop = asyncio.get_running_loop()
@@ -86,3 +94,33 @@ class Publisher:
             attributes={"apex.event_id": event.id, "apex.correlation_id": event.correlation_id},
         ):
             return await self._send(subj, body, event_headers(event))
+
+    async def publish_many(self, messages: Sequence[Outgoing], window: int = 512) -> int:
+        """Publish encoded events pipelined, up to `window` PubAcks outstanding, and return how
+        many the stream already had (duplicates). Every PubAck is checked; a message without a
+        good one is published again through `publish`'s retry path with the same `Nats-Msg-Id`
+        (raises `BusError`/the server's error when that fails too)."""
+        if not messages:
+            return 0
+        if self._inbox is None:
+            self._inbox = PubAckInbox(self.js._nc)  # JetStreamContext has no public accessor
+        headers = [self._headers(m) for m in messages]
+        rnd = await self._inbox.publish(messages, headers, window=window, ack_timeout=self.ack_timeout)
+        duplicates = rnd.duplicates
+        for i in sorted(rnd.failed):
+            m = messages[i]
+            ack = await self._send(m.subject, m.body, headers[i])
+            duplicates += ack.duplicate is True
+        return duplicates
+
+    def _headers(self, m: Outgoing) -> dict[str, str]:
+        if tracing.is_noop(self.tracer) or trace.get_current_span().get_span_context().is_valid:
+            return headers_for(m.event_id, m.correlation_id, m.event_type)
+        # A chain starts here: a producer span in the correlation id's trace (as in `publish`).
+        with self.tracer.start_as_current_span(
+            f"publish {m.event_type}",
+            context=tracing.correlation_context(m.correlation_id),
+            kind=SpanKind.PRODUCER,
+            attributes={"apex.event_id": m.event_id, "apex.correlation_id": m.correlation_id},
+        ):
+            return headers_for(m.event_id, m.correlation_id, m.event_type)

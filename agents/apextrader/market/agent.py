@@ -1,8 +1,10 @@
 """MarketScanner: publishes `market.snapshot` events from the spec's source (synthetic, replay, ccxt).
 
 At start it publishes `source.backfillBars` closed bars per (exchange, symbol) with `backfill: true`,
-then live snapshots. Publishes are pipelined per batch (up to `PUBLISH_WINDOW` PubAcks in flight)
-and the next batch is taken only when the bus has acknowledged this one (backpressure).
+then live snapshots. Snapshots are encoded straight to bytes (`market.wire`) and published
+pipelined per batch (up to `PUBLISH_WINDOW` PubAcks outstanding, every one checked, a missing or
+failed one retried with the same id); the next batch is taken only when the bus has acknowledged
+this one (backpressure).
 
 Health: `apex_source_up{exchange}` follows the source's per-exchange health; a `market.alert`
 (`source_down`, severity `halt`, `active: true`) is published when an exchange's data stops and
@@ -16,28 +18,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 
 from apextrader.bus.metrics import SOURCE_UP
-from apextrader.contracts import Envelope, MarketAlert, MarketAlertEvent, MarketSnapshot, MarketSnapshotEvent
+from apextrader.bus.pipelined import Outgoing
+from apextrader.bus.topology import subject
+from apextrader.contracts import MarketAlert, MarketAlertEvent
+from apextrader.contracts.envelope import utcnow
 from apextrader.contracts.names import EventType
 from apextrader.contracts.payloads import Exchange
 from apextrader.market.factory import build_source
 from apextrader.market.sources.base import Batch, MarketSource
+from apextrader.market.wire import SNAPSHOT, TRACK, AnySnapshot, encode_snapshot_event, snapshot_id, wire_data
 from apextrader.runtime import Agent, AgentContext, Handler
 
+__all__ = ["BACKLOG", "PUBLISH_WINDOW", "MarketScannerAgent", "snapshot_id"]
+
 PUBLISH_WINDOW = 512
-#: Batches produced ahead of the publisher.
-PIPELINE_DEPTH = 4
-
-
-def snapshot_id(pipeline: str, snap: MarketSnapshot) -> str | None:
-    """Deterministic id for a closed bar; None (a fresh id) for a forming one."""
-    if not snap.closed:
-        return None
-    key = f"{pipeline}|{snap.exchange}|{snap.symbol}|{snap.timeframe}|{snap.bar.open_time.isoformat()}"
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
+#: Snapshots produced ahead of the publisher.
+BACKLOG = 2 * PUBLISH_WINDOW
 
 
 class MarketScannerAgent(Agent):
@@ -98,37 +98,87 @@ class MarketScannerAgent(Agent):
         log.info("source finished", extra={"snapshots": self.published})
 
     async def pump(self, batches: AsyncIterator[Batch]) -> None:
-        """Publish every batch, producing the next while the bus acknowledges this one (the
-        source runs in a task feeding a short queue, so waiting for PubAcks never idles it)."""
-        queue: asyncio.Queue[Batch | BaseException | None] = asyncio.Queue(maxsize=PIPELINE_DEPTH)
+        """Publish every batch, producing the next ones while the bus acknowledges these: the
+        source runs in a task up to `BACKLOG` snapshots ahead, and the publisher takes everything
+        produced so far (up to `PUBLISH_WINDOW`) as one round, so small batches (one tick of a few
+        symbols) still fill the window instead of waiting a round trip each."""
+        backlog = _Backlog(BACKLOG)
 
         async def produce() -> None:
             try:
                 async for batch in batches:
-                    await queue.put(batch)
-                await queue.put(None)
+                    await backlog.put(batch)
+                await backlog.close()
             except Exception as exc:  # handed to the publishing side, which raises it
-                await queue.put(exc)
+                await backlog.close(exc)
 
         producer = asyncio.create_task(produce())
         try:
-            while (item := await queue.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                await self.publish_batch(item)
+            while snaps := await backlog.take(PUBLISH_WINDOW):
+                await self.publish_batch(snaps)
         finally:
             producer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await producer
 
     async def publish_batch(self, batch: Batch) -> None:
+        """Encode every snapshot straight to bytes (`market.wire`) and publish them pipelined,
+        every PubAck checked (`Publisher.publish_many`)."""
         pipeline = self.ctx.pipeline.name
-        events: list[Envelope] = [
-            MarketSnapshotEvent.new(
-                snap, pipeline=pipeline, source_agent=self.agent_id, id=snapshot_id(pipeline, snap)
+        subj = subject(pipeline, SNAPSHOT, TRACK)
+        now = utcnow()
+        out = []
+        for snap in batch:
+            data = wire_data(snap)
+            eid, body = encode_snapshot_event(
+                data,
+                pipeline=pipeline,
+                source_agent=self.agent_id,
+                event_id=snapshot_id(pipeline, data),
+                now=now,
             )
-            for snap in batch
-        ]
-        for i in range(0, len(events), PUBLISH_WINDOW):
-            await asyncio.gather(*(self.ctx.publish(ev) for ev in events[i : i + PUBLISH_WINDOW]))
-        self.published += len(events)
+            out.append(Outgoing(subj, body, eid, eid, SNAPSHOT))
+        await self.ctx.publisher.publish_many(out, window=PUBLISH_WINDOW)
+        self.published += len(out)
+
+
+class _Backlog:
+    """Batches between the source task and the publisher, bounded by snapshots, not batches."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._batches: deque[Batch] = deque()
+        self._size = 0
+        self._end = False
+        self._error: BaseException | None = None
+        self._changed = asyncio.Condition()
+
+    async def put(self, batch: Batch) -> None:
+        if not batch:
+            return  # nothing to publish; [] from `take` means the end
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._size < self.limit)
+            self._batches.append(batch)
+            self._size += len(batch)
+            self._changed.notify_all()
+
+    async def close(self, error: BaseException | None = None) -> None:
+        """No more batches (after `error`, raised by `take` once the backlog is drained)."""
+        async with self._changed:
+            self._end, self._error = True, error
+            self._changed.notify_all()
+
+    async def take(self, most: int) -> list[AnySnapshot]:
+        """Whole batches in order, at least one and up to `most` snapshots (more only if the first
+        batch is larger); [] at the end."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: bool(self._batches) or self._end)
+            out: list[AnySnapshot] = []
+            while self._batches and (not out or len(out) + len(self._batches[0]) <= most):
+                batch = self._batches.popleft()
+                out += batch
+                self._size -= len(batch)
+            self._changed.notify_all()
+        if not out and self._error is not None:
+            raise self._error
+        return out

@@ -1,8 +1,9 @@
 """Building `MarketSnapshot` payloads from bar data (shared by the sources).
 
-Snapshots are assembled as plain dicts and validated once (`MarketSnapshot.model_validate`): one
-pass through pydantic-core instead of one per nested model, which is what lets the scanner
-publish tens of thousands of snapshots a second.
+Snapshots are assembled as plain dicts in the model's field order (`snapshot_dict`) and either
+validated once (`snapshot`: one pass through pydantic-core for the whole tree) or, by the
+synthetic source whose numbers satisfy the constraints by construction, published as they are
+(`market.wire`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ def synthetic_book(mid: float, spread_bps: float, depth: float, levels: int) -> 
     half = mid * spread_bps / 20_000
     step = max(mid * spread_bps / 10_000, mid * 1e-6)
     unit = depth / (levels + 0.25 * levels * (levels - 1) / 2)
-    bids = [{"price": mid - half - i * step, "amount": unit * (1 + 0.25 * i)} for i in range(levels)]
-    asks = [{"price": mid + half + i * step, "amount": unit * (1 + 0.25 * i)} for i in range(levels)]
+    amounts = [unit * (1 + 0.25 * i) for i in range(levels)]  # the same on both sides
+    best_bid, best_ask = mid - half, mid + half
+    bids = [{"price": best_bid - i * step, "amount": a} for i, a in enumerate(amounts)]
+    asks = [{"price": best_ask + i * step, "amount": a} for i, a in enumerate(amounts)]
     return {"bids": bids, "asks": asks}
 
 
@@ -37,6 +40,38 @@ def liquidations(
     if short_notional > 0:
         out.append({"side": "buy", "price": price, "amount": short_notional / price, "time": at})
     return out
+
+
+def snapshot_dict(
+    *,
+    exchange: Exchange,
+    symbol: str,
+    timeframe: str,
+    bar: BarDict,
+    closed: bool,
+    backfill: bool,
+    seq: int,
+    quality: Quality = "ok",
+    funding_rate: float | None = None,
+    depth: BookDict | None = None,
+    liqs: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A snapshot as a dict with every `MarketSnapshot` field in declaration order (the wire form
+    when `bar`, `depth` and `liqs` are complete and in their models' field order too)."""
+    return {
+        "exchange": exchange,
+        "symbol": symbol,
+        "timeframe": timeframe,
+        "bar": bar,
+        "closed": closed,
+        "backfill": backfill,
+        "quality": quality,
+        "funding_rate": funding_rate,
+        "depth": depth,
+        "liquidations": liqs or [],
+        "liquidations_24h": None,
+        "seq": seq,
+    }
 
 
 def snapshot(
@@ -53,21 +88,11 @@ def snapshot(
     depth: BookDict | None = None,
     liqs: list[dict[str, Any]] | None = None,
 ) -> MarketSnapshot:
-    return MarketSnapshot.model_validate(
-        {
-            "exchange": exchange,
-            "symbol": symbol,
-            "timeframe": timeframe,
-            "bar": bar,
-            "closed": closed,
-            "backfill": backfill,
-            "quality": quality,
-            "funding_rate": funding_rate,
-            "depth": depth,
-            "liquidations": liqs or [],
-            "seq": seq,
-        }
-    )
+    """The validated `MarketSnapshot`: one pass through pydantic-core for the whole tree."""
+    fields = snapshot_dict(exchange=exchange, symbol=symbol, timeframe=timeframe, bar=bar, closed=closed,
+                           backfill=backfill, seq=seq, quality=quality, funding_rate=funding_rate,
+                           depth=depth, liqs=liqs)  # fmt: skip
+    return MarketSnapshot.model_validate(fields)
 
 
 def bar_close_time(open_time: datetime, seconds: int) -> datetime:

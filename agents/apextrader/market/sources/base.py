@@ -1,6 +1,6 @@
 """The one interface every market source implements, and its per-exchange health.
 
-A source yields batches of `MarketSnapshot`s: first `backfill()` (closed history bars, marked
+A source yields batches of `MarketSnapshot`s (or their wire form, `market.wire.WireSnapshot`): first `backfill()` (closed history bars, marked
 `backfill: true`), then `live()` forever. The scanner publishes each batch concurrently and waits
 for the acks before asking for the next, so a slow bus slows the source down (backpressure).
 """
@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from apextrader.contracts.payloads import Exchange, MarketSnapshot
+from apextrader.market.wire import WireSnapshot
 
-Batch = list[MarketSnapshot]
+#: Models, or `WireSnapshot`s from a source that builds them valid by construction (synthetic).
+Batch = Sequence[MarketSnapshot | WireSnapshot]
 HealthListener = Callable[[Exchange, bool, str], None]
 
 

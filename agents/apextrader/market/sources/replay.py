@@ -94,7 +94,7 @@ class ReplaySource(MarketSource):
         )
 
     async def backfill(self) -> AsyncIterator[Batch]:
-        batch: Batch = []
+        batch: list[MarketSnapshot] = []
         backfill_rows = [r for r in self._rows if r["_n"] < self.backfill_bars]
         for row in backfill_rows:
             batch.append(self._snapshot(row, backfill=True, seq=row["_n"]))
@@ -112,7 +112,7 @@ class ReplaySource(MarketSource):
         clock = rows[0]["timestamp"].timestamp()  # market time (s); the first live bar is due now
         i = 0
         async for dt in ticks(self.hz, self.speed, 0.0):
-            batch: Batch = []
+            batch: list[MarketSnapshot] = []
             if self.speed is None:
                 for row in rows[i : i + BATCH_ROWS]:
                     batch.append(self._snapshot(row, backfill=False, seq=row["_n"]))

@@ -15,9 +15,10 @@ from datetime import datetime
 import numpy as np
 
 from apextrader.contracts.payloads import Exchange, MarketSnapshot
-from apextrader.market.snapshots import bar_close_time, liquidations, snapshot, synthetic_book
+from apextrader.market.snapshots import bar_close_time, liquidations, snapshot_dict, synthetic_book
 from apextrader.market.sources.base import Batch, MarketSource, SourceHealth
 from apextrader.market.sources.pacing import ticks
+from apextrader.market.wire import WireSnapshot
 from apextrader.quant.synthetic import DEFAULT_START, SUBSTEPS, SyntheticBar, SyntheticMarket
 
 _VOLUME_SHARE: dict[Exchange, float] = {"binance": 0.5, "bybit": 0.3, "okx": 0.2}
@@ -60,22 +61,31 @@ class SyntheticSource(MarketSource):
             self._basis[e] = 0.9 * self._basis[e] + shocks
         return bars
 
-    def _snapshots(self, bars: dict[str, SyntheticBar], *, backfill: bool, fraction: float = 1.0) -> Batch:
+    def _snapshots(
+        self, bars: dict[str, SyntheticBar], *, backfill: bool, fraction: float = 1.0
+    ) -> list[WireSnapshot]:
+        """One snapshot per (exchange, symbol), in wire form: every number satisfies the model's
+        constraints by construction (prices > 0 scaled by the same factor keep low <= open, close
+        <= high), checked where it is not obvious (the far end of a wide book) and validated the
+        slow way then, which raises with pydantic's message."""
         closed = fraction >= 1.0
         j = SUBSTEPS if closed else max(1, int(fraction * SUBSTEPS))
-        out: Batch = []
+        part = 1.0 if closed else j / SUBSTEPS
+        seconds = self.bar_seconds
+        out: list[WireSnapshot] = []
         for e in self.exchanges:
             share = _VOLUME_SHARE[e]
+            basis = self._basis[e].tolist()
             for k, s in enumerate(self.symbols):
                 b = bars[s]
-                f = 1.0 + float(self._basis[e][k])
+                f = 1.0 + basis[k]
                 if closed:
-                    high, low, close, part = b.high, b.low, b.close, 1.0
+                    high, low, close = b.high, b.low, b.close
                 else:
                     path = b.path[:j]
                     high = max(b.open, float(path.max()))
                     low = min(b.open, float(path.min()))
-                    close, part = float(path[-1]), j / SUBSTEPS
+                    close = float(path[-1])
                 px = close * f
                 bar = {
                     "open_time": b.timestamp,
@@ -86,35 +96,26 @@ class SyntheticSource(MarketSource):
                     "volume": b.volume * share * part,
                     "buy_volume": b.buy_volume * share * part,
                 }
-                self._seq[(e, s)] += 1
+                key = (e, s)
+                self._seq[key] = seq = self._seq[key] + 1
                 liqs = (
                     liquidations(
-                        b.liq_long * share,
-                        b.liq_short * share,
-                        px,
-                        bar_close_time(b.timestamp, self.bar_seconds),
+                        b.liq_long * share, b.liq_short * share, px, bar_close_time(b.timestamp, seconds)
                     )
                     if closed
                     else []
                 )
-                out.append(
-                    snapshot(
-                        exchange=e,
-                        symbol=s,
-                        timeframe=self.timeframe,
-                        bar=bar,
-                        closed=closed,
-                        backfill=backfill,
-                        seq=self._seq[(e, s)],
-                        funding_rate=b.funding_rate,
-                        depth=synthetic_book(px, b.spread_bps, b.depth * share, self.depth_levels),
-                        liqs=liqs,
-                    )
-                )
+                book = synthetic_book(px, b.spread_bps, b.depth * share, self.depth_levels)
+                fields = snapshot_dict(exchange=e, symbol=s, timeframe=self.timeframe, bar=bar, closed=closed,
+                                       backfill=backfill, seq=seq, funding_rate=b.funding_rate, depth=book,
+                                       liqs=liqs)  # fmt: skip
+                if not book["bids"][-1]["price"] > 0:  # a book wider than the price: refused, named
+                    MarketSnapshot.model_validate(fields)
+                out.append(WireSnapshot(fields))
         return out
 
     async def backfill(self) -> AsyncIterator[Batch]:
-        batch: list[MarketSnapshot] = []
+        batch: list[WireSnapshot] = []
         for _ in range(self.backfill_bars):
             batch += self._snapshots(self._next(), backfill=True)
             if len(batch) >= BACKFILL_BATCH * len(self.symbols) * len(self.exchanges):
@@ -128,7 +129,7 @@ class SyntheticSource(MarketSource):
         elapsed = 0.0  # market seconds into the current bar
         async for dt in ticks(self.hz, self.speed, float(self.bar_seconds)):
             elapsed += dt
-            batch: Batch = []
+            batch: list[WireSnapshot] = []
             while elapsed >= self.bar_seconds:
                 batch += self._snapshots(current, backfill=False)
                 elapsed -= self.bar_seconds
