@@ -196,8 +196,9 @@ def latency_stats(ms: list[float]) -> LatencyStats:
     return LatencyStats(count=len(xs), p50_ms=rank(0.5), p99_ms=rank(0.99), max_ms=xs[-1])
 
 
-async def stage_latencies(js: JetStreamContext, topology: Topology) -> dict[str, LatencyStats]:
-    """Per derived event type, `timestamp - origin_ts` of every live event in the flow streams.
+async def stage_latencies(js: JetStreamContext, topology: Topology, since: float) -> dict[str, LatencyStats]:
+    """Per derived event type, `timestamp - origin_ts` of every event in the flow streams whose
+    snapshot was published at or after `since` (unix time).
 
     Backfill (history published at start, `backfill: true`) is left out: its origin is the start-up
     burst, not a market tick."""
@@ -211,8 +212,22 @@ async def stage_latencies(js: JetStreamContext, topology: Topology) -> dict[str,
                     ev = decode_event(msg.data)
                 except ValueError:
                     continue
-                if getattr(ev.data, "backfill", False):
+                if getattr(ev.data, "backfill", False) or ev.origin_ts.timestamp() < since:
                     continue
                 delay = (ev.timestamp - ev.origin_ts).total_seconds() * 1000
                 found.setdefault(ev.type, []).append(delay)
     return {kind: latency_stats(ms) for kind, ms in sorted(found.items()) if ms}
+
+
+async def live_snapshots(js: JetStreamContext, topology: Topology, since: float) -> int:
+    """Live (non-backfill) market snapshots published at or after `since`."""
+    n = 0
+    stream = stream_name(topology.pipeline, "MARKET")
+    async for msg in iter_messages(js, stream, f"apex.{topology.pipeline}.market.snapshot.>"):
+        try:
+            ev = decode_event(msg.data)
+        except ValueError:
+            continue
+        if isinstance(ev, MarketSnapshotEvent) and not ev.data.backfill and ev.timestamp.timestamp() >= since:
+            n += 1
+    return n

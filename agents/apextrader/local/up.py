@@ -96,6 +96,7 @@ async def run_up(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     equity: dict[str, list[tuple[float, float]]] = {t: [] for t in tracks}
+    steady_since: float | None = None
     try:
         with console.status("starting agents…") as status:
             for ap in supervisor.processes:
@@ -131,9 +132,12 @@ async def run_up(
             ) as live:
                 if not opts.ui:
                     live.stop()
+                flow_consumers = sum(c.deliver_policy == "all" for c in topology.consumers)
                 while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                     status_now = await canary.tick()
                     snap = await monitor.poll()
+                    if steady_since is None and await collect.outstanding(js, topology) <= flow_consumers:
+                        steady_since = time.time()  # start-up backlog (backfill, warm-up) cleared
                     runtime_file.write_text(
                         json.dumps(
                             {
@@ -171,6 +175,7 @@ async def run_up(
         ready_at_end = {p.key: p.ready for p in supervisor.processes}
         console.print("stopping: market data off, draining in-flight events…")
         await supervisor.stop_one("market-scanner")
+        market_off = time.time()
         drain_started = time.monotonic()
         left = await collect.drain(js, topology, DRAIN_TIMEOUT_S)
         drain_s = time.monotonic() - drain_started
@@ -200,7 +205,11 @@ async def run_up(
                 "agents": [a.model_copy(update={"rss_peak_mb": rss_peak.get(a.key)}) for a in summary.agents],
                 "rss_total_peak_mb": rss_total_peak or None,
                 "drain_s": drain_s,
-                "stage_latency": await collect.stage_latencies(js, topology),
+                "steady_window": None if steady_since is None else (steady_since, market_off),
+                "stage_latency": await collect.stage_latencies(
+                    js, topology, since=steady_since or market_off
+                ),
+                "steady_snapshots": await collect.live_snapshots(js, topology, steady_since or market_off),
             }
         )
     finally:

@@ -133,6 +133,17 @@ def trades_figures(s: RunSummary) -> list[go.Figure]:
     return figs
 
 
+def _steady_text(s: RunSummary) -> str:
+    rate = s.steady_snapshot_rate
+    if s.steady_window is None or rate is None:
+        return "the pipeline never caught up with its start-up backlog: no steady state to measure"
+    start, end = s.steady_window
+    return (
+        f"steady state: {end - start:.0f} s from {start - s.started_at:.0f} s after start "
+        f"(start-up backlog cleared) until market data stopped, {rate:.0f} snapshots/s"
+    )
+
+
 def render_run_report(s: RunSummary) -> str:
     started = _ts(s.started_at).strftime("%Y-%m-%d %H:%M:%S UTC")
     track_rows = [
@@ -207,6 +218,7 @@ def render_run_report(s: RunSummary) -> str:
         _fig_html(slippage_figure(s)),
         _fig_html(latency_figure(s)),
         "<h2>Latency from the snapshot, per event type</h2>",
+        f'<p class="muted">{_steady_text(s)}</p>',
         _table(["event", "count", "p50 ms", "p99 ms", "max ms"], stages)
         if stages
         else '<p class="muted">no live events</p>',
