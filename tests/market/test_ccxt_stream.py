@@ -7,12 +7,22 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
+import aiohttp
 import pytest
 
+from apextrader.bus.metrics import SOURCE_UP
+from apextrader.contracts import MarketAlert, TradingPipeline
 from apextrader.contracts.payloads import Exchange, MarketSnapshot
+from apextrader.local.nats_server import EmbeddedNats
+from apextrader.market.agent import MarketScannerAgent
+from apextrader.market.factory import build_source
 from apextrader.market.sources.ccxt_client import Backoff
+from apextrader.market.sources.ccxt_source import CcxtSource
 from apextrader.market.sources.ccxt_stream_source import CcxtStreamSource
+from apextrader.runtime import AgentContext, AgentRunner
+from tests.market.agents_on_bus import count, eventually, pipeline_with, read_all, running
 from tests.market.fake_exchanges import FIXTURES, MINUTE, T0, FakeExchanges
 from tests.market.fake_streams import FakeStreams
 
@@ -201,7 +211,7 @@ async def test_a_silent_stream_goes_down_resubscribes_and_comes_back(
     clock = asyncio.create_task(fake_streams.advance(220, step_s=1.0))
     try:
         await live.until(lambda: fake_streams.subscribed("bybit", TOPICS))
-        await live.until(lambda: len(live.closed("bybit")) >= 2)
+        await live.until(lambda: len(live.closed("bybit")) >= 1)
         assert live.transitions == []  # data flowing: up all along
         fake_streams.silent = True  # connections stay open, nothing arrives
         dials = fake_streams.dials["bybit"]
@@ -216,3 +226,72 @@ async def test_a_silent_stream_goes_down_resubscribes_and_comes_back(
         clock.cancel()
         await live.stop()
     assert [(e, up) for e, up, _ in live.transitions] == [("bybit", False), ("bybit", True)]
+
+
+async def test_the_scanner_alerts_and_turns_unready_while_a_stream_is_silent(
+    nats_server: EmbeddedNats,
+    example_pipeline: TradingPipeline,
+    pipeline_file: Path,
+    fake_exchanges: FakeExchanges,
+    fake_streams: FakeStreams,
+) -> None:
+    """Bybit streams, OKX polls REST (not streamed here) in the same source; only Bybit goes quiet."""
+    pipeline = pipeline_with(example_pipeline, source={"kind": "ccxt", "transport": "websocket"})
+    exchanges: list[Exchange] = ["bybit", "okx"]
+
+    class ScannerOnRecordedStreams(MarketScannerAgent):
+        def __init__(self, ctx: AgentContext) -> None:
+            source = _source(
+                fake_exchanges, fake_streams, exchanges=exchanges, stale_after_s=1.0, backfill_bars=3
+            )
+            super().__init__(ctx, source=source)
+
+    def gauge(e: str) -> float:
+        return float(SOURCE_UP.labels(exchange=e)._value.get())
+
+    name, clock = pipeline.name, None
+    async with running(ScannerOnRecordedStreams, pipeline, nats_server, pipeline_file) as runner:
+        await eventually(lambda: _true(fake_streams.subscribed("bybit", TOPICS)))
+        clock = asyncio.create_task(fake_streams.advance(220, step_s=1.0))  # the market at 20x
+        try:
+            await eventually(lambda: _ready(runner, True))
+            await eventually(
+                lambda: _true(fake_exchanges.now_ms > T0 + 251 * MINUTE + 30_000)
+            )  # bars streamed
+            fake_streams.silent = True
+            await eventually(lambda: _count(runner, name, "ALERTS", 1))
+            assert (gauge("bybit"), gauge("okx")) == (0, 1)
+            await eventually(lambda: _ready(runner, False))
+            fake_streams.silent = False
+            await eventually(lambda: _count(runner, name, "ALERTS", 2))
+            assert gauge("bybit") == 1
+            await eventually(lambda: _ready(runner, True))
+        finally:
+            clock.cancel()
+        alerts = [e.data for e in await read_all(runner, name, "market.alert")]
+        snaps = [e.data for e in await read_all(runner, name, "market.snapshot")]
+    down, back = alerts
+    assert isinstance(down, MarketAlert) and isinstance(back, MarketAlert)
+    assert (down.kind, down.exchange, down.active, down.severity) == ("source_down", "bybit", True, "halt")
+    assert (back.exchange, back.active) == ("bybit", False)
+    assert {s.exchange for s in snaps if isinstance(s, MarketSnapshot) and not s.backfill} == {"bybit", "okx"}
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _count(runner: AgentRunner, name: str, domain: str, n: int) -> bool:
+    return await count(runner, name, domain) >= n
+
+
+async def _ready(runner: AgentRunner, expected: bool) -> bool:
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{runner.http_port}/ready") as r:
+        return (r.status == 200) is expected
+
+
+def test_the_spec_picks_the_transport(example_pipeline: TradingPipeline) -> None:
+    streamed = build_source(pipeline_with(example_pipeline, source={"kind": "ccxt"}).spec)
+    polled = build_source(pipeline_with(example_pipeline, source={"kind": "ccxt", "transport": "rest"}).spec)
+    assert isinstance(streamed, CcxtStreamSource)  # the default
+    assert type(polled) is CcxtSource
