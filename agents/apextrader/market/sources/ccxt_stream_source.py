@@ -40,7 +40,14 @@ class CcxtStreamSource(CcxtSource):
         **kwargs: Any,
     ) -> None:
         self.stream_client_factory, self.trade_grace_s = stream_client_factory, trade_grace_s
+        self._watching: dict[Exchange, list[asyncio.Task[None]]] = {}
         super().__init__(**kwargs)
+
+    async def close(self) -> None:
+        """Stop the watchers first: one retrying on a closed client would reopen its session."""
+        for tasks in self._watching.values():
+            await _cancel(tasks)
+        await super().close()
 
     def _feed(
         self, exchange: Exchange, client_factory: ClientFactory, symbols: list[str], **settings: Any
@@ -83,10 +90,11 @@ class CcxtStreamSource(CcxtSource):
             await _cancel(tasks)
 
     def _subscribe(self, exchange: Exchange, feed: StreamFeed) -> list[asyncio.Task[None]]:
-        return [
+        self._watching[exchange] = [
             asyncio.create_task(self._watch(exchange, feed, name, watcher), name=f"{exchange} {name}")
             for name, watcher in feed.watchers().items()
         ]
+        return self._watching[exchange]
 
     async def _resubscribe(
         self, exchange: Exchange, feed: StreamFeed, tasks: list[asyncio.Task[None]]
