@@ -4,6 +4,7 @@ state, the DLQ, the fills and the snapshots they trace back to), condensed into 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -15,7 +16,7 @@ from nats.js.errors import FetchTimeoutError
 from apextrader.bus import dlq as dlq_headers
 from apextrader.bus.topology import Topology, stream_name, subject_matches
 from apextrader.contracts import MarketSnapshotEvent, OrderApprovedEvent, OrderFilledEvent, decode_event
-from apextrader.report.run_summary import ConsumerAccount, FillRecord, PriceSeries
+from apextrader.report.run_summary import ConsumerAccount, FillRecord, LatencyStats, PriceSeries
 
 
 async def iter_messages(js: JetStreamContext, stream: str, subject: str) -> AsyncIterator[Msg]:
@@ -183,3 +184,35 @@ async def orders(
     for (track, _), n in completed.items():
         duplicates[track] += max(0, n - 1)
     return fills, approved, duplicates
+
+
+def latency_stats(ms: list[float]) -> LatencyStats:
+    """Nearest-rank p50/p99 (no interpolation: every reported figure is an observed latency)."""
+    xs = sorted(ms)
+
+    def rank(q: float) -> float:
+        return xs[max(0, min(len(xs) - 1, math.ceil(q * len(xs)) - 1))]
+
+    return LatencyStats(count=len(xs), p50_ms=rank(0.5), p99_ms=rank(0.99), max_ms=xs[-1])
+
+
+async def stage_latencies(js: JetStreamContext, topology: Topology) -> dict[str, LatencyStats]:
+    """Per derived event type, `timestamp - origin_ts` of every live event in the flow streams.
+
+    Backfill (history published at start, `backfill: true`) is left out: its origin is the start-up
+    burst, not a market tick."""
+    found: dict[str, list[float]] = {}
+    for stream in topology.streams:
+        if stream.domain in ("MARKET", "DLQ", "ALERTS"):
+            continue  # a snapshot is its own origin; DLQ entries and alerts are not a decision path
+        for subject in stream.subjects:
+            async for msg in iter_messages(js, stream.name, subject):
+                try:
+                    ev = decode_event(msg.data)
+                except ValueError:
+                    continue
+                if getattr(ev.data, "backfill", False):
+                    continue
+                delay = (ev.timestamp - ev.origin_ts).total_seconds() * 1000
+                found.setdefault(ev.type, []).append(delay)
+    return {kind: latency_stats(ms) for kind, ms in sorted(found.items()) if ms}

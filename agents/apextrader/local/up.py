@@ -167,10 +167,13 @@ async def run_up(
                         )
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(stop.wait(), 1.0)
+            rss_peak, rss_total_peak = monitor.rss_peak_mb, monitor.rss_total_peak_mb
         ready_at_end = {p.key: p.ready for p in supervisor.processes}
         console.print("stopping: market data off, draining in-flight events…")
         await supervisor.stop_one("market-scanner")
+        drain_started = time.monotonic()
         left = await collect.drain(js, topology, DRAIN_TIMEOUT_S)
+        drain_s = time.monotonic() - drain_started
         if left:
             console.print(
                 f"[yellow]{left} events still in flight after {DRAIN_TIMEOUT_S:.0f} s (counted as pending)[/]"
@@ -191,6 +194,14 @@ async def run_up(
             spec.capital.amount,
             tp.spec.source.kind,
             has_canary,
+        )
+        summary = summary.model_copy(
+            update={
+                "agents": [a.model_copy(update={"rss_peak_mb": rss_peak.get(a.key)}) for a in summary.agents],
+                "rss_total_peak_mb": rss_total_peak or None,
+                "drain_s": drain_s,
+                "stage_latency": await collect.stage_latencies(js, topology),
+            }
         )
     finally:
         if watchdog_task:

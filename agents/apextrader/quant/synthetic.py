@@ -27,7 +27,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 import polars as pl
-from numba import njit
+
+from apextrader.quant.jit import njit
 
 Array = npt.NDArray[np.float64]
 SUBSTEPS = 8

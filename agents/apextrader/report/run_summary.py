@@ -26,6 +26,7 @@ class AgentRecord(Frozen):
     restarts: int
     ready_at_end: bool
     outages: list[OutageRecord] = Field(default_factory=list)
+    rss_peak_mb: float | None = None  # highest resident set size sampled during the run
 
 
 class ConsumerAccount(Frozen):
@@ -72,6 +73,16 @@ class FillRecord(Frozen):
     traced: bool  # the correlation id is the id of a market.snapshot in the MARKET stream
 
 
+class LatencyStats(Frozen):
+    """Latency from the originating snapshot's publish to an event's publish (`timestamp - origin_ts`),
+    exact per event (not from histogram buckets), over the live (non-backfill) events of one type."""
+
+    count: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
 class PriceSeries(Frozen):
     exchange: str
     symbol: str
@@ -96,6 +107,10 @@ class RunSummary(Frozen):
     weight_changes: list[tuple[float, int]] = Field(
         default_factory=list
     )  # (unix time, declared canary weight)
+    #: event type -> latency from the snapshot it derives from (e.g. `order.filled` = to execution decision).
+    stage_latency: dict[str, LatencyStats] = Field(default_factory=dict)
+    rss_total_peak_mb: float | None = None  # highest sum of the agents' RSS sampled at one time
+    drain_s: float | None = None  # from market data off until every flow consumer had caught up
 
     @property
     def duration_s(self) -> float:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
 import numpy.typing as npt
+
+from apextrader.quant.jit import njit
 
 F64 = npt.NDArray[np.float64]
 B8 = npt.NDArray[np.bool_]
@@ -31,7 +32,7 @@ T_ENTRY_I, T_EXIT_I, T_SIDE, T_SIZE, T_ENTRY_PX, T_EXIT_PX, T_FEES, T_FUNDING, T
 TRADE_COLUMNS = 11
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _record(
     trades: Any,
     k: int,
@@ -59,7 +60,7 @@ def _record(
     trades[k, T_REASON] = reason
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def run_kernel(
     open_: F64,
     high: F64,
