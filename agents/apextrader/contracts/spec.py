@@ -43,6 +43,10 @@ class SourceSpec(SpecModel):
     speed: Annotated[float, Field(gt=0)] | None = None
     #: Order-book levels per side.
     depth_levels: Annotated[int, Field(ge=1, le=100)] = 10
+    #: How `ccxt` gets live data: `websocket` streams candles, book, trades (taker side, for CVD)
+    #: and liquidations through ccxt.pro on Binance and Bybit, polling REST on the others and for
+    #: funding; `rest` polls everything at `snapshotHz`. Ignored by the offline sources.
+    transport: Literal["websocket", "rest"] = "websocket"
 
     @model_validator(mode="after")
     def _replay_needs_path(self) -> SourceSpec:

@@ -202,6 +202,8 @@ class ExchangeFeed:
         st.seq += 1
         bar = {"open_time": _dt(c[0]), "open": c[1], "high": c[2], "low": c[3], "close": c[4],
                "volume": c[5] or 0.0}  # fmt: skip
+        if len(c) > 6:  # a streamed candle carries its taker-buy volume (or None) after ccxt's six
+            bar["buy_volume"] = c[6]
         try:
             return snapshot(exchange=self.exchange, symbol=symbol, timeframe=self.timeframe, bar=bar,
                             closed=closed, backfill=backfill, seq=st.seq, quality=quality,
