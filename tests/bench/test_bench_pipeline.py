@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,9 +115,12 @@ def test_bench_load_100_events_per_second(tmp_path: Path) -> None:
     assert rate > 0 and summary["stage_latency"]["features.computed"]["count"] > 0
 
 
+@pytest.mark.skipif(
+    not FULL, reason="full benchmark only (APEX_BENCH_FULL=1): the load test smoke-runs the same path"
+)
 def test_bench_max_sustained_throughput(tmp_path: Path) -> None:
-    rates = [250, 500, 1_000, 2_000, 4_000] if FULL else [300]
-    seconds = 25 if FULL else 10
+    rates = [250, 500, 1_000, 2_000, 4_000]
+    seconds = 25
     backfill = 250  # EMA 200 warms up; the walk-forward gate (600 bars) stays cold, off the hot path
     sustained: tuple[float, dict[str, Any]] | None = None
     for target in rates:
@@ -128,11 +132,12 @@ def test_bench_max_sustained_throughput(tmp_path: Path) -> None:
         _assert_no_loss(summary)
         rate = _steady_rate(summary)
         feats = summary["stage_latency"].get("features.computed", {})
-        handled = sum(c["acked"] for c in summary["consumers"]) / seconds
+        window = summary["steady_window"] or (0.0, 1.0)
+        derived = sum(st["count"] for st in summary["stage_latency"].values()) / (window[1] - window[0])
         ok = rate >= 0.9 * target and feats.get("p99_ms", math.inf) < 1_000 and summary["drain_s"] < 2.0
         print(
             f"\n[bench] target {target}/s over {pairs} markets: delivered {rate:.0f} snapshots/s, "
-            f"consumers handled {handled:.0f} events/s, feature hop p50 {feats.get('p50_ms', math.nan):.1f} "
+            f"derived events {derived:.0f}/s, feature hop p50 {feats.get('p50_ms', math.nan):.1f} "
             f"p99 {feats.get('p99_ms', math.nan):.1f} ms, drain {summary['drain_s']:.2f} s → "
             + ("sustained" if ok else "NOT sustained")
         )
