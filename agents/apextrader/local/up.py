@@ -97,6 +97,16 @@ async def run_up(
         loop.add_signal_handler(sig, stop.set)
     equity: dict[str, list[tuple[float, float]]] = {t: [] for t in tracks}
     steady_since: float | None = None
+
+    def write_runtime() -> None:  # where `apex canary --local` and the tests find the processes
+        info = {
+            "pipeline": name,
+            "nats_url": server.url,
+            "nats_pid": server.pid,
+            "agents": supervisor.runtime_info(),
+        }
+        runtime_file.write_text(json.dumps(info, indent=2))
+
     try:
         with console.status("starting agents…") as status:
             for ap in supervisor.processes:
@@ -105,17 +115,7 @@ async def run_up(
         console.print(
             f"[green]✓[/] {len(units)} agents ready: " + ", ".join(p.key for p in supervisor.processes)
         )
-        runtime_file.write_text(
-            json.dumps(
-                {
-                    "pipeline": name,
-                    "nats_url": server.url,
-                    "nats_pid": server.pid,
-                    "agents": supervisor.runtime_info(),
-                },
-                indent=2,
-            )
-        )
+        write_runtime()
         watchdog_task = asyncio.create_task(watchdog.run())
         request_task = asyncio.create_task(_serve_requests(kv, canary))
         progress = make_progress()
@@ -138,17 +138,7 @@ async def run_up(
                     snap = await monitor.poll()
                     if steady_since is None and await collect.outstanding(js, topology) <= flow_consumers:
                         steady_since = time.time()  # start-up backlog (backfill, warm-up) cleared
-                    runtime_file.write_text(
-                        json.dumps(
-                            {
-                                "pipeline": name,
-                                "nats_url": server.url,
-                                "nats_pid": server.pid,
-                                "agents": supervisor.runtime_info(),
-                            },
-                            indent=2,
-                        )
-                    )
+                    write_runtime()  # pids change when agents restart
                     weights = track_weights(status_now.effective_weight, has_canary)
                     for row in snap.tracks:
                         equity[row.track].append(
@@ -199,6 +189,7 @@ async def run_up(
             spec.capital.amount,
             tp.spec.source.kind,
             has_canary,
+            steady_since or market_off,
         )
         summary = summary.model_copy(
             update={
@@ -209,7 +200,6 @@ async def run_up(
                 "stage_latency": await collect.stage_latencies(
                     js, topology, since=steady_since or market_off
                 ),
-                "steady_snapshots": await collect.live_snapshots(js, topology, steady_since or market_off),
             }
         )
     finally:
@@ -243,10 +233,11 @@ async def _summarise(
     capital: float,
     source: str,
     has_canary: bool,
+    steady_since: float,
 ) -> RunSummary:
     accounts, reasons = await collect.consumer_accounts(js, topology)
-    snapshot_ids, prices = await collect.snapshot_ids_and_prices(js, topology)
-    fills, approved, duplicates = await collect.orders(js, topology, snapshot_ids)
+    market = await collect.market_record(js, topology, since=steady_since)
+    fills, approved, duplicates = await collect.orders(js, topology, market.snapshot_ids)
     weights = track_weights(canary.status.effective_weight if has_canary else 0, has_canary)
     tracks = []
     for row in last.tracks:
@@ -300,8 +291,9 @@ async def _summarise(
         published=await collect.published_counts(js, topology),
         tracks=tracks,
         fills=fills,
-        prices=prices,
+        prices=market.prices,
         weight_changes=list(canary.history),
+        steady_snapshots=market.live_since,
     )
 
 
