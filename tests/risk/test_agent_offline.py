@@ -14,6 +14,7 @@ from apextrader.contracts import (
     OrderApprovedEvent,
     OrderFilled,
     OrderFilledEvent,
+    SignalRejectedEvent,
     SignalValidated,
     SignalValidatedEvent,
 )
@@ -111,3 +112,19 @@ async def test_decision_mid_is_the_freshest_price_in_market_time(tmp_path: Path)
     assert risk.book.mark_of(ETH) == 101.0
     await risk.on_signal(validated(99.0, minute + 3))  # a signal of an older bar than the mark
     assert risk.book.mark_of(ETH) == 101.0
+
+
+async def test_bars_behind_counts_whole_bars_since_the_signals_bar_closed(tmp_path: Path) -> None:
+    risk = RiskManagerAgent(offline_context("risk-manager", write_pipeline(tmp_path)))
+    per_bar = int(risk.bar_seconds // 60)  # minutes
+    bar = signal().bar_time
+    inst = ETH
+    assert risk._bars_behind(inst, bar) is None
+    t0 = datetime(2026, 1, 5, tzinfo=UTC)
+    minute = int((bar - t0).total_seconds() // 60)
+    await risk.on_snapshot(snap(100.0, minute))  # the signal's own bar, closed (snap() bars are closed)
+    assert risk._bars_behind(inst, bar) == 0
+    await risk.on_snapshot(snap(100.0, minute + 3 * per_bar))  # three bars later, closed
+    assert risk._bars_behind(inst, bar) == 3
+    (refused,) = await risk.on_signal(validated(100.0, minute))
+    assert isinstance(refused, SignalRejectedEvent) and refused.data.rule == "stale_signal"

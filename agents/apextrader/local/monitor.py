@@ -6,13 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import aiohttp
 import psutil
 
-from apextrader.local.scrape import Sample, histogram_quantile, parse_metrics, total
+from apextrader.canary.analysis import histogram_quantile as quantile_of_buckets
+from apextrader.local.scrape import Sample, bucket_counts, histogram_quantile, increase, parse_metrics, total
 from apextrader.local.supervisor import Supervisor
+
+#: The live view's latency percentiles cover this many recent seconds.
+LATENCY_WINDOW_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,8 @@ class Monitor:
         #: Highest RSS per agent key, and of all agents together, over every poll (MB).
         self.rss_peak_mb: dict[str, float] = {}
         self.rss_total_peak_mb = 0.0
+        #: (time, per-track latency bucket counts) of recent polls: the view's latency is over a window.
+        self._latency: deque[tuple[float, dict[str, dict[float, float]]]] = deque()
 
     async def __aenter__(self) -> Monitor:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
@@ -113,14 +120,25 @@ class Monitor:
             )
         self.rss_total_peak_mb = max(self.rss_total_peak_mb, rss_total)
         everything = [s for samples in scraped for s in samples]
-        tracks = [self._track_row(t, everything) for t in self.tracks]
+        recent = self._recent_latency(now, everything)
+        tracks = [self._track_row(t, everything, recent.get(t, {})) for t in self.tracks]
         self.latest = LiveSnapshot(at=time.time(), agents=agents, tracks=tracks, samples=by_key)
         return self.latest
 
+    def _recent_latency(self, now: float, samples: list[Sample]) -> dict[str, dict[float, float]]:
+        """Per track, the pipeline-latency buckets gained over the last `LATENCY_WINDOW_S` (like
+        `increase(...[30s])`): the view shows latency now, not since start-up."""
+        counts = {t: bucket_counts(samples, "apex_pipeline_latency_seconds", track=t) for t in self.tracks}
+        self._latency.append((now, counts))
+        while len(self._latency) > 2 and self._latency[1][0] <= now - LATENCY_WINDOW_S:
+            self._latency.popleft()
+        base = self._latency[0][1] if len(self._latency) > 1 else {}
+        return {t: increase(c, base.get(t, {})) for t, c in counts.items()}
+
     @staticmethod
-    def _track_row(track: str, samples: list[Sample]) -> TrackRow:
+    def _track_row(track: str, samples: list[Sample], recent: dict[float, float]) -> TrackRow:
         def ms(q: float) -> float | None:
-            v = histogram_quantile(q, samples, "apex_pipeline_latency_seconds", track=track)
+            v = quantile_of_buckets(q, recent)
             return None if v is None else v * 1000
 
         slip_n = total(samples, "apex_slippage_bps_count", track=track)

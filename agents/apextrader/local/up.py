@@ -203,10 +203,10 @@ async def run_up(
             }
         )
     finally:
-        if watchdog_task:
-            watchdog_task.cancel()
-        if request_task:
-            request_task.cancel()
+        background = [t for t in (watchdog_task, request_task) if t is not None]
+        for t in background:
+            t.cancel()
+        await asyncio.gather(*background, return_exceptions=True)  # ended before the connection closes
         await supervisor.stop()
         with contextlib.suppress(Exception):
             await nc.close()

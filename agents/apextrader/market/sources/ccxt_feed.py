@@ -27,9 +27,9 @@ import ccxt.async_support as ccxt_async
 from pydantic import ValidationError
 
 from apextrader.contracts.payloads import Exchange, MarketSnapshot, Quality
+from apextrader.contracts.units import timeframe_seconds
 from apextrader.market.snapshots import BookDict, snapshot
 from apextrader.market.sources.ccxt_client import OHLCV_PAGE, book_limit
-from apextrader.quant.synthetic import timeframe_seconds
 
 log = logging.getLogger(__name__)
 Candle = list[Any]
