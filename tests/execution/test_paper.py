@@ -115,3 +115,16 @@ def test_state_machine() -> None:
     rej.advance(OrderState.REJECTED)
     with pytest.raises(IllegalTransition):
         rej.add_fill(1.0)
+
+
+def test_price_protection_limits_entries_never_exits() -> None:
+    eng = PaperEngine(ExecutionSpec(price_protection_bps=15.0))  # buy entries: nothing above 100.15
+    entry = eng.fill(approved("buy", 2.0), BOOK)
+    assert entry is not None and entry.filled == pytest.approx(1.0) and entry.avg_price == 100.1
+    assert entry.slippage_bps <= 15.0
+    moved = book([(104.9, 5.0)], [(105.1, 5.0)])  # the market ran 5 % away since the decision
+    assert eng.fill(approved("buy", 2.0), moved) is None  # an entry there would be a different trade
+    exit_ = eng.fill(approved("buy", 2.0, reduce_only=True), moved)  # closing risk is never limited
+    assert exit_ is not None and exit_.complete and exit_.avg_price == 105.1
+    unprotected = PaperEngine(ExecutionSpec(price_protection_bps=None)).fill(approved("buy", 2.0), moved)
+    assert unprotected is not None and unprotected.complete

@@ -46,6 +46,8 @@ class FakeExchanges:
         self.now_ms = T0 + 250 * MINUTE + 30_000  # candle 250 is forming
         self.faults: dict[str, Faults] = {e: Faults() for e in ("binance", "bybit", "okx")}
         self.requests: list[str] = []
+        #: Binance book update ids a websocket diff stream moved to (the REST snapshot follows it).
+        self.book_update_ids: dict[str, int] = {}
         self._runner: web.AppRunner | None = None
         self.base = ""
 
@@ -73,6 +75,10 @@ class FakeExchanges:
 
     def advance(self, minutes: float) -> None:
         self.now_ms += int(minutes * MINUTE)
+
+    def binance_book_id(self, symbol: str) -> int:
+        recorded = int(_load("binance", f"depth_{symbol}")["lastUpdateId"])
+        return self.book_update_ids.get(symbol, recorded)
 
     # -- serving --------------------------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -134,6 +140,7 @@ class FakeExchanges:
             )
             n = int(q.get("limit", 500))
             body["bids"], body["asks"] = body["bids"][:n], body["asks"][:n]
+            body["lastUpdateId"] = self.binance_book_id(symbol)
             body["T"] = self._book_time("binance", body["T"])
             body["E"] = body["T"] + 8
             return body

@@ -14,6 +14,7 @@ from apextrader.contracts import (
     OrderApprovedEvent,
     OrderFilled,
     OrderFilledEvent,
+    SignalRejectedEvent,
     SignalValidated,
     SignalValidatedEvent,
 )
@@ -84,3 +85,46 @@ async def test_observed_violations_counted_once_per_breach(tmp_path: Path) -> No
     assert risk.book.mark_of(ETH) == 125.0
     gauge = metrics.POSITION_NOTIONAL.labels(track="stable", symbol="ETH/USDT:USDT")
     assert gauge._value.get() == -o.amount * 125.0
+
+
+def validated(price: float, minute: int) -> SignalValidatedEvent:
+    data = SignalValidated(
+        signal=signal(side="long", price=price, stop=price * 0.98, minute=minute),
+        expectancy=0.1, expectancy_se=0.01, trades=10, confidence=0.9,
+    )  # fmt: skip
+    return SignalValidatedEvent.new(data, pipeline="btc-perp", source_agent="backtester", track="stable")
+
+
+async def test_decision_mid_is_the_freshest_price_in_market_time(tmp_path: Path) -> None:
+    """When the snapshot consumer trails the signals (a backlog), the mark it holds is older than the
+    signal's bar: the decision's mid is the signal's close, and a late snapshot of an earlier bar does
+    not move the mark back."""
+    risk = RiskManagerAgent(offline_context("risk-manager", write_pipeline(tmp_path)))
+    t0 = datetime(2026, 1, 5, tzinfo=UTC)
+    minute = int((signal().bar_time - t0).total_seconds() // 60)
+    await risk.on_snapshot(snap(90.0, minute + 1))  # an old mark: two bars before the signal's
+    (approved,) = await risk.on_signal(validated(100.0, minute + 3))
+    assert isinstance(approved, OrderApprovedEvent)
+    assert approved.data.mid_at_decision == 100.0  # not the stale 90
+    await risk.on_snapshot(snap(95.0, minute + 2))  # the trailing snapshot of an earlier bar
+    assert risk.book.mark_of(ETH) == 100.0
+    await risk.on_snapshot(snap(101.0, minute + 4))  # a later bar moves it on
+    assert risk.book.mark_of(ETH) == 101.0
+    await risk.on_signal(validated(99.0, minute + 3))  # a signal of an older bar than the mark
+    assert risk.book.mark_of(ETH) == 101.0
+
+
+async def test_bars_behind_counts_whole_bars_since_the_signals_bar_closed(tmp_path: Path) -> None:
+    risk = RiskManagerAgent(offline_context("risk-manager", write_pipeline(tmp_path)))
+    per_bar = int(risk.bar_seconds // 60)  # minutes
+    bar = signal().bar_time
+    inst = ETH
+    assert risk._bars_behind(inst, bar) is None
+    t0 = datetime(2026, 1, 5, tzinfo=UTC)
+    minute = int((bar - t0).total_seconds() // 60)
+    await risk.on_snapshot(snap(100.0, minute))  # the signal's own bar, closed (snap() bars are closed)
+    assert risk._bars_behind(inst, bar) == 0
+    await risk.on_snapshot(snap(100.0, minute + 3 * per_bar))  # three bars later, closed
+    assert risk._bars_behind(inst, bar) == 3
+    (refused,) = await risk.on_signal(validated(100.0, minute))
+    assert isinstance(refused, SignalRejectedEvent) and refused.data.rule == "stale_signal"

@@ -205,3 +205,15 @@ def test_entry_capped_by_visible_book_depth() -> None:
     # A short takes the bids, which are deep: the fixed-fractional size stands.
     s = gate(signal(side="short", price=100.0, stop=102.0), liquidity=liquidity, max_book_participation=0.25)
     assert isinstance(s, Approved) and s.order.amount == pytest.approx(250.0)
+
+
+def test_stale_entry_signals_expire_but_exits_never_do() -> None:
+    assert isinstance(gate(signal(), bars_behind=None), Approved)  # no mark yet: nothing to judge by
+    assert isinstance(gate(signal(), bars_behind=1.0), Approved)  # one bar on: still within expiry
+    stale = gate(signal(), bars_behind=2.0)
+    assert isinstance(stale, Refused) and stale.rule == "stale_signal" and "2 bars" in stale.reason
+    assert isinstance(gate(signal(), bars_behind=2.0, limits=RiskLimits(signal_expiry_bars=3)), Approved)
+    book = Portfolio()
+    book.positions[ETH] = Position(qty=10.0, avg_price=100.0)
+    book.mark(ETH, 100.0)
+    assert isinstance(gate(signal(side="flat"), book=book, bars_behind=50.0), Approved)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from apextrader.local.scrape import histogram_quantile, parse_metrics, total
+from apextrader.canary.analysis import histogram_quantile as quantile_of_buckets
+from apextrader.local.scrape import histogram_quantile, increase, parse_metrics, total
 
 
 def test_totals_and_quantiles_from_exposition_text() -> None:
@@ -27,3 +28,31 @@ def test_totals_and_quantiles_from_exposition_text() -> None:
     # above the highest finite bucket: Prometheus answers that bucket's bound
     assert histogram_quantile(0.99, samples, "apex_pipeline_latency_seconds", track="canary") == 1.0
     assert histogram_quantile(0.5, samples, "apex_pipeline_latency_seconds", track="none") is None
+
+
+def test_live_view_latency_covers_the_recent_window_only() -> None:
+    """A slow start-up (seconds of backlog) must not dominate the view's p99 a minute later."""
+    from apextrader.local.monitor import LATENCY_WINDOW_S, Monitor
+
+    reg = CollectorRegistry()
+    lat = Histogram(
+        "apex_pipeline_latency_seconds", "", ["track"], buckets=(0.01, 0.1, 1.0, 10.0), registry=reg
+    )
+    monitor = Monitor(supervisor=None, tracks=["stable"])  # type: ignore[arg-type]
+
+    def poll(at: float) -> float | None:
+        recent = monitor._recent_latency(at, parse_metrics(generate_latest(reg).decode()))
+        return quantile_of_buckets(0.99, recent["stable"])
+
+    for _ in range(100):
+        lat.labels("stable").observe(5.0)  # start-up backlog: 5 s each
+    assert poll(0.0) == 10.0 * 0.99 + 1.0 * 0.01  # the first poll sees everything so far
+    for t in range(1, int(LATENCY_WINDOW_S) + 5):
+        for _ in range(10):
+            lat.labels("stable").observe(0.005)
+        p99 = poll(float(t))
+    assert p99 is not None and p99 <= 0.01  # the backlog has left the window
+    assert increase({1.0: 3.0, float("inf"): 5.0}, {1.0: 4.0, float("inf"): 9.0}) == {
+        1.0: 3.0,
+        float("inf"): 5.0,
+    }

@@ -70,9 +70,10 @@ class PullConsumer:
             await self.bind()
         sub = self._sub
         assert sub is not None
+        want = 1  # see below: how many to ask for is learnt from what is pending
         while not self._stopping.is_set():
             try:
-                msgs = await sub.fetch(self.batch, timeout=self.fetch_timeout)
+                msgs = await sub.fetch(want, timeout=self.fetch_timeout)
             except (TimeoutError, NatsTimeoutError, FetchTimeoutError):
                 continue
             except ConnectionClosedError:
@@ -82,6 +83,12 @@ class PullConsumer:
                 await asyncio.sleep(0.2)
                 await self._check_durable()
                 continue
+            # Ask for what is known to be waiting (the last message's num_pending), one when nothing
+            # is: when none is pending, nats-py's pull lingers until the *whole* batch has arrived (or
+            # the timeout), so at a trickle one event would wait up to `fetch_timeout` for company; a
+            # pull for one returns the moment it lands, and a pull for a known backlog at once.
+            if msgs:
+                want = max(1, min(self.batch, msgs[-1].metadata.num_pending))
             for i, msg in enumerate(msgs):
                 if self._stopping.is_set():
                     for rest in msgs[i:]:

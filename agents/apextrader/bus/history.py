@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import AsyncIterator
 
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import FetchTimeoutError
@@ -18,18 +19,18 @@ from apextrader.contracts import Envelope, decode_event
 from apextrader.contracts.names import EventType, Track
 
 
-async def _read_tail(
+async def read_range(
     js: JetStreamContext,
     stream: str,
     filter_subject: str,
     start_seq: int,
     end_seq: int,
-    last: int,
     *,
-    expected: int | None,
-    batch: int,
-) -> deque[bytes]:
-    """The last `last` matching bodies with stream sequence in [start_seq, end_seq].
+    expected: int | None = None,
+    batch: int = 500,
+) -> AsyncIterator[Msg]:
+    """The messages matching `filter_subject` with stream sequence in [start_seq, end_seq], oldest
+    first, through an ephemeral ack-less consumer.
 
     With `expected` (the number of matches known to be in the range) slow fetches are retried until
     they all arrived; without it, a quiet fetch means the range holds no (more) matches.
@@ -45,30 +46,47 @@ async def _read_tail(
             mem_storage=True,
         ),
     )
-    kept: deque[bytes] = deque(maxlen=last)
     seen = idle = 0
     try:
-        done = False
-        while not done:
+        while True:
             try:
                 msgs = await sub.fetch(batch, timeout=1.0)
             except (TimeoutError, FetchTimeoutError):
                 idle += 1
                 if expected is None or idle >= 5:
-                    break
+                    return
                 continue  # a busy host was slow: the matches are there, ask again
             idle = 0
             for msg in msgs:
                 meta = msg.metadata
                 if meta.sequence.stream > end_seq:
-                    done = True
-                    break
-                kept.append(msg.data)
+                    return
+                yield msg
                 seen += 1
                 at_end = meta.sequence.stream == end_seq or meta.num_pending == 0
-                done = at_end or (expected is not None and seen >= expected)
+                if at_end or (expected is not None and seen >= expected):
+                    return
     finally:
         await sub.unsubscribe()
+
+
+async def _read_tail(
+    js: JetStreamContext,
+    stream: str,
+    filter_subject: str,
+    start_seq: int,
+    end_seq: int,
+    last: int,
+    *,
+    expected: int | None,
+    batch: int,
+) -> deque[bytes]:
+    """The bodies of the last `last` matches in [start_seq, end_seq]."""
+    kept: deque[bytes] = deque(maxlen=last)
+    async for msg in read_range(
+        js, stream, filter_subject, start_seq, end_seq, expected=expected, batch=batch
+    ):
+        kept.append(msg.data)
     return kept
 
 

@@ -3,6 +3,7 @@ weight and the halt switch. Key names come from `bus.topology`."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -47,4 +48,5 @@ class KV:
                 else:
                     yield orjson.loads(entry.value)
         finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(Exception):  # the connection may be closed already
+                await watcher.stop()  # type: ignore[no-untyped-call]

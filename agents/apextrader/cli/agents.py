@@ -4,6 +4,7 @@ this map, so the CLI loads only the agent it runs."""
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Final
 
@@ -25,12 +26,17 @@ AGENT_CLASSES: Final[dict[AgentId, str]] = {
     "execution": "apextrader.execution.agent:ExecutionAgent",
 }
 
+#: Agents whose work is array crunching (walk-forward over history), so numba pays for its memory;
+#: the others step one event at a time and run the same kernels as plain Python (`quant.jit`).
+JIT_AGENTS: Final[frozenset[AgentId]] = frozenset({"backtester"})
+
 
 def load_agent_class(agent_id: str) -> type[Agent]:
     """The class registered for `agent_id`, imported now; UsageError with one line otherwise."""
     target = AGENT_CLASSES.get(agent_id)  # type: ignore[call-overload]
     if target is None:
         raise UsageError(f"unknown agent {agent_id!r}; one of: {', '.join(AGENT_IDS)}")
+    os.environ.setdefault("APEX_JIT", "1" if agent_id in JIT_AGENTS else "0")
     module_name, _, class_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)

@@ -53,8 +53,9 @@ def synth(
     """
     import re
 
+    from apextrader.contracts.units import timeframe_seconds
     from apextrader.quant.datafile import write_market_file
-    from apextrader.quant.synthetic import generate_long, timeframe_seconds
+    from apextrader.quant.synthetic import generate_long
 
     names = [s.strip() for s in symbols.split(",") if s.strip()]
     bad = [s for s in names if not re.match(SYMBOL_PATTERN, s)]
@@ -90,9 +91,9 @@ def download(
 
     [bold]apex data download --exchange binance --symbol BTC/USDT --since 2024-01-01 -o btc.parquet[/]
     """
+    from apextrader.contracts.units import timeframe_seconds
     from apextrader.market.download import DownloadError, download_ohlcv
     from apextrader.quant.datafile import write_market_file
-    from apextrader.quant.synthetic import timeframe_seconds
 
     if exchange not in _EXCHANGES:
         raise UsageError(f"--exchange: {exchange!r} is not one of {', '.join(_EXCHANGES)}")

@@ -43,6 +43,10 @@ class SourceSpec(SpecModel):
     speed: Annotated[float, Field(gt=0)] | None = None
     #: Order-book levels per side.
     depth_levels: Annotated[int, Field(ge=1, le=100)] = 10
+    #: How `ccxt` gets live data: `websocket` streams candles, book, trades (taker side, for CVD)
+    #: and liquidations through ccxt.pro on Binance and Bybit, polling REST on the others and for
+    #: funding; `rest` polls everything at `snapshotHz`. Ignored by the offline sources.
+    transport: Literal["websocket", "rest"] = "websocket"
 
     @model_validator(mode="after")
     def _replay_needs_path(self) -> SourceSpec:
@@ -155,6 +159,10 @@ class RiskLimits(SpecModel):
     max_drawdown: Fraction = 0.10
     #: Size multiplier while a `reduce` alert is active.
     reduce_factor: Annotated[float, Field(ge=0, le=1)] = 0.5
+    #: An entry signal expires once the market is more than this many bars past the close of the bar
+    #: it was computed on (a backlog, a slow gate): its price and stop no longer describe the market.
+    #: Exits never expire.
+    signal_expiry_bars: Annotated[int, Field(ge=1, le=10_000)] = 1
 
 
 def _taker_fees() -> dict[Exchange, float]:
@@ -178,6 +186,9 @@ class ExecutionSpec(SpecModel):
     maker_fee_bps: dict[Exchange, Annotated[float, Field(ge=0)]] = Field(default_factory=_maker_fees)
     #: Paper-trading latency between decision and fill.
     latency_ms: Annotated[float, Field(ge=0)] = 50.0
+    #: Price protection for entries: a market entry takes no level worse than the mid at decision by
+    #: more than this (the rest is cancelled; nothing within it: rejected). Exits are never limited.
+    price_protection_bps: Annotated[float, Field(gt=0, le=10_000)] | None = 50.0
     cancel_on_stop: bool = True
     max_retries: Annotated[int, Field(ge=0, le=10)] = 3
 

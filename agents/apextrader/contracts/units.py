@@ -57,3 +57,18 @@ def _check_duration(text: str) -> str:
 
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN), AfterValidator(_check_duration)]
 Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN)]
+
+
+#: Seconds per bar of each timeframe the spec allows (`contracts.spec.Timeframe`).
+TIMEFRAME_SECONDS = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600,
+                     "4h": 14400, "1d": 86400}  # fmt: skip
+
+
+def timeframe_seconds(timeframe: str) -> int:
+    """Seconds per bar; ValueError naming the allowed timeframes otherwise."""
+    try:
+        return TIMEFRAME_SECONDS[timeframe]
+    except KeyError:
+        raise ValueError(
+            f"unknown timeframe {timeframe!r}: use one of {', '.join(TIMEFRAME_SECONDS)}"
+        ) from None

@@ -251,13 +251,23 @@ class ExecutionAgent(Agent):
             raise NotYet(f"no order book for {o.symbol} on {o.exchange} yet")
         fill = self.paper.fill(o, book)
         if fill is None:
-            return [self._derive_reject(ev, "no_liquidity", "nothing on the book at an acceptable price")]
+            limit = o.limit_price if o.order_type == "limit" else self.paper.protection(o)
+            why = "nothing on the book" + (
+                "" if limit is None else f" within {limit:.6g} (the price moved away)"
+            )
+            return [self._derive_reject(ev, "no_liquidity", why)]
         tracker = OrderTracker(o.client_order_id, o.amount)
         state = tracker.add_fill(fill.filled)
         out: list[Envelope] = [self._derive_fill(ev, fill.filled, fill.avg_price, fill.fee, state, 0)]
         if not fill.complete:
             tracker.advance(OrderState.CANCELLED)
-            why = "limit IOC remainder" if o.order_type == "limit" else "order book depth exhausted"
+            why = (
+                "limit IOC remainder"
+                if o.order_type == "limit"
+                else "order book depth exhausted"
+                if self.paper.protection(o) is None
+                else "depth within the price protection exhausted"
+            )
             out.append(self._derive_cancel(ev, why, tracker.filled))
         return out
 

@@ -119,9 +119,18 @@ class PaperEngine:
         """Taker fee of the exchange's tier in the spec, as a fraction."""
         return float(self.spec.taker_fee_bps.get(exchange, 5.0)) / 1e4
 
+    def protection(self, order: OrderApproved) -> float | None:
+        """The worst price a market entry may take (`priceProtectionBps` from the mid at decision);
+        None for exits (reduce-only: cutting risk is never limited) or when protection is off."""
+        bps = self.spec.price_protection_bps
+        if bps is None or order.reduce_only:
+            return None
+        sign = 1.0 if order.side == "buy" else -1.0
+        return order.mid_at_decision * (1.0 + sign * bps / 1e4)
+
     def fill(self, order: OrderApproved, book: OrderBook) -> PaperFill | None:
         """Fill `order` against `book`; None when nothing at all can be taken (no liquidity)."""
-        limit = order.limit_price if order.order_type == "limit" else None
+        limit = order.limit_price if order.order_type == "limit" else self.protection(order)
         walk = walk_book(book, order.side, order.amount, limit)
         if walk.filled <= 0:
             return None

@@ -4,48 +4,45 @@ state, the DLQ, the fills and the snapshots they trace back to), condensed into 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js import api as js_api
-from nats.js.errors import FetchTimeoutError
 
 from apextrader.bus import dlq as dlq_headers
+from apextrader.bus.history import read_range
 from apextrader.bus.topology import Topology, stream_name, subject_matches
-from apextrader.contracts import MarketSnapshotEvent, OrderApprovedEvent, OrderFilledEvent, decode_event
-from apextrader.report.run_summary import ConsumerAccount, FillRecord, PriceSeries
+from apextrader.contracts import (
+    Envelope,
+    MarketSnapshotEvent,
+    OrderApprovedEvent,
+    OrderFilledEvent,
+    decode_event,
+)
+from apextrader.report.run_summary import ConsumerAccount, FillRecord, LatencyStats, PriceSeries
 
 
 async def iter_messages(js: JetStreamContext, stream: str, subject: str) -> AsyncIterator[Msg]:
-    """Every message of `stream` matching `subject`, oldest first, through an ack-less ephemeral consumer."""
-    info = await js.stream_info(stream)
-    if info.state.messages == 0:
-        return
-    end = info.state.last_seq
-    sub = await js.pull_subscribe(
-        subject,
-        stream=stream,
-        config=js_api.ConsumerConfig(
-            ack_policy=js_api.AckPolicy.NONE,
-            deliver_policy=js_api.DeliverPolicy.ALL,
-            mem_storage=True,
-            inactive_threshold=30.0,
-        ),
-    )
-    try:
-        while True:
-            try:
-                msgs = await sub.fetch(1000, timeout=1.0)
-            except (TimeoutError, FetchTimeoutError):
-                return
-            for msg in msgs:
-                yield msg
-                if msg.metadata.sequence.stream >= end or msg.metadata.num_pending == 0:
-                    return
-    finally:
-        await sub.unsubscribe()
+    """Every message of `stream` matching `subject`, oldest first (the stream as it is now)."""
+    state = (await js.stream_info(stream, subjects_filter=subject)).state
+    matching = sum((state.subjects or {}).values())
+    if matching:
+        async for msg in read_range(
+            js, stream, subject, state.first_seq, state.last_seq, expected=matching, batch=1000
+        ):
+            yield msg
+
+
+async def iter_events(js: JetStreamContext, stream: str, subject: str) -> AsyncIterator[Envelope]:
+    """`iter_messages`, decoded; what does not decode is skipped (it is in the DLQ, counted there)."""
+    async for msg in iter_messages(js, stream, subject):
+        try:
+            yield decode_event(msg.data)
+        except ValueError:
+            continue
 
 
 async def dead_letter_counts(
@@ -121,29 +118,35 @@ async def published_counts(js: JetStreamContext, topology: Topology) -> dict[str
     return {s.name: int((await js.stream_info(s.name)).state.messages) for s in topology.streams}
 
 
-async def snapshot_ids_and_prices(
-    js: JetStreamContext, topology: Topology
-) -> tuple[set[str], list[PriceSeries]]:
-    """Ids of every market.snapshot (for tracing) and the closed-bar closes per (exchange, symbol)."""
+@dataclass(frozen=True)
+class MarketRecord:
+    snapshot_ids: set[str]  # every market.snapshot (fills are traced to these)
+    prices: list[PriceSeries]  # closed-bar closes per (exchange, symbol)
+    live_since: int  # live (non-backfill) snapshots published at or after `since`
+
+
+async def market_record(js: JetStreamContext, topology: Topology, since: float) -> MarketRecord:
+    """One pass over the MARKET stream: snapshot ids, closed-bar prices, live snapshots since `since`."""
     ids: set[str] = set()
     series: dict[tuple[str, str], dict[float, float]] = {}
+    live = 0
     stream = stream_name(topology.pipeline, "MARKET")
-    async for msg in iter_messages(js, stream, f"apex.{topology.pipeline}.market.snapshot.>"):
-        try:
-            ev = decode_event(msg.data)
-        except ValueError:
-            continue
+    async for ev in iter_events(js, stream, f"apex.{topology.pipeline}.market.snapshot.>"):
         if not isinstance(ev, MarketSnapshotEvent):
             continue
         ids.add(ev.id)
         d = ev.data
-        if d.closed and not d.backfill:
-            series.setdefault((d.exchange, d.symbol), {})[ev.timestamp.timestamp()] = d.bar.close
+        if d.backfill:
+            continue
+        t = ev.timestamp.timestamp()
+        live += t >= since
+        if d.closed:
+            series.setdefault((d.exchange, d.symbol), {})[t] = d.bar.close
     prices = [
         PriceSeries(exchange=ex, symbol=sym, times=sorted(pts), closes=[pts[t] for t in sorted(pts)])
         for (ex, sym), pts in sorted(series.items())
     ]
-    return ids, prices
+    return MarketRecord(ids, prices, live)
 
 
 async def orders(
@@ -154,11 +157,7 @@ async def orders(
     approved: Counter[str] = Counter()
     completed: Counter[tuple[str, str]] = Counter()
     stream = stream_name(topology.pipeline, "ORDERS")
-    async for msg in iter_messages(js, stream, f"apex.{topology.pipeline}.order.>"):
-        try:
-            ev = decode_event(msg.data)
-        except ValueError:
-            continue
+    async for ev in iter_events(js, stream, f"apex.{topology.pipeline}.order.>"):
         if isinstance(ev, OrderApprovedEvent):
             approved[ev.track] += 1
         elif isinstance(ev, OrderFilledEvent):
@@ -183,3 +182,32 @@ async def orders(
     for (track, _), n in completed.items():
         duplicates[track] += max(0, n - 1)
     return fills, approved, duplicates
+
+
+def latency_stats(ms: list[float]) -> LatencyStats:
+    """Nearest-rank p50/p99 (no interpolation: every reported figure is an observed latency)."""
+    xs = sorted(ms)
+
+    def rank(q: float) -> float:
+        return xs[max(0, min(len(xs) - 1, math.ceil(q * len(xs)) - 1))]
+
+    return LatencyStats(count=len(xs), p50_ms=rank(0.5), p99_ms=rank(0.99), max_ms=xs[-1])
+
+
+async def stage_latencies(js: JetStreamContext, topology: Topology, since: float) -> dict[str, LatencyStats]:
+    """Per derived event type, `timestamp - origin_ts` of every event in the flow streams whose
+    snapshot was published at or after `since` (unix time).
+
+    Backfill (history published at start, `backfill: true`) is left out: its origin is the start-up
+    burst, not a market tick."""
+    found: dict[str, list[float]] = {}
+    for stream in topology.streams:
+        if stream.domain in ("MARKET", "DLQ", "ALERTS"):
+            continue  # a snapshot is its own origin; DLQ entries and alerts are not a decision path
+        for subject in stream.subjects:
+            async for ev in iter_events(js, stream.name, subject):
+                if getattr(ev.data, "backfill", False) or ev.origin_ts.timestamp() < since:
+                    continue
+                delay = (ev.timestamp - ev.origin_ts).total_seconds() * 1000
+                found.setdefault(ev.type, []).append(delay)
+    return {kind: latency_stats(ms) for kind, ms in sorted(found.items()) if ms}

@@ -6,12 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import aiohttp
+import psutil
 
-from apextrader.local.scrape import Sample, histogram_quantile, parse_metrics, total
+from apextrader.canary.analysis import histogram_quantile as quantile_of_buckets
+from apextrader.local.scrape import Sample, bucket_counts, histogram_quantile, increase, parse_metrics, total
 from apextrader.local.supervisor import Supervisor
+
+#: The live view's latency percentiles cover this many recent seconds.
+LATENCY_WINDOW_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,7 @@ class AgentRow:
     events_per_s: float
     dlq: float
     handler_p99_ms: float | None
+    rss_mb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,11 @@ class Monitor:
         self._last: dict[str, tuple[float, float]] = {}
         self._session: aiohttp.ClientSession | None = None
         self.latest: LiveSnapshot | None = None
+        #: Highest RSS per agent key, and of all agents together, over every poll (MB).
+        self.rss_peak_mb: dict[str, float] = {}
+        self.rss_total_peak_mb = 0.0
+        #: (time, per-track latency bucket counts) of recent polls: the view's latency is over a window.
+        self._latency: deque[tuple[float, dict[str, dict[float, float]]]] = deque()
 
     async def __aenter__(self) -> Monitor:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
@@ -82,12 +94,17 @@ class Monitor:
         now = time.monotonic()
         by_key = {p.key: s for p, s in zip(procs, scraped, strict=True)}
         agents = []
+        rss_total = 0.0
         for p, samples in zip(procs, scraped, strict=True):
             handled = total(samples, "apex_events_total", outcome="acked")
             last_t, last_n = self._last.get(p.key, (now, handled))
             rate = (handled - last_n) / (now - last_t) if now > last_t and handled >= last_n else 0.0
             self._last[p.key] = (now, handled)
             p99 = histogram_quantile(0.99, samples, "apex_handler_seconds")
+            rss = _rss_mb(p.pid)
+            if rss is not None:
+                rss_total += rss
+                self.rss_peak_mb[p.key] = max(rss, self.rss_peak_mb.get(p.key, 0.0))
             agents.append(
                 AgentRow(
                     key=p.key,
@@ -98,17 +115,30 @@ class Monitor:
                     events_per_s=rate,
                     dlq=total(samples, "apex_dlq_total"),
                     handler_p99_ms=None if p99 is None else p99 * 1000,
+                    rss_mb=rss,
                 )
             )
+        self.rss_total_peak_mb = max(self.rss_total_peak_mb, rss_total)
         everything = [s for samples in scraped for s in samples]
-        tracks = [self._track_row(t, everything) for t in self.tracks]
+        recent = self._recent_latency(now, everything)
+        tracks = [self._track_row(t, everything, recent.get(t, {})) for t in self.tracks]
         self.latest = LiveSnapshot(at=time.time(), agents=agents, tracks=tracks, samples=by_key)
         return self.latest
 
+    def _recent_latency(self, now: float, samples: list[Sample]) -> dict[str, dict[float, float]]:
+        """Per track, the pipeline-latency buckets gained over the last `LATENCY_WINDOW_S` (like
+        `increase(...[30s])`): the view shows latency now, not since start-up."""
+        counts = {t: bucket_counts(samples, "apex_pipeline_latency_seconds", track=t) for t in self.tracks}
+        self._latency.append((now, counts))
+        while len(self._latency) > 2 and self._latency[1][0] <= now - LATENCY_WINDOW_S:
+            self._latency.popleft()
+        base = self._latency[0][1] if len(self._latency) > 1 else {}
+        return {t: increase(c, base.get(t, {})) for t, c in counts.items()}
+
     @staticmethod
-    def _track_row(track: str, samples: list[Sample]) -> TrackRow:
+    def _track_row(track: str, samples: list[Sample], recent: dict[float, float]) -> TrackRow:
         def ms(q: float) -> float | None:
-            v = histogram_quantile(q, samples, "apex_pipeline_latency_seconds", track=track)
+            v = quantile_of_buckets(q, recent)
             return None if v is None else v * 1000
 
         slip_n = total(samples, "apex_slippage_bps_count", track=track)
@@ -139,3 +169,12 @@ class Monitor:
             pnl=sum(pnl) if pnl else None,
             margin_violations=total(samples, "apex_margin_violations_total", track=track),
         )
+
+
+def _rss_mb(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        return float(psutil.Process(pid).memory_info().rss) / 1e6
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None

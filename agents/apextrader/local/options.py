@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from apextrader.contracts import PipelineError, TradingPipeline, parse_pipeline
-from apextrader.contracts.units import parse_duration
+from apextrader.contracts.units import timeframe_seconds
 
 #: Offline sources run an accelerated clock: this many bars per wall-clock second by default, so the
 #: 60 s demo sees several hundred bars per symbol (CONVENTIONS.md 6).
@@ -38,11 +38,6 @@ def parse_source(text: str) -> dict[str, Any]:
             raise PipelineError([f"--source: replay file not found: {path}"])
         return {"kind": "replay", "path": str(path)}
     raise PipelineError([f"--source: expected synthetic, ccxt or replay:PATH, got {text!r}"])
-
-
-def timeframe_seconds(timeframe: str) -> float:
-    unit = {"m": "m", "h": "h", "d": "d"}[timeframe[-1]]
-    return parse_duration(timeframe[:-1] + unit).total_seconds()
 
 
 def effective_pipeline(tp: TradingPipeline, opts: UpOptions) -> TradingPipeline:

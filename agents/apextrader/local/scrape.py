@@ -36,11 +36,22 @@ def total(samples: Iterable[Sample], name: str, **labels: str) -> float:
     return sum(s.value for s in samples if _match(s, name, labels))
 
 
-def histogram_quantile(q: float, samples: Iterable[Sample], name: str, **labels: str) -> float | None:
-    """`histogram_quantile(q, sum by (le) (name_bucket{labels}))`; None when there is no data."""
+def bucket_counts(samples: Iterable[Sample], name: str, **labels: str) -> dict[float, float]:
+    """`sum by (le) (name_bucket{labels})`: cumulative count per upper bound."""
     buckets: dict[float, float] = {}
     for s in samples:
         if _match(s, f"{name}_bucket", labels):
             le = float(s.labels["le"])
             buckets[le] = buckets.get(le, 0.0) + s.value
-    return quantile_of_buckets(q, buckets)
+    return buckets
+
+
+def histogram_quantile(q: float, samples: Iterable[Sample], name: str, **labels: str) -> float | None:
+    """`histogram_quantile(q, sum by (le) (name_bucket{labels}))`; None when there is no data."""
+    return quantile_of_buckets(q, bucket_counts(samples, name, **labels))
+
+
+def increase(now: dict[float, float], before: dict[float, float]) -> dict[float, float]:
+    """Bucket counts gained between two scrapes (`increase()`); `now` itself after a counter reset."""
+    delta = {le: n - before.get(le, 0.0) for le, n in now.items()}
+    return now if any(v < 0 for v in delta.values()) else delta

@@ -96,6 +96,17 @@ async def run_up(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     equity: dict[str, list[tuple[float, float]]] = {t: [] for t in tracks}
+    steady_since: float | None = None
+
+    def write_runtime() -> None:  # where `apex canary --local` and the tests find the processes
+        info = {
+            "pipeline": name,
+            "nats_url": server.url,
+            "nats_pid": server.pid,
+            "agents": supervisor.runtime_info(),
+        }
+        runtime_file.write_text(json.dumps(info, indent=2))
+
     try:
         with console.status("starting agents…") as status:
             for ap in supervisor.processes:
@@ -104,17 +115,7 @@ async def run_up(
         console.print(
             f"[green]✓[/] {len(units)} agents ready: " + ", ".join(p.key for p in supervisor.processes)
         )
-        runtime_file.write_text(
-            json.dumps(
-                {
-                    "pipeline": name,
-                    "nats_url": server.url,
-                    "nats_pid": server.pid,
-                    "agents": supervisor.runtime_info(),
-                },
-                indent=2,
-            )
-        )
+        write_runtime()
         watchdog_task = asyncio.create_task(watchdog.run())
         request_task = asyncio.create_task(_serve_requests(kv, canary))
         progress = make_progress()
@@ -131,20 +132,13 @@ async def run_up(
             ) as live:
                 if not opts.ui:
                     live.stop()
+                flow_consumers = sum(c.deliver_policy == "all" for c in topology.consumers)
                 while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                     status_now = await canary.tick()
                     snap = await monitor.poll()
-                    runtime_file.write_text(
-                        json.dumps(
-                            {
-                                "pipeline": name,
-                                "nats_url": server.url,
-                                "nats_pid": server.pid,
-                                "agents": supervisor.runtime_info(),
-                            },
-                            indent=2,
-                        )
-                    )
+                    if steady_since is None and await collect.outstanding(js, topology) <= flow_consumers:
+                        steady_since = time.time()  # start-up backlog (backfill, warm-up) cleared
+                    write_runtime()  # pids change when agents restart
                     weights = track_weights(status_now.effective_weight, has_canary)
                     for row in snap.tracks:
                         equity[row.track].append(
@@ -167,10 +161,14 @@ async def run_up(
                         )
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(stop.wait(), 1.0)
+            rss_peak, rss_total_peak = monitor.rss_peak_mb, monitor.rss_total_peak_mb
         ready_at_end = {p.key: p.ready for p in supervisor.processes}
         console.print("stopping: market data off, draining in-flight events…")
         await supervisor.stop_one("market-scanner")
+        market_off = time.time()
+        drain_started = time.monotonic()
         left = await collect.drain(js, topology, DRAIN_TIMEOUT_S)
+        drain_s = time.monotonic() - drain_started
         if left:
             console.print(
                 f"[yellow]{left} events still in flight after {DRAIN_TIMEOUT_S:.0f} s (counted as pending)[/]"
@@ -191,12 +189,24 @@ async def run_up(
             spec.capital.amount,
             tp.spec.source.kind,
             has_canary,
+            steady_since or market_off,
+        )
+        summary = summary.model_copy(
+            update={
+                "agents": [a.model_copy(update={"rss_peak_mb": rss_peak.get(a.key)}) for a in summary.agents],
+                "rss_total_peak_mb": rss_total_peak or None,
+                "drain_s": drain_s,
+                "steady_window": None if steady_since is None else (steady_since, market_off),
+                "stage_latency": await collect.stage_latencies(
+                    js, topology, since=steady_since or market_off
+                ),
+            }
         )
     finally:
-        if watchdog_task:
-            watchdog_task.cancel()
-        if request_task:
-            request_task.cancel()
+        background = [t for t in (watchdog_task, request_task) if t is not None]
+        for t in background:
+            t.cancel()
+        await asyncio.gather(*background, return_exceptions=True)  # ended before the connection closes
         await supervisor.stop()
         with contextlib.suppress(Exception):
             await nc.close()
@@ -223,10 +233,11 @@ async def _summarise(
     capital: float,
     source: str,
     has_canary: bool,
+    steady_since: float,
 ) -> RunSummary:
     accounts, reasons = await collect.consumer_accounts(js, topology)
-    snapshot_ids, prices = await collect.snapshot_ids_and_prices(js, topology)
-    fills, approved, duplicates = await collect.orders(js, topology, snapshot_ids)
+    market = await collect.market_record(js, topology, since=steady_since)
+    fills, approved, duplicates = await collect.orders(js, topology, market.snapshot_ids)
     weights = track_weights(canary.status.effective_weight if has_canary else 0, has_canary)
     tracks = []
     for row in last.tracks:
@@ -280,8 +291,9 @@ async def _summarise(
         published=await collect.published_counts(js, topology),
         tracks=tracks,
         fills=fills,
-        prices=prices,
+        prices=market.prices,
         weight_changes=list(canary.history),
+        steady_snapshots=market.live_since,
     )
 
 

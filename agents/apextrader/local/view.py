@@ -23,6 +23,7 @@ def agents_table(snap: LiveSnapshot) -> Table:
         ("events", "right"),
         ("ev/s", "right"),
         ("handler p99 ms", "right"),
+        ("RSS MB", "right"),
         ("DLQ", "right"),
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
@@ -36,6 +37,7 @@ def agents_table(snap: LiveSnapshot) -> Table:
             f"{a.handled:.0f}",
             f"{a.events_per_s:.1f}",
             _num(a.handler_p99_ms, "{:.2f}"),
+            _num(a.rss_mb, "{:.0f}"),
             f"[red]{a.dlq:.0f}[/]" if a.dlq else "0",
         )
     return table

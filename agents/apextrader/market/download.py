@@ -8,8 +8,8 @@ from collections.abc import Callable
 import polars as pl
 
 from apextrader.contracts.payloads import Exchange
+from apextrader.contracts.units import timeframe_seconds
 from apextrader.market.sources.ccxt_client import OHLCV_PAGE, make_exchange, market_types_for, point_at
-from apextrader.quant.synthetic import timeframe_seconds
 
 Progress = Callable[[int], None]
 

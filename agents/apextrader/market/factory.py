@@ -1,5 +1,7 @@
 """The source a pipeline spec asks for (`spec.source.kind`), with the scanner's config applied.
 
+`ccxt` streams over websockets or polls REST as `source.transport` says.
+
 Scanner config (`agents.market-scanner.config`):
 - `pace`: `clock` (default) runs offline sources on the accelerated clock (`source.speed`, default
   `DEFAULT_OFFLINE_SPEED`); `max` publishes as fast as the bus takes it.
@@ -37,7 +39,11 @@ def build_source(spec: TradingPipelineSpec) -> MarketSource:
     if src.kind == "replay":
         assert src.path is not None  # the spec model requires it
         return ReplaySource(src.path, speed=offline_speed(spec), **common)  # type: ignore[arg-type]
-    from apextrader.market.sources.ccxt_source import CcxtSource  # ccxt (~100 MB) only when used
-
     stale_after = parse_duration(spec.watcher.stale_after).total_seconds()
+    if src.transport == "websocket":  # ccxt (~100 MB) is imported only when used
+        from apextrader.market.sources.ccxt_stream_source import CcxtStreamSource
+
+        return CcxtStreamSource(stale_after_s=stale_after, **common)  # type: ignore[arg-type]
+    from apextrader.market.sources.ccxt_source import CcxtSource
+
     return CcxtSource(stale_after_s=stale_after, **common)  # type: ignore[arg-type]

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
+
+from apextrader.quant.jit import njit
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import polars as pl
-from numba import njit
+
+from apextrader.quant.jit import njit
 
 FloatArray = npt.NDArray[np.float64]
 OHLCV_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")

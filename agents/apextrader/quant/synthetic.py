@@ -27,7 +27,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 import polars as pl
-from numba import njit
+
+from apextrader.contracts.units import timeframe_seconds
+from apextrader.quant.jit import njit
 
 Array = npt.NDArray[np.float64]
 SUBSTEPS = 8
@@ -36,8 +38,6 @@ DEFAULT_START = datetime(2025, 1, 1, tzinfo=UTC)
 _REGIME_VOL = np.array([0.55, 1.0, 2.4])
 #: Per-minute probability of staying in calm / normal / stressed.
 _REGIME_STAY = np.array([0.998, 0.997, 0.99])
-_TIMEFRAME_SECONDS = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600,
-                      "4h": 14400, "1d": 86400}  # fmt: skip
 FRAME_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume", "buy_volume", "funding_rate",
                  "spread_bps", "depth", "liq_long", "liq_short")  # fmt: skip
 
@@ -57,15 +57,6 @@ _PROFILES = {
     "ETH": SymbolProfile(3_000.0, 0.0012, 0.85, 300.0, 0.6, 180.0),
     "SOL": SymbolProfile(140.0, 0.0018, 0.75, 4_000.0, 1.2, 2_500.0),
 }
-
-
-def timeframe_seconds(timeframe: str) -> int:
-    try:
-        return _TIMEFRAME_SECONDS[timeframe]
-    except KeyError:
-        raise ValueError(
-            f"unknown timeframe {timeframe!r}: use one of {', '.join(_TIMEFRAME_SECONDS)}"
-        ) from None
 
 
 def _stable_int(text: str) -> int:

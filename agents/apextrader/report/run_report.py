@@ -133,6 +133,17 @@ def trades_figures(s: RunSummary) -> list[go.Figure]:
     return figs
 
 
+def _steady_text(s: RunSummary) -> str:
+    rate = s.steady_snapshot_rate
+    if s.steady_window is None or rate is None:
+        return "the pipeline never caught up with its start-up backlog: no steady state to measure"
+    start, end = s.steady_window
+    return (
+        f"steady state: {end - start:.0f} s from {start - s.started_at:.0f} s after start "
+        f"(start-up backlog cleared) until market data stopped, {rate:.0f} snapshots/s"
+    )
+
+
 def render_run_report(s: RunSummary) -> str:
     started = _ts(s.started_at).strftime("%Y-%m-%d %H:%M:%S UTC")
     track_rows = [
@@ -174,6 +185,13 @@ def render_run_report(s: RunSummary) -> str:
         ]
         for c in s.consumers
     ]
+    stages = [
+        [kind, str(st.count), f"{st.p50_ms:.2f}", f"{st.p99_ms:.2f}", f"{st.max_ms:.2f}"]
+        for kind, st in s.stage_latency.items()
+    ]
+    memory = [[a.key, f"{a.rss_peak_mb:.0f}"] for a in s.agents if a.rss_peak_mb is not None]
+    if s.rss_total_peak_mb is not None:
+        memory.append(["all agents together", f"{s.rss_total_peak_mb:.0f}"])
     sections = [
         f"<h1>ApexTrader run: {html.escape(s.pipeline)}</h1>",
         f'<p class="muted">{started} · {s.duration_s:.0f} s · source {html.escape(s.source)} · '
@@ -190,8 +208,8 @@ def render_run_report(s: RunSummary) -> str:
                 "fills",
                 "duplicate fills",
                 "avg slip bps",
-                "p50 ms",
-                "p99 ms",
+                "p50 ms (whole run)",
+                "p99 ms (whole run)",
                 "margin violations",
             ],
             track_rows,
@@ -199,12 +217,19 @@ def render_run_report(s: RunSummary) -> str:
         _fig_html(equity_figure(s)),
         _fig_html(slippage_figure(s)),
         _fig_html(latency_figure(s)),
+        "<h2>Latency from the snapshot, per event type</h2>",
+        f'<p class="muted">{_steady_text(s)}</p>',
+        _table(["event", "count", "p50 ms", "p99 ms", "max ms"], stages)
+        if stages
+        else '<p class="muted">no live events</p>',
         "<h2>Trades on price</h2>",
         *[_fig_html(f) for f in trades_figures(s)],
         "<h2>Outages</h2>",
         _table(["agent", "at", "down for", "exit code"], outages) if outages else '<p class="muted">none</p>',
         "<h2>Bus accounting</h2>",
         _table(["stream", "consumer", "matched", "acked", "DLQ", "pending", "balanced"], consumers),
+        "<h2>Memory (peak RSS, MB)</h2>",
+        _table(["agent", "RSS MB"], memory) if memory else '<p class="muted">not sampled</p>',
     ]
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"

@@ -26,6 +26,7 @@ class AgentRecord(Frozen):
     restarts: int
     ready_at_end: bool
     outages: list[OutageRecord] = Field(default_factory=list)
+    rss_peak_mb: float | None = None  # highest resident set size sampled during the run
 
 
 class ConsumerAccount(Frozen):
@@ -72,6 +73,16 @@ class FillRecord(Frozen):
     traced: bool  # the correlation id is the id of a market.snapshot in the MARKET stream
 
 
+class LatencyStats(Frozen):
+    """Latency from the originating snapshot's publish to an event's publish (`timestamp - origin_ts`),
+    exact per event (not from histogram buckets), over the live (non-backfill) events of one type."""
+
+    count: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
 class PriceSeries(Frozen):
     exchange: str
     symbol: str
@@ -96,7 +107,24 @@ class RunSummary(Frozen):
     weight_changes: list[tuple[float, int]] = Field(
         default_factory=list
     )  # (unix time, declared canary weight)
+    #: (from, until) unix times of steady state: from the first moment after start-up (every agent ready)
+    #: that the flow consumers had caught up (backfill and warm-up done), until market data stopped.
+    steady_window: tuple[float, float] | None = None
+    #: Live market snapshots published in the steady window.
+    steady_snapshots: int = 0
+    #: Event type -> latency from its snapshot (`order.filled`: to the execution decision), for the
+    #: events whose snapshot was published in the steady window.
+    stage_latency: dict[str, LatencyStats] = Field(default_factory=dict)
+    rss_total_peak_mb: float | None = None  # highest sum of the agents' RSS sampled at one time
+    drain_s: float | None = None  # from market data off until every flow consumer had caught up
 
     @property
     def duration_s(self) -> float:
         return max(0.0, self.ended_at - self.started_at)
+
+    @property
+    def steady_snapshot_rate(self) -> float | None:
+        """Market snapshots per second in the steady window."""
+        if self.steady_window is None or self.steady_window[1] <= self.steady_window[0]:
+            return None
+        return self.steady_snapshots / (self.steady_window[1] - self.steady_window[0])

@@ -33,6 +33,7 @@ from apextrader.contracts import (
     derive_id,
 )
 from apextrader.contracts.names import EventType
+from apextrader.contracts.units import timeframe_seconds
 from apextrader.risk.alerts import ActiveAlerts
 from apextrader.risk.capital import capital_share, declared_canary_weight, track_weight
 from apextrader.risk.gate import Approved, GateState, decide
@@ -67,6 +68,9 @@ class RiskManagerAgent(Agent):
         self._reported: set[str] = set()
         #: Visible book notional per (instrument, side taking it), from the latest snapshot.
         self.liquidity: dict[tuple[tuple[str, str], str], float] = {}
+        #: Market time of each instrument's mark, (bar open, bar closed): marks never move back in it.
+        self.mark_times: dict[tuple[str, str], tuple[datetime, bool]] = {}
+        self.bar_seconds = float(timeframe_seconds(ctx.spec.timeframe))
         config = ctx.spec.agent(self.agent_id).config
         #: `agents.risk-manager.config.maxBookParticipation`: the share of the visible depth on the
         #: side an entry takes that it may use (bounds paper and live slippage); default 0.25.
@@ -170,6 +174,8 @@ class RiskManagerAgent(Agent):
 
     async def _decide(self, ev: SignalValidatedEvent) -> list[Envelope]:
         sig = ev.data.signal
+        # When the MARKET consumer trails the signals, the signal's close is the freshest price known.
+        self._mark((sig.exchange, sig.symbol), sig.price, (sig.bar_time, True))
         self.book.expire(time.monotonic(), PENDING_TTL_S)
         coid = derive_id(ev.id, OrderApprovedEvent.event_type, self.ctx.track, 0)
         if not self.killed and self.book.drawdown(self.share) >= self.limits.max_drawdown:
@@ -185,6 +191,7 @@ class RiskManagerAgent(Agent):
             killed=self.killed,
             liquidity=self.liquidity,
             max_book_participation=self.max_book_participation,
+            bars_behind=self._bars_behind((sig.exchange, sig.symbol), sig.bar_time),
         )
         decision = decide(
             sig, coid, self.book, state, self.limits, self.alerts, self.ctx.spec.execution.order_type
@@ -248,9 +255,26 @@ class RiskManagerAgent(Agent):
             self.liquidity[(inst, "buy")] = sum(lv.price * lv.amount for lv in snap.depth.asks)
             self.liquidity[(inst, "sell")] = sum(lv.price * lv.amount for lv in snap.depth.bids)
         if inst in self.book.positions or not snap.backfill:
-            self.book.mark(inst, mid or snap.bar.close, snap.bar.open_time.date())
+            self._mark(inst, mid or snap.bar.close, (snap.bar.open_time, snap.closed))
         if inst in self.book.positions:
             self._observe()
+
+    def _bars_behind(self, inst: tuple[str, str], bar_time: datetime) -> float | None:
+        """Whole bars the market has moved on since `bar_time`'s bar closed, by the latest mark: 0
+        while the next bar forms; a closed mark's bar counts as ended."""
+        seen = self.mark_times.get(inst)
+        if seen is None:
+            return None
+        opened, closed = seen
+        return max(0.0, (opened - bar_time).total_seconds() / self.bar_seconds - (0 if closed else 1))
+
+    def _mark(self, inst: tuple[str, str], price: float, market_time: tuple[datetime, bool]) -> None:
+        """Mark `inst` unless the mark already comes from later in the market (snapshots can trail
+        signals): a closed bar is later than any snapshot of it while it was forming."""
+        seen = self.mark_times.get(inst)
+        if seen is None or market_time >= seen:
+            self.mark_times[inst] = market_time
+            self.book.mark(inst, price, market_time[0].date())
 
     # --- observation ---------------------------------------------------------------------------
     def _observe(self) -> None:

@@ -53,6 +53,8 @@ class GateState:
     liquidity: Mapping[tuple[Instrument, str], float] | None = None
     #: Largest share of that visible notional one entry may take (bounds its slippage).
     max_book_participation: float = 1.0
+    #: Bars the market has moved on since the signal's bar closed (from the latest mark); None: unknown.
+    bars_behind: float | None = None
 
 
 def _side(signed: float) -> Literal["buy", "sell"]:
@@ -106,6 +108,12 @@ def decide(
             return Refused("no_position", f"nothing to close on {signal.exchange} {signal.symbol}")
         return order(-closable, reduce_only=True)
 
+    if state.bars_behind is not None and state.bars_behind > limits.signal_expiry_bars:
+        return Refused(
+            "stale_signal",
+            f"the market is {state.bars_behind:.0f} bars past the signal's bar "
+            f"(expires after {limits.signal_expiry_bars})",
+        )
     if state.weight <= 0 or state.share <= 0:
         return Refused("zero_weight", f"the track's capital weight is {state.weight} %")
     if state.killed or book.drawdown(state.share) >= limits.max_drawdown:

@@ -1,4 +1,8 @@
-"""ccxt async clients for the three exchanges' linear perpetuals, and how their errors are classed."""
+"""ccxt async clients for the three exchanges' linear perpetuals, and how their errors are classed.
+
+`streaming=True` gives the ccxt.pro class of the same venue (REST calls and websocket streams on
+one client, same markets, same error mapping).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,12 @@ _BOOK_LIMITS: dict[Exchange, tuple[int, ...]] = {
     "bybit": (1, 25, 50, 100, 200, 500),
     "okx": (1, 5, 10, 20, 50, 100, 400),
 }
+#: Venues the `websocket` transport streams (candles, book, trades, liquidations through ccxt.pro).
+#: OKX stays on REST polling for now (its REST path already carries liquidations); ccxt.pro has
+#: its streams too, but they are not wired and tested here yet.
+STREAMING: frozenset[Exchange] = frozenset({"binance", "bybit"})
+#: Book depths each venue's stream accepts (Bybit linear: 1, 50, 200, 1000; Binance diffs any).
+_STREAM_BOOK_LIMITS: dict[Exchange, tuple[int, ...]] = {"bybit": (50, 200, 1000)}
 #: Most candles one OHLCV request returns.
 OHLCV_PAGE: dict[Exchange, int] = {"binance": 1500, "bybit": 1000, "okx": 300}
 
@@ -41,12 +51,18 @@ def make_exchange(
     timeout_ms: int = 10_000,
     rate_limit_ms: float | None = None,
     market_types: list[str] | None = None,
+    streaming: bool = False,
 ) -> ccxt_async.Exchange:
     """A public-data client: ccxt's own rate limiter on (at the venue's published pace unless
     `rate_limit_ms` says otherwise), no credentials, loading only `market_types` (default: the
-    linear perpetuals the pipeline trades)."""
+    linear perpetuals the pipeline trades); the ccxt.pro class when `streaming`."""
     cls_name, options = _CONFIG[exchange]
-    cls = getattr(ccxt_async, cls_name)
+    if streaming:
+        import ccxt.pro as ccxt_pro  # the websocket classes only for the websocket transport
+
+        cls = getattr(ccxt_pro, cls_name)
+    else:
+        cls = getattr(ccxt_async, cls_name)
     if market_types is not None:
         options = {**options, "fetchMarkets": {"types": market_types}}
     config: dict[str, Any] = {"enableRateLimit": True, "timeout": timeout_ms, "options": options}
@@ -56,23 +72,35 @@ def make_exchange(
     return client
 
 
+def _rewrite_hosts(node: Any, scheme: str, base: str) -> Any:
+    if isinstance(node, dict):
+        return {k: _rewrite_hosts(v, scheme, base) for k, v in node.items()}
+    if isinstance(node, str) and node.startswith(scheme):
+        return re.sub(rf"^{scheme}s?://[^/]+", base, node)
+    return node
+
+
 def point_at(client: ccxt_async.Exchange, base_url: str) -> None:
-    """Send every API call to `base_url` + the venue's path (a mirror, a proxy, a recording)."""
-    base = base_url.rstrip("/")
+    """Send every REST call to `base_url` + the venue's path (a mirror, a proxy, a recording)."""
+    client.urls["api"] = _rewrite_hosts(client.urls["api"], "http", base_url.rstrip("/"))
 
-    def rewrite(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: rewrite(v) for k, v in node.items()}
-        if isinstance(node, str) and node.startswith("http"):
-            return re.sub(r"^https?://[^/]+", base, node)
-        return node
 
-    client.urls["api"] = rewrite(client.urls["api"])
+def point_ws_at(client: ccxt_async.Exchange, base_url: str) -> None:
+    """Open every websocket at `base_url` (`ws://host:port/prefix`) + the venue's path."""
+    client.urls["api"] = _rewrite_hosts(client.urls["api"], "ws", base_url.rstrip("/"))
 
 
 def book_limit(exchange: Exchange, levels: int) -> int:
     """The smallest depth the venue accepts that covers `levels`."""
     allowed = _BOOK_LIMITS[exchange]
+    return next((n for n in allowed if n >= levels), allowed[-1])
+
+
+def stream_book_limit(exchange: Exchange, levels: int) -> int | None:
+    """The book depth to subscribe to (None: the venue's default, a full diff-synced book)."""
+    allowed = _STREAM_BOOK_LIMITS.get(exchange)
+    if allowed is None:
+        return None
     return next((n for n in allowed if n >= levels), allowed[-1])
 
 

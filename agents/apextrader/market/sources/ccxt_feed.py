@@ -27,9 +27,9 @@ import ccxt.async_support as ccxt_async
 from pydantic import ValidationError
 
 from apextrader.contracts.payloads import Exchange, MarketSnapshot, Quality
+from apextrader.contracts.units import timeframe_seconds
 from apextrader.market.snapshots import BookDict, snapshot
 from apextrader.market.sources.ccxt_client import OHLCV_PAGE, book_limit
-from apextrader.quant.synthetic import timeframe_seconds
 
 log = logging.getLogger(__name__)
 Candle = list[Any]
@@ -202,6 +202,8 @@ class ExchangeFeed:
         st.seq += 1
         bar = {"open_time": _dt(c[0]), "open": c[1], "high": c[2], "low": c[3], "close": c[4],
                "volume": c[5] or 0.0}  # fmt: skip
+        if len(c) > 6:  # a streamed candle carries its taker-buy volume (or None) after ccxt's six
+            bar["buy_volume"] = c[6]
         try:
             return snapshot(exchange=self.exchange, symbol=symbol, timeframe=self.timeframe, bar=bar,
                             closed=closed, backfill=backfill, seq=st.seq, quality=quality,

@@ -14,7 +14,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import ccxt.async_support as ccxt_async
 
@@ -51,9 +51,9 @@ class CcxtSource(MarketSource):
         self.backoff = backoff or Backoff()
         self.health = SourceHealth(exchanges, max_failures=max_failures, down_after=stale_after_s)
         self.feeds = {
-            e: ExchangeFeed(
+            e: self._feed(
                 e,
-                client_factory(e),
+                client_factory,
                 symbols,
                 timeframe=timeframe,
                 depth_levels=depth_levels,
@@ -63,6 +63,12 @@ class CcxtSource(MarketSource):
             for e in exchanges
         }
         self._attempts: dict[Exchange, int] = dict.fromkeys(exchanges, 0)
+
+    def _feed(
+        self, exchange: Exchange, client_factory: ClientFactory, symbols: list[str], **settings: Any
+    ) -> ExchangeFeed:
+        """The feed for one exchange (the websocket source streams where it can)."""
+        return ExchangeFeed(exchange, client_factory(exchange), symbols, **settings)
 
     async def _guarded(
         self, exchange: Exchange, what: str, step: Callable[[], Awaitable[T]]
@@ -115,18 +121,23 @@ class CcxtSource(MarketSource):
                         yield result
                     break
 
+    async def _reopen(self, exchange: Exchange, queue: asyncio.Queue[Batch]) -> None:
+        """Load markets of an exchange that was down at start, then publish its backfill."""
+        feed = self.feeds[exchange]
+        if (await self._guarded(exchange, "load markets", feed.open))[0]:
+            _, backfill = await self._guarded(
+                exchange, "backfill", functools.partial(feed.backfill, self.backfill_bars)
+            )
+            if backfill:
+                await queue.put(backfill)
+
     async def _loop(self, exchange: Exchange, queue: asyncio.Queue[Batch]) -> None:
         feed = self.feeds[exchange]
         interval = 1.0 / self.hz
         while True:
             started = time.monotonic()
             if not feed.opened:
-                if (await self._guarded(exchange, "load markets", feed.open))[0]:
-                    _, backfill = await self._guarded(
-                        exchange, "backfill", functools.partial(feed.backfill, self.backfill_bars)
-                    )
-                    if backfill:
-                        await queue.put(backfill)
+                await self._reopen(exchange, queue)
                 continue
             ok, batch = await self._guarded(exchange, "poll", feed.poll)
             if ok:

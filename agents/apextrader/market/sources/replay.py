@@ -17,12 +17,12 @@ from typing import Any, cast
 import polars as pl
 
 from apextrader.contracts.payloads import Exchange, MarketSnapshot
+from apextrader.contracts.units import timeframe_seconds
 from apextrader.market.snapshots import bar_close_time, liquidations, snapshot, synthetic_book
 from apextrader.market.sources.base import Batch, MarketSource, SourceHealth
 from apextrader.market.sources.pacing import ticks
 from apextrader.quant.datafile import read_market_file
 from apextrader.quant.market_data import InvalidMarketData, validate_ohlcv
-from apextrader.quant.synthetic import timeframe_seconds
 
 BATCH_ROWS = 500
 

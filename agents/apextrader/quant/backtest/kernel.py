@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
 import numpy.typing as npt
+
+from apextrader.quant.jit import njit
 
 F64 = npt.NDArray[np.float64]
 B8 = npt.NDArray[np.bool_]
@@ -31,7 +32,7 @@ T_ENTRY_I, T_EXIT_I, T_SIDE, T_SIZE, T_ENTRY_PX, T_EXIT_PX, T_FEES, T_FUNDING, T
 TRADE_COLUMNS = 11
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _record(
     trades: Any,
     k: int,
@@ -59,7 +60,33 @@ def _record(
     trades[k, T_REASON] = reason
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
+def _close(
+    trades: Any,
+    k: int,
+    pos: float,
+    level: float,
+    slip: float,
+    fee: float,
+    cash: float,
+    entry_i: int,
+    t: int,
+    entry_px: float,
+    entry_fee: float,
+    funding: float,
+    eq0: float,
+    reason: int,
+) -> float:
+    """Close the whole position at `level` (slippage against it), record trade `k`; the new cash."""
+    side = 1.0 if pos > 0.0 else -1.0
+    px = level * (1.0 - slip) if side > 0 else level * (1.0 + slip)
+    size = abs(pos)
+    xfee = size * px * fee
+    _record(trades, k, entry_i, t, side, size, entry_px, px, entry_fee + xfee, funding, eq0, reason)
+    return cash + (side * size * px - xfee)  # as `cash += ...` did: same rounding
+
+
+@njit(cache=True, nogil=True)
 def run_kernel(
     open_: F64,
     high: F64,
@@ -137,25 +164,8 @@ def run_kernel(
                 open_side = -1
 
         if close_now:
-            side = 1.0 if pos > 0.0 else -1.0
-            px = o * (1.0 - slip) if side > 0 else o * (1.0 + slip)
-            size = abs(pos)
-            xfee = size * px * fee
-            cash += side * size * px - xfee
-            _record(
-                trades,
-                n_trades,
-                entry_i,
-                t,
-                side,
-                size,
-                entry_px,
-                px,
-                entry_fee + xfee,
-                funding_paid,
-                eq_at_entry,
-                EXIT_SIGNAL,
-            )
+            cash = _close(trades, n_trades, pos, o, slip, fee, cash, entry_i, t, entry_px, entry_fee,
+                          funding_paid, eq_at_entry, EXIT_SIGNAL)  # fmt: skip
             n_trades += 1
             pos = 0.0
 
@@ -202,49 +212,16 @@ def run_kernel(
                     level = min(o, target_px)
                     reason = EXIT_TARGET
             if level == level:
-                px = level * (1.0 - slip) if side > 0 else level * (1.0 + slip)
-                size = abs(pos)
-                xfee = size * px * fee
-                cash += side * size * px - xfee
-                _record(
-                    trades,
-                    n_trades,
-                    entry_i,
-                    t,
-                    side,
-                    size,
-                    entry_px,
-                    px,
-                    entry_fee + xfee,
-                    funding_paid,
-                    eq_at_entry,
-                    reason,
-                )
+                cash = _close(trades, n_trades, pos, level, slip, fee, cash, entry_i, t, entry_px,
+                              entry_fee, funding_paid, eq_at_entry, reason)  # fmt: skip
                 n_trades += 1
                 pos = 0.0
 
         # 4. An open position at the last bar is closed at its close when asked (walk-forward folds).
         c = close[t]
         if close_at_end and t == n - 1 and pos != 0.0:
-            side = 1.0 if pos > 0.0 else -1.0
-            px = c * (1.0 - slip) if side > 0 else c * (1.0 + slip)
-            size = abs(pos)
-            xfee = size * px * fee
-            cash += side * size * px - xfee
-            _record(
-                trades,
-                n_trades,
-                entry_i,
-                t,
-                side,
-                size,
-                entry_px,
-                px,
-                entry_fee + xfee,
-                funding_paid,
-                eq_at_entry,
-                EXIT_END,
-            )
+            cash = _close(trades, n_trades, pos, c, slip, fee, cash, entry_i, t, entry_px, entry_fee,
+                          funding_paid, eq_at_entry, EXIT_END)  # fmt: skip
             n_trades += 1
             pos = 0.0
 

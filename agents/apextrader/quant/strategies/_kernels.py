@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 import numpy.typing as npt
+
+from apextrader.quant.jit import njit
 
 F64 = npt.NDArray[np.float64]
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _window_mean(x: F64, start: int, stop: int) -> float:
     total = 0.0
     for i in range(start, stop):
@@ -22,7 +23,7 @@ def _window_mean(x: F64, start: int, stop: int) -> float:
     return total / (stop - start)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _window_std(x: F64, start: int, stop: int, mean: float) -> float:
     acc = 0.0
     for i in range(start, stop):
@@ -31,7 +32,7 @@ def _window_std(x: F64, start: int, stop: int, mean: float) -> float:
     return math.sqrt(acc / (stop - start))  # population std, as Bollinger's definition
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _breakout_decide(
     close: F64,
     volume: F64,
@@ -55,14 +56,14 @@ def _breakout_decide(
     return 0, 0.0
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _breakout_ready(cvd: F64, atr: F64, t: int, need: int, cvd_confirm: bool) -> bool:
     return not (
         t < need or not (atr[t] > 0.0) or cvd[t] != cvd[t] or (cvd_confirm and cvd[t - 1] != cvd[t - 1])
     )
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def breakout_at(
     high: F64,
     low: F64,
@@ -90,7 +91,7 @@ def breakout_at(
     )
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def mean_reversion_at(
     close: F64,
     rsi: F64,
@@ -123,7 +124,7 @@ def mean_reversion_at(
     return 0, 0.0
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def breakout_all(
     high: F64,
     low: F64,
@@ -179,7 +180,7 @@ def breakout_all(
     return side, strength
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def mean_reversion_all(
     close: F64,
     rsi: F64,
