@@ -195,6 +195,7 @@ async def test_bench_scanner_publish_rate(
     spec = example_pipeline.spec
     source = SyntheticSource(exchanges=list(spec.exchanges), symbols=list(spec.symbols), backfill_bars=0,
                              speed=None, depth_levels=spec.source.depth_levels)  # fmt: skip
+    source.market.next_bars()  # warm-up: the generator's first chunk loads its compiled kernels
     publisher = Publisher(js, ack_timeout=30)
     ctx: Any = SimpleNamespace(
         spec=spec, pipeline=example_pipeline, log=None, publisher=publisher, spawn=None

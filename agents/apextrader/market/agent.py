@@ -35,7 +35,7 @@ from apextrader.runtime import Agent, AgentContext, Handler
 
 __all__ = ["BACKLOG", "PUBLISH_WINDOW", "MarketScannerAgent", "snapshot_id"]
 
-PUBLISH_WINDOW = 512
+PUBLISH_WINDOW = 2048
 #: Snapshots produced ahead of the publisher.
 BACKLOG = 2 * PUBLISH_WINDOW
 
