@@ -75,9 +75,11 @@ async def kv_value(url: str, user: str, password: str, key: str) -> Any:
 
 
 def _env_refs(deployment: dict[str, Any]) -> dict[str, dict[str, str]]:
-    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    variables = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     return {
-        e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "secretKeyRef" in e.get("valueFrom", {})
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in variables
+        if "secretKeyRef" in e.get("valueFrom", {})
     }
 
 
@@ -86,7 +88,7 @@ async def test_operator_runs_the_bus_with_users_and_agents_get_their_own(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     port = free_port()
-    async with kube_api(tmp_path) as (emulator, kube):
+    async with kube_api(tmp_path) as (_emulator, kube):
         config = OperatorConfig(
             image="apextrader:test", nats_url=f"nats://127.0.0.1:{port}", metrics_urls=lambda tp: []
         )
@@ -136,11 +138,11 @@ async def test_operator_runs_the_bus_with_users_and_agents_get_their_own(
                         connect_timeout=2,
                     )
                     await nc.close()
-                    env = {
+                    plain = {
                         e["name"]: e.get("value")
                         for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]
                     }
-                    assert env["APEX_NATS_URL"] == f"nats://{NAME}-nats.{NAMESPACE}.svc:4222"
+                    assert plain["APEX_NATS_URL"] == f"nats://{NAME}-nats.{NAMESPACE}.svc:4222"
                 assert len(passwords) == 11  # 10 agent users and the operator, all different
                 with pytest.raises(nats.errors.Error, match=r"(?i)authorization"):
                     await nats.connect(
