@@ -122,11 +122,15 @@ async def _apply_all(
 ) -> tuple[list[str], dict[str, Manifest], dict[str, Manifest]]:
     """Apply in order; returns the changes, the children as now held, and what existed before."""
     kopf.adopt(objs, owner=owner)  # type: ignore[arg-type]  # a Body or its raw mapping
-    existing = await _existing(kube, tp, {o["kind"] for o in objs})
+    # Secrets are read one by one: the operator may get its own, never list anyone's (RBAC)
+    existing = await _existing(kube, tp, {o["kind"] for o in objs} - {"Secret"})
     changes, current = [], {}
     for obj in objs:  # in order: upstream before downstream
         key = f"{obj['kind']}/{obj['metadata']['name']}"
-        outcome, held = await apply(kube, obj, existing.get(key))
+        if obj["kind"] == "Secret":
+            outcome, held = await apply(kube, obj)
+        else:
+            outcome, held = await apply(kube, obj, existing.get(key))
         if outcome != "unchanged":
             changes.append(f"{outcome} {key}")
         current[key] = held

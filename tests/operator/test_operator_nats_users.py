@@ -22,8 +22,14 @@ import pytest
 
 from apextrader.bus.kv import KV
 from apextrader.bus.topology import KV_CANARY_WEIGHT
+from apextrader.contracts.names import AGENT_IDS, agent_tracks
 from apextrader.local.nats_server import free_port
-from apextrader_operator.builders.security import OPERATOR_USER, secret_values, user_password
+from apextrader_operator.builders.security import (
+    OPERATOR_USER,
+    agent_nats_secret_name,
+    secret_values,
+    user_password,
+)
 from apextrader_operator.kube import KubeClient
 from apextrader_operator.natsbus import BusPool
 from apextrader_operator.reconcile import OperatorConfig, PipelineMemory, reconcile
@@ -156,7 +162,7 @@ async def test_operator_runs_the_bus_with_users_and_agents_get_their_own(
                 for needle in needles:
                     assert needle not in status and needle not in events and needle not in caplog.text
                 # ... nor a Secret's last-applied annotation (only a digest is kept there)
-                for obj in await kube.list("Secret", NAMESPACE):
+                for obj in (await _secrets(kube)).values():
                     annotation = (obj["metadata"].get("annotations") or {}).get("apextrader.io/last-applied")
                     assert annotation is None or annotation.startswith("sha256:"), obj["metadata"]["name"]
 
@@ -169,8 +175,19 @@ async def _has(kube: KubeClient, kind: str, name: str) -> bool:
     return name in await _names(kube, kind)
 
 
+def secret_names() -> list[str]:
+    """Every Secret the operator makes for the demo (read by name: nobody may list Secrets)."""
+    agents = [
+        agent_nats_secret_name(NAME, agent, track)
+        for agent in AGENT_IDS
+        for track in agent_tracks(agent, has_canary=True)
+    ]
+    return [KEY_SECRET, AUTH_SECRET, *agents]
+
+
 async def _secrets(kube: KubeClient) -> dict[str, dict[str, Any]]:
-    return {o["metadata"]["name"]: o for o in await kube.list("Secret", NAMESPACE)}
+    found = {name: await secret(kube, name) for name in secret_names()}
+    return {name: obj for name, obj in found.items() if obj is not None}
 
 
 async def test_key_survives_spec_edits_and_a_second_reconcile_writes_nothing(env: Env) -> None:  # noqa: F811
