@@ -91,10 +91,15 @@ async def _run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any,
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
-async def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+async def on_change(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, retry: int = 0, **_: Any
+) -> None:
     if not await _run(body, patch, memo, logger, analyse=False):
-        # kopf keeps the status patch and retries soon: bus → agents → Ready converge step by step
-        raise kopf.TemporaryError("waiting for the bus and agents to become ready", delay=CONVERGE_DELAY)
+        # kopf keeps the status patch and retries soon: bus → agents → Ready converge step by step.
+        # Back off from 0.1 s (retry 1): children that are ready at once (a warm cluster) converge in a few
+        # tenths, pods that take their time cost a retry every CONVERGE_DELAY at most.
+        delay = min(CONVERGE_DELAY, 0.05 * 2**retry)
+        raise kopf.TemporaryError("waiting for the bus and agents to become ready", delay=delay)
 
 
 # `idle`: no tick while the object is changing (a create/update converging through its handler

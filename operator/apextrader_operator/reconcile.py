@@ -110,11 +110,18 @@ def _ready(obj: Manifest | None, want: int) -> int:
 async def _existing(kube: KubeClient, tp: TradingPipeline, kinds: set[str]) -> dict[str, Manifest]:
     """The pipeline's children per `Kind/name`: one LIST per kind instead of one GET per object."""
     labels = {"app.kubernetes.io/instance": tp.name}
-    found: dict[str, Manifest] = {}
-    for kind in sorted(kinds):
-        for obj in await kube.list(kind, tp.metadata.namespace, labels):
-            found[f"{kind}/{obj['metadata']['name']}"] = obj
-    return found
+    ordered = sorted(kinds)
+    lists = await asyncio.gather(*(kube.list(kind, tp.metadata.namespace, labels) for kind in ordered))
+    return {
+        f"{kind}/{obj['metadata']['name']}": obj
+        for kind, objs in zip(ordered, lists, strict=True)
+        for obj in objs
+    }
+
+
+#: Children are applied in waves, each wave concurrently: what others reference (accounts, Secrets,
+#: ConfigMaps) before what routes to pods, before the workloads themselves.
+_WAVE = {"ServiceAccount": 0, "Secret": 0, "ConfigMap": 0, "Service": 1, "NetworkPolicy": 1}
 
 
 async def _apply_all(
@@ -124,17 +131,16 @@ async def _apply_all(
     kopf.adopt(objs, owner=owner)  # type: ignore[arg-type]  # a Body or its raw mapping
     # Secrets are read one by one: the operator may get its own, never list anyone's (RBAC)
     existing = await _existing(kube, tp, {o["kind"] for o in objs} - {"Secret"})
-    changes, current = [], {}
-    for obj in objs:  # in order: upstream before downstream
-        key = f"{obj['kind']}/{obj['metadata']['name']}"
-        if obj["kind"] == "Secret":
-            outcome, held = await apply(kube, obj)
-        else:
-            outcome, held = await apply(kube, obj, existing.get(key))
-        if outcome != "unchanged":
-            changes.append(f"{outcome} {key}")
-        current[key] = held
-    return changes, current, existing
+    keys = [f"{obj['kind']}/{obj['metadata']['name']}" for obj in objs]
+    results: dict[str, tuple[str, Manifest]] = {}
+    for wave in sorted({_WAVE.get(obj["kind"], 2) for obj in objs}):
+        batch = [(k, o) for k, o in zip(keys, objs, strict=True) if _WAVE.get(o["kind"], 2) == wave]
+        done = await asyncio.gather(
+            *(apply(kube, o) if o["kind"] == "Secret" else apply(kube, o, existing.get(k)) for k, o in batch)
+        )
+        results.update(zip((k for k, _ in batch), done, strict=True))
+    changes = [f"{results[k][0]} {k}" for k in keys if results[k][0] != "unchanged"]
+    return changes, {k: results[k][1] for k in keys}, existing
 
 
 async def _prune(
