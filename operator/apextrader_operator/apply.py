@@ -2,11 +2,14 @@
 
 A child is patched only when what we want differs from what we last applied or from what the server
 holds (drift), so re-running a reconcile sends no writes. Keys we stop rendering are removed
-(`null` in the merge patch) because the last-applied copy remembers them.
+(`null` in the merge patch) because the last-applied copy remembers them. A Secret's annotation holds
+only a digest (a copy of its data would spread the secret to every reader of the annotation): a
+changed Secret is patched whole, and keys we stop rendering stay (we render fixed key sets).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, Final, Literal
 
@@ -54,6 +57,8 @@ def merge_diff(before: Any, after: Any) -> Any:
 
 def _annotated(obj: Manifest) -> tuple[Manifest, str]:
     record = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    if obj["kind"] == "Secret":
+        record = "sha256:" + hashlib.sha256(record.encode()).hexdigest()
     meta = obj["metadata"]
     body = {**obj, "metadata": {**meta, "annotations": {**meta.get("annotations", {}), LAST_APPLIED: record}}}
     return body, record
@@ -81,6 +86,6 @@ async def apply(kube: KubeClient, obj: Manifest, current: Any = _FETCH) -> tuple
     last_text = (current.get("metadata", {}).get("annotations") or {}).get(LAST_APPLIED)
     if last_text == record and is_subset(obj, current):
         return "unchanged", current
-    last = json.loads(last_text) if last_text else {}
+    last = json.loads(last_text) if last_text and not last_text.startswith("sha256:") else {}
     patched = await kube.patch(kind, meta.get("namespace"), meta["name"], three_way_patch(last, body))
     return "patched", patched or current

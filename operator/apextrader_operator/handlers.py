@@ -1,9 +1,11 @@
 """Thin kopf handlers: every change and every timer tick is the same idempotent `reconcile`.
 
 Run with `apex operator` (= `kopf run -m apextrader_operator.handlers`). Settings from the
-environment: `APEX_AGENT_IMAGE` (agents' image when the spec names none), `APEX_OPERATOR_INTERVAL`
-(seconds between timer ticks: canary steps, analysis, status), `APEX_OPERATOR_NATS_URL` (reach
-the bus through a port-forward when the operator runs outside the cluster).
+environment (`OperatorConfig.from_env`, docs/operator.md): `APEX_AGENT_IMAGE` (agents' image when
+the spec names none), `APEX_OPERATOR_INTERVAL` (seconds between timer ticks: canary steps, analysis,
+status), `APEX_OPERATOR_NATS_URL` (reach the bus through a port-forward when the operator runs
+outside the cluster), `OTEL_EXPORTER_OTLP_ENDPOINT` and `APEX_AGENT_OTEL_RESOURCE_ATTRIBUTES` (what
+every agent exports its traces to, and with which extra resource attributes).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import kopf
 
 from apextrader.bus.topology import KV_HALT, kv_bucket
 from apextrader.contracts.pipeline import API_GROUP, API_VERSION, PLURAL
-from apextrader_operator.builders import nats_url
+from apextrader_operator.credentials import operator_login, read_pipeline_key
 from apextrader_operator.kube import KubeClient, KubeError, load_credentials
 from apextrader_operator.natsbus import BusPool, BusUnavailable
 from apextrader_operator.reconcile import OperatorConfig, PipelineMemory, pipeline_from_body, reconcile
@@ -28,9 +30,7 @@ INTERVAL = float(os.environ.get("APEX_OPERATOR_INTERVAL", "5"))
 #: waiting for the next timer tick.
 CONVERGE_DELAY = min(INTERVAL, 2.0)
 #: Replaced by tests (fast clock, local NATS) before the operator starts.
-CONFIG = OperatorConfig(
-    image=os.environ.get("APEX_AGENT_IMAGE"), nats_url=os.environ.get("APEX_OPERATOR_NATS_URL")
-)
+CONFIG = OperatorConfig.from_env()
 DELETE_RETRIES = 5
 
 
@@ -91,10 +91,15 @@ async def _run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any,
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
-async def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+async def on_change(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, retry: int = 0, **_: Any
+) -> None:
     if not await _run(body, patch, memo, logger, analyse=False):
-        # kopf keeps the status patch and retries soon: bus → agents → Ready converge step by step
-        raise kopf.TemporaryError("waiting for the bus and agents to become ready", delay=CONVERGE_DELAY)
+        # kopf keeps the status patch and retries soon: bus → agents → Ready converge step by step.
+        # Back off from 0.1 s (retry 1): children that are ready at once (a warm cluster) converge in a few
+        # tenths, pods that take their time cost a retry every CONVERGE_DELAY at most.
+        delay = min(CONVERGE_DELAY, 0.05 * 2**retry)
+        raise kopf.TemporaryError("waiting for the bus and agents to become ready", delay=delay)
 
 
 # `idle`: no tick while the object is changing (a create/update converging through its handler
@@ -115,9 +120,10 @@ async def on_delete(body: kopf.Body, memo: kopf.Memo, retry: int, logger: Any, *
     except ValueError:
         return  # an invalid spec never got a bus from us
     try:
-        bus = await memo.pool.bus(CONFIG.nats_url or nats_url(tp), kv_bucket(tp.name))
+        key = await read_pipeline_key(memo.kube, tp)  # the children are still there until we return
+        bus = await memo.pool.bus(operator_login(tp, key, CONFIG.nats_url), kv_bucket(tp.name))
         await bus.put_json(KV_HALT, True)
-    except BusUnavailable as exc:
+    except (BusUnavailable, KubeError, aiohttp.ClientError) as exc:
         if retry + 1 >= DELETE_RETRIES:
             logger.warning(f"could not write halt to the bus, deleting anyway: {exc}")
             return

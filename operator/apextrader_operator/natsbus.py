@@ -1,13 +1,16 @@
 """The operator's side of the bus: create a pipeline's streams, durable consumers and KV bucket from
 `bus.topology.declare`, write the canary keys and read back what the agents applied.
 
-Connections are pooled per URL so a timer tick does not reconnect.
+Connections are pooled per URL and login so a timer tick does not reconnect. Credentials are passed
+as connect options, never in a URL, and URLs are shown without their user info in every message
+(those messages reach the status and the logs).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from nats.aio.client import Client as NATS
@@ -16,6 +19,18 @@ from nats.js.errors import KeyDeletedError, KeyNotFoundError, NoKeysError, NotFo
 from apextrader.bus.client import connect, ensure_kv, ensure_topology
 from apextrader.bus.kv import KV
 from apextrader.bus.topology import Topology
+
+if TYPE_CHECKING:
+    from apextrader_operator.credentials import BusLogin
+
+
+def redact_url(url: str) -> str:
+    """`nats://user:secret@host:4222` → `nats://host:4222` (for messages)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 class BusUnavailable(Exception):
@@ -32,9 +47,12 @@ class BusPool:
         self._lock = asyncio.Lock()
         self._timeout = connect_timeout
 
-    async def connect(self, url: str) -> NATS:
+    async def connect(self, url: str, options: dict[str, str] | None = None, key: str | None = None) -> NATS:
+        """A pooled connection to `url`; `options`: credentials (`user`, `password`) for nats-py;
+        `key`: the pool slot (default: the URL)."""
+        slot = key or url
         async with self._lock:
-            nc = self._conns.get(url)
+            nc = self._conns.get(slot)
             if nc is not None and nc.is_connected:
                 return nc
             try:
@@ -45,10 +63,11 @@ class BusPool:
                     connect_timeout=self._timeout,
                     allow_reconnect=False,
                     max_reconnect_attempts=0,
+                    **(options or {}),
                 )
             except Exception as exc:  # nats-py raises several unrelated types for "unreachable"
-                raise BusUnavailable(f"cannot connect to {url}: {exc}") from exc
-            self._conns[url] = nc
+                raise BusUnavailable(f"cannot connect to {redact_url(url)}: {exc}") from exc
+            self._conns[slot] = nc
             return nc
 
     async def close(self) -> None:
@@ -58,8 +77,11 @@ class BusPool:
                     await nc.close()
             self._conns.clear()
 
-    async def bus(self, url: str, bucket: str) -> PipelineBus:
-        return PipelineBus(await self.connect(url), bucket)
+    async def bus(self, login: BusLogin | str, bucket: str) -> PipelineBus:
+        """The pipeline's bus; `login`: URL and credentials (`credentials.operator_login`), or a URL."""
+        if isinstance(login, str):
+            return PipelineBus(await self.connect(login), bucket)
+        return PipelineBus(await self.connect(login.url, login.options(), login.pool_key), bucket)
 
 
 class PipelineBus:

@@ -1,14 +1,16 @@
 """One idempotent reconcile for create, resume, update and the timer.
 
-Order (the seed's deploy.sh): the bus first; once it is ready, streams/consumers/KV; then config and
-agents upstream to downstream. An invalid spec changes no child. Ready follows the children's own
-status (Deployments' and the StatefulSet's readyReplicas), never the fact that they were applied.
+Order (the seed's deploy.sh): the pipeline key (managed bus), the bus with its users; once it is
+ready, streams/consumers/KV; then config and agents (each with its NATS credentials) upstream to
+downstream. An invalid spec changes no child. Ready follows the children's own status
+(Deployments' and the StatefulSet's readyReplicas), never the fact that they were applied.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,9 +24,10 @@ from apextrader.contracts.names import AGENT_IDS, agent_tracks
 from apextrader.contracts.pipeline import PipelineError, TradingPipeline, parse_pipeline, track_spec
 from apextrader.contracts.status import AgentStatus, TradingPipelineStatus
 from apextrader_operator.apply import apply, merge_diff
-from apextrader_operator.builders import build_agent_children, build_bus_children, nats_url
+from apextrader_operator.builders import Telemetry, build_agent_children, build_bus_children
 from apextrader_operator.builders.labels import MANAGED_BY, Manifest
 from apextrader_operator.canary_ops import AnalysisMemory, MetricsUrls, metrics_urls, step_canary
+from apextrader_operator.credentials import PipelineKeyInvalid, ensure_pipeline_key, operator_login
 from apextrader_operator.kube import KubeClient
 from apextrader_operator.natsbus import BusPool, BusUnavailable, PipelineBus
 from apextrader_operator.status import condition, dump, load, set_condition
@@ -41,10 +44,23 @@ class OperatorConfig:
     #: Reach the bus at this URL instead of the in-cluster Service (an operator run outside the cluster).
     nats_url: str | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    #: The OTLP collector agents export to (their NetworkPolicy lets them reach its port).
-    otlp_endpoint: str | None = None
+    #: The OTLP collector agents export to (their env points at it, their NetworkPolicy allows it).
+    telemetry: Telemetry = field(default_factory=Telemetry)
     #: Where the built-in analysis scrapes /metrics (default: every agent Service of the pipeline).
     metrics_urls: MetricsUrls = metrics_urls
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
+        """`apex operator`'s settings (docs/operator.md, "Settings"); the chart sets them."""
+        env = os.environ if env is None else env
+        return cls(
+            image=env.get("APEX_AGENT_IMAGE") or None,
+            nats_url=env.get("APEX_OPERATOR_NATS_URL") or None,
+            telemetry=Telemetry(
+                endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+                resource_attributes=env.get("APEX_AGENT_OTEL_RESOURCE_ATTRIBUTES", ""),
+            ),
+        )
 
 
 @dataclass
@@ -94,11 +110,18 @@ def _ready(obj: Manifest | None, want: int) -> int:
 async def _existing(kube: KubeClient, tp: TradingPipeline, kinds: set[str]) -> dict[str, Manifest]:
     """The pipeline's children per `Kind/name`: one LIST per kind instead of one GET per object."""
     labels = {"app.kubernetes.io/instance": tp.name}
-    found: dict[str, Manifest] = {}
-    for kind in sorted(kinds):
-        for obj in await kube.list(kind, tp.metadata.namespace, labels):
-            found[f"{kind}/{obj['metadata']['name']}"] = obj
-    return found
+    ordered = sorted(kinds)
+    lists = await asyncio.gather(*(kube.list(kind, tp.metadata.namespace, labels) for kind in ordered))
+    return {
+        f"{kind}/{obj['metadata']['name']}": obj
+        for kind, objs in zip(ordered, lists, strict=True)
+        for obj in objs
+    }
+
+
+#: Children are applied in waves, each wave concurrently: what others reference (accounts, Secrets,
+#: ConfigMaps) before what routes to pods, before the workloads themselves.
+_WAVE = {"ServiceAccount": 0, "Secret": 0, "ConfigMap": 0, "Service": 1, "NetworkPolicy": 1}
 
 
 async def _apply_all(
@@ -106,15 +129,18 @@ async def _apply_all(
 ) -> tuple[list[str], dict[str, Manifest], dict[str, Manifest]]:
     """Apply in order; returns the changes, the children as now held, and what existed before."""
     kopf.adopt(objs, owner=owner)  # type: ignore[arg-type]  # a Body or its raw mapping
-    existing = await _existing(kube, tp, {o["kind"] for o in objs})
-    changes, current = [], {}
-    for obj in objs:  # in order: upstream before downstream
-        key = f"{obj['kind']}/{obj['metadata']['name']}"
-        outcome, held = await apply(kube, obj, existing.get(key))
-        if outcome != "unchanged":
-            changes.append(f"{outcome} {key}")
-        current[key] = held
-    return changes, current, existing
+    # Secrets are read one by one: the operator may get its own, never list anyone's (RBAC)
+    existing = await _existing(kube, tp, {o["kind"] for o in objs} - {"Secret"})
+    keys = [f"{obj['kind']}/{obj['metadata']['name']}" for obj in objs]
+    results: dict[str, tuple[str, Manifest]] = {}
+    for wave in sorted({_WAVE.get(obj["kind"], 2) for obj in objs}):
+        batch = [(k, o) for k, o in zip(keys, objs, strict=True) if _WAVE.get(o["kind"], 2) == wave]
+        done = await asyncio.gather(
+            *(apply(kube, o) if o["kind"] == "Secret" else apply(kube, o, existing.get(k)) for k, o in batch)
+        )
+        results.update(zip((k for k, _ in batch), done, strict=True))
+    changes = [f"{results[k][0]} {k}" for k in keys if results[k][0] != "unchanged"]
+    return changes, {k: results[k][1] for k in keys}, existing
 
 
 async def _prune(
@@ -163,8 +189,22 @@ async def reconcile(
         return _outcome(previous, status, events=[("Warning", "InvalidSpec", message)])
     cond("InvalidSpec", "False", "SpecValid")
 
+    # 0. the pipeline key every NATS password derives from (created once, never rewritten)
+    key: bytes | None = None
+    if tp.spec.bus.managed is not None:
+        try:
+            key = await ensure_pipeline_key(kube, tp, body)
+        except PipelineKeyInvalid as exc:
+            message = str(exc)  # names the Secret, never its content
+            cond("BusReady", "False", "PipelineKeyInvalid", message)
+            cond("Ready", "False", "NotReady", "bus or agents not ready")
+            was_running = previous.phase in ("Running", "Degraded")
+            status.phase, status.message = ("Degraded" if was_running else "Provisioning"), message
+            return _outcome(previous, status, events=[("Warning", "PipelineKeyInvalid", message)])
+
     # 1. the bus
-    changes, current, _ = await _apply_all(kube, tp, build_bus_children(tp), body)
+    bus_objs = build_bus_children(tp, key)
+    changes, current, _ = await _apply_all(kube, tp, bus_objs, body)
     managed = tp.spec.bus.managed
     bus_ready, bus_reason, bus_message = True, "BusReady", ""
     if managed is not None:
@@ -176,7 +216,7 @@ async def reconcile(
     bus: PipelineBus | None = None
     if bus_ready:
         try:
-            bus = await pool.bus(config.nats_url or nats_url(tp), kv_bucket(tp.name))
+            bus = await pool.bus(operator_login(tp, key, config.nats_url), kv_bucket(tp.name))
             topology = declare(tp.spec, tp.name)
             digest = hashlib.sha256(repr(topology).encode()).hexdigest()
             if memory.needs_provisioning(digest, time.monotonic()):
@@ -187,8 +227,8 @@ async def reconcile(
     cond("BusReady", "True" if bus_ready else "False", bus_reason, bus_message)
 
     # 2. config and agents, only on a ready bus (agents bind to consumers that must exist)
-    agent_objs = build_agent_children(tp, config.image, config.otlp_endpoint)
-    keep = {f"{o['kind']}/{o['metadata']['name']}" for o in build_bus_children(tp) + agent_objs}
+    agent_objs = build_agent_children(tp, config.image, config.telemetry, key=key)
+    keep = {f"{o['kind']}/{o['metadata']['name']}" for o in bus_objs + agent_objs}
     if bus_ready:
         more, agents_current, existed = await _apply_all(kube, tp, agent_objs, body)
         changes += more

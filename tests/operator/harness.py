@@ -53,6 +53,8 @@ RESOURCES = {
     "apps/v1/statefulsets": kmock.ResourceInfo(kind="StatefulSet", namespaced=True, subresources={"status"}),
     "v1/services": kmock.ResourceInfo(kind="Service", namespaced=True),
     "v1/configmaps": kmock.ResourceInfo(kind="ConfigMap", namespaced=True),
+    # the chart grants no list/watch on Secrets: the emulator refuses them (see _serve_list)
+    "v1/secrets": kmock.ResourceInfo(kind="Secret", namespaced=True),
     "v1/serviceaccounts": kmock.ResourceInfo(kind="ServiceAccount", namespaced=True),
     "networking.k8s.io/v1/networkpolicies": kmock.ResourceInfo(kind="NetworkPolicy", namespaced=True),
 }
@@ -88,7 +90,10 @@ class StampingEmulator(kmock.KubernetesEmulator):
                 meta["generation"] = int(current.get("metadata", {}).get("generation", 1)) + 1
 
     async def _serve_list(self, request: Any) -> Any:
-        """kmock ignores label selectors; a real API server filters (equality selectors here)."""
+        """kmock ignores label selectors; a real API server filters (equality selectors here). Secrets
+        cannot be listed: the chart's RBAC grants get/create/patch on them, never list/watch."""
+        if getattr(request.resource, "plural", None) == "secrets":
+            raise kmock.KubernetesError(status=403, reason="Forbidden", message="cannot list secrets")
         payload = await super()._serve_list(request)
         selector = (request.params or {}).get("labelSelector")
         if selector and isinstance(payload, dict):

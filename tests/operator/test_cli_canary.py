@@ -92,6 +92,13 @@ async def test_canary_commands_patch_the_cr(tmp_path: Path) -> None:
         assert code == 0, out
         assert "phase Paused" in out and "applied canary 20%" in out
 
+        await kube.patch("TradingPipeline", NAMESPACE, "btc-perp", {"status": {"canary": {"stepIndex": 3}}},
+                         subresource="status")  # fmt: skip
+        code, out = await apex("canary", "resume", "btc-perp")
+        assert code == 0 and "past step 3" in out, out
+        canary = (await kube.get("TradingPipeline", NAMESPACE, "btc-perp"))["spec"]["canary"]  # type: ignore[index]
+        assert canary["paused"] is False and canary["resumeStep"] == 3  # releases an indefinite pause there
+
         code, out = await apex("canary", "promote", "btc-perp")
         assert code == 0, out
         spec = (await kube.get("TradingPipeline", NAMESPACE, "btc-perp"))["spec"]  # type: ignore[index]

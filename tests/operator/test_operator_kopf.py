@@ -253,8 +253,11 @@ async def test_promote_then_fold_removes_canary_tracks(env: Env) -> None:
     await start(env, example_cr())
     await env.patch_spec({"canary": {"promote": True}})
     await eventually(lambda: _kv_is(env, "canary.weight", 100), what="KV weight 100")
-    status = await env.status()
-    assert status["canary"]["phase"] == "Promoted"
+
+    async def promoted() -> bool:  # the KV write lands before the status patch of the same pass
+        return bool((await env.status()).get("canary", {}).get("phase") == "Promoted")
+
+    await eventually(promoted, what="status.canary.phase Promoted")
     # the fold (what `apex canary promote` sends): template into the base, canary removed
     await env.patch_spec({"strategies": {"breakout": {"lookback": 30, "volumeFactor": 1.5}}, "canary": None})
 

@@ -111,6 +111,56 @@ def test_otel_endpoint_and_agent_image_from_values(helm: str) -> None:
     assert env["APEX_AGENT_IMAGE"] == "registry.local/apex:canary-7"
 
 
+def test_agents_get_the_otel_settings_the_chart_gives_the_operator(helm: str) -> None:
+    """values → the operator Deployment's env → `OperatorConfig.from_env` → every agent Deployment."""
+    from apextrader.contracts import load_pipeline
+    from apextrader_operator.builders import build_children
+    from apextrader_operator.reconcile import OperatorConfig
+
+    rendered = helm_template(
+        helm,
+        OPERATOR_CHART,
+        None,
+        "--set",
+        "otel.endpoint=http://otel-collector.observability:4318",
+        "--set",
+        "otel.resourceAttributes=deployment.environment=prod",
+        "--set",
+        "agentImage.repository=registry.local/apex,agentImage.tag=canary-7",
+    )
+    (dep,) = by_kind(documents(rendered), "Deployment")
+    operator_env = {
+        e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"] if "value" in e
+    }
+    config = OperatorConfig.from_env(operator_env)
+    assert config.image == "registry.local/apex:canary-7"
+    tp = load_pipeline(REPO / "manifests" / "pipeline.yaml")
+    children = build_children(tp, config.image, config.telemetry, key=b"pipeline-key-for-tests-012345678")
+    agents = [d for d in children if d["kind"] == "Deployment"]
+    assert len(agents) == 10
+    for agent in agents:
+        container = agent["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert container["image"] == "registry.local/apex:canary-7"
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4318"
+        assert env["OTEL_SERVICE_NAME"] == agent["metadata"]["name"]
+        attributes = dict(a.split("=", 1) for a in env["OTEL_RESOURCE_ATTRIBUTES"].split(","))
+        labels = agent["metadata"]["labels"]
+        assert attributes["deployment.environment"] == "prod"
+        assert attributes["apextrader.pipeline"] == tp.name
+        assert attributes["apextrader.agent"] == labels["app.kubernetes.io/component"]
+        assert attributes["apextrader.track"] == labels["apextrader.io/track"]
+    # tracing off in the chart: nothing reaches the agents
+    off = documents(helm_template(helm, OPERATOR_CHART, None))
+    (plain,) = by_kind(off, "Deployment")
+    plain_env = {
+        e["name"]: e["value"]
+        for e in plain["spec"]["template"]["spec"]["containers"][0]["env"]
+        if "value" in e
+    }
+    assert OperatorConfig.from_env(plain_env).telemetry.endpoint is None
+
+
 def _rules(doc: dict[str, object]) -> list[dict[str, list[str]]]:
     rules = doc["rules"]
     assert isinstance(rules, list)

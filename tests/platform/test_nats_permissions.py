@@ -6,32 +6,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
+from typing import ClassVar
 
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from apextrader.bus.client import ensure_topology
+from apextrader.bus.client import ensure_kv, ensure_topology
 from apextrader.bus.history import history
 from apextrader.bus.kv import KV
 from apextrader.bus.topology import KV_CANARY_WEIGHT, declare, kv_applied_key, stream_name, subject
-from apextrader.contracts import TradingPipeline, load_pipeline
+from apextrader.contracts import Envelope, TradingPipeline, load_pipeline
+from apextrader.contracts.names import EventType
 from apextrader.local.nats_server import free_port
-from apextrader_operator.builders.nats import build_nats_config
-from apextrader_operator.builders.security import (
-    AUTH_INCLUDE,
-    OPERATOR_USER,
-    nats_authorization,
-    nats_config_volume,
-    user_password,
-)
+from apextrader.runtime import Agent, AgentRunner, AgentSettings, Handler
+from apextrader_operator.builders.nats import build_nats_config, nats_config_volume
+from apextrader_operator.builders.security import OPERATOR_USER, nats_authorization, user_password
+from tests.bus.helpers import publish_many, snapshot
 from tests.platform.conftest import REPO, require_tool
 
 KEY = b"pipeline-key-for-tests"
@@ -170,14 +169,14 @@ async def test_wrong_password_is_refused(secured_server: str) -> None:
 
 
 def test_operator_nats_conf_with_auth_include_is_valid(tmp_path: Path, pipeline: TradingPipeline) -> None:
-    """The operator's managed nats.conf plus AUTH_INCLUDE, with auth.conf beside it as the projected
+    """The operator's managed nats.conf with users on, with auth.conf beside it as the projected
     volume mounts them, passes `nats-server -t`."""
     bus = pipeline.spec.bus.managed
     assert bus is not None
     volume = nats_config_volume(pipeline)
     paths = [s.get("secret", {}).get("items", [{}])[0].get("path") for s in volume["projected"]["sources"]]
     assert "auth.conf" in paths
-    conf = build_nats_config(pipeline, bus)["data"]["nats.conf"] + AUTH_INCLUDE + "\n"
+    conf = build_nats_config(pipeline, bus, auth=True)["data"]["nats.conf"]
     conf = conf.replace("/data/jetstream", str(tmp_path / "js"))
     (tmp_path / "nats.conf").write_text(conf)
     (tmp_path / "auth.conf").write_text(nats_authorization(pipeline, KEY))
@@ -187,3 +186,61 @@ def test_operator_nats_conf_with_auth_include_is_valid(tmp_path: Path, pipeline:
         [binary, "-c", str(tmp_path / "nats.conf"), "-t"], capture_output=True, text=True, env=env
     )
     assert out.returncode == 0, out.stderr
+
+
+class SnapshotCounter(Agent):
+    """A feature engineer that only counts what it handles (it derives nothing)."""
+
+    agent_id = "feature-engineer"
+    seen: ClassVar[list[str]] = []
+
+    def subscriptions(self) -> Mapping[EventType, Handler]:
+        return {"market.snapshot": self.on_snapshot}
+
+    async def on_snapshot(self, ev: Envelope) -> None:
+        self.seen.append(ev.id)
+
+
+async def test_the_real_runtime_runs_as_its_user_as_the_operator_deploys_it(
+    secured_server: str, pipeline: TradingPipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The agent runtime with the Deployment's settings (its user from the Secret's keys,
+    APEX_ENSURE_TOPOLOGY=false) binds, handles events, watches its max-deliveries advisories and
+    reads KV without a single permissions violation; the password appears in no log line."""
+    p = pipeline.name
+    async with login(secured_server, pipeline, OPERATOR_USER, api_wait=10) as op:
+        await ensure_topology(op.js, declare(pipeline.spec, p))
+        await ensure_kv(op.js, f"apex-{p}")
+        await publish_many(op.js, [snapshot(i) for i in range(3)])
+    user = "feature-engineer-shared"
+    password = user_password(KEY, p, user)
+    env = {"APEX_NATS_USER": user, "APEX_NATS_PASSWORD": password, "APEX_ENSURE_TOPOLOGY": "false"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        settings = AgentSettings(
+            agent="feature-engineer", nats_url=secured_server, http_port=0, http_host="127.0.0.1"
+        )
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    assert settings.nats_user == user and not settings.ensure_topology
+    SnapshotCounter.seen = []
+    runner = AgentRunner(SnapshotCounter, settings, pipeline=pipeline, configure_logging=False)
+    caplog.set_level(logging.DEBUG)
+    task = asyncio.create_task(runner.run())
+    try:
+        await asyncio.wait_for(runner.started.wait(), 10)
+        for _ in range(100):
+            if len(SnapshotCounter.seen) == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert len(SnapshotCounter.seen) == 3
+        assert runner.readiness() == {"nats": True, "consumers": True, "agent": True}
+        await asyncio.sleep(0.3)  # a denied subscription is reported asynchronously
+    finally:
+        runner.request_stop()
+        assert await asyncio.wait_for(task, 10) == 0
+    text = caplog.text.lower()
+    assert "permissions violation" not in text and "authorization" not in text, caplog.text
+    assert password not in caplog.text

@@ -11,8 +11,7 @@ import yaml
 
 from apextrader.contracts import TradingPipeline, load_pipeline
 from apextrader.contracts.names import AGENT_IDS
-from apextrader_operator.builders import build_children
-from apextrader_operator.builders.security import build_security_children
+from apextrader_operator.builders import Telemetry, build_children
 from tests.platform.charts import pod_specs, restricted_violations
 from tests.platform.conftest import REPO
 from tests.platform.observability import OBSERVABILITY
@@ -21,9 +20,8 @@ from tests.platform.observability import OBSERVABILITY
 @pytest.fixture(scope="module")
 def children() -> list[dict[str, Any]]:
     tp: TradingPipeline = load_pipeline(REPO / "manifests" / "pipeline.yaml")
-    return build_children(tp) + build_security_children(
-        tp, b"key", "http://otel-collector.observability:4318"
-    )
+    telemetry = Telemetry("http://otel-collector.observability:4318", "deployment.environment=prod")
+    return build_children(tp, telemetry=telemetry, key=b"pipeline-key-for-tests-012345678")
 
 
 def test_every_object_validates_against_kubernetes_1_34(children: list[dict[str, Any]]) -> None:

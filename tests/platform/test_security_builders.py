@@ -11,15 +11,16 @@ import pytest
 from apextrader.bus.topology import subject
 from apextrader.contracts import TradingPipeline, load_pipeline, parse_pipeline
 from apextrader.contracts.names import AGENT_IDS, EVENT_TYPES, AgentId, agent_tracks
+from apextrader_operator.builders import build_children
 from apextrader_operator.builders.security import (
     EMITS,
     OPERATOR_USER,
     agent_user,
     build_agent_nats_secret,
     build_agent_network_policy,
-    build_security_children,
     nats_authorization,
     nats_users,
+    secret_values,
     user_password,
 )
 from tests.platform.conftest import REPO
@@ -89,7 +90,11 @@ def test_agents_cannot_administer_the_bus(demo: TradingPipeline) -> None:
             continue
         for subj in forbidden:
             assert not any(matches(p, subj) for p in user.publish), (user.name, subj)
-        assert user.subscribe == ("_INBOX.>",)
+        # its inbox, and the max-deliveries advisories of its own durables (to dead-letter them)
+        assert user.subscribe[0] == "_INBOX.>"
+        for advisory in user.subscribe[1:]:
+            assert advisory.startswith("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.APEX_BTC_PERP_")
+            assert advisory.endswith(f".{user.name}"), (user.name, advisory)
 
 
 def test_auth_conf_lists_every_agent_track_and_the_operator(demo: TradingPipeline) -> None:
@@ -112,7 +117,7 @@ def test_passwords_are_per_user_and_per_key(demo: TradingPipeline) -> None:
 def test_agent_credentials_secret(demo: TradingPipeline) -> None:
     secret = build_agent_nats_secret(demo, "execution", "canary", KEY)
     assert secret["metadata"]["name"] == "btc-perp-execution-canary-nats"
-    data = secret["stringData"]
+    data = secret_values(secret)
     password = user_password(KEY, demo.name, "execution-canary")
     assert data["APEX_NATS_USER"] == "execution-canary" and data["APEX_NATS_PASSWORD"] == password
     assert data["APEX_NATS_URL"] == f"nats://execution-canary:{password}@btc-perp-nats.default.svc:4222"
@@ -161,12 +166,11 @@ def test_external_bus_and_otlp_ports(demo: TradingPipeline) -> None:
     _validate(policy)
     assert _egress_ports(policy) == {53, 4333, 4318}
     # an external NATS manages its own accounts: no auth/credential Secrets then
-    kinds = [d["kind"] for d in build_security_children(external, KEY)]
-    assert kinds == ["NetworkPolicy"] * len(AGENT_IDS)
+    assert [d for d in build_children(external) if d["kind"] == "Secret"] == []
 
 
 def test_security_children_of_a_managed_bus(demo: TradingPipeline) -> None:
-    children = build_security_children(demo, KEY)
+    children = [d for d in build_children(demo, key=KEY) if d["kind"] in ("Secret", "NetworkPolicy")]
     for doc in children:
         _validate(doc)
         assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == demo.name

@@ -228,3 +228,17 @@ def test_paused_rollout_holds_its_step_for_any_time(steps: list[dict[str, Any]],
             s.effective_weight,
             "Paused",
         )
+
+
+def test_indefinite_pause_holds_until_resume_releases_that_step() -> None:
+    steps = [{"setWeight": 5}, {"pause": {}}, {"setWeight": 25}, {"pause": {}}, {"setWeight": 50}]
+    s = advance(spec(steps=steps), None, T0)
+    s = advance(spec(steps=steps), s, T0 + timedelta(days=30))
+    assert (s.phase, s.step_index, s.effective_weight) == ("Paused", 1, 5)  # no timer ends it
+    s = advance(spec(steps=steps, resumeStep=0), s, T0 + timedelta(days=30))  # an older release
+    assert s.step_index == 1
+    # `apex canary resume` releases the current step: on to the next indefinite pause, not past it
+    s = advance(spec(steps=steps, resumeStep=1), s, T0 + timedelta(days=30, seconds=1))
+    assert (s.phase, s.step_index, s.effective_weight) == ("Paused", 3, 25)
+    s = advance(spec(steps=steps, resumeStep=3), s, T0 + timedelta(days=30, seconds=2))
+    assert (s.step_index, s.effective_weight) == (5, 50) and s.phase != "Paused"

@@ -53,3 +53,10 @@ def test_abort_then_clear_abort_and_promote_excludes_abort() -> None:
 def test_unknown_action_is_refused() -> None:
     with pytest.raises(CanaryRequestError, match="unknown action"):
         apply_request(MANUAL, {"action": "explode"})
+
+
+def test_resume_releases_the_indefinite_pause_at_the_current_step() -> None:
+    paused = STEPPED.model_copy(update={"paused": True})
+    out = apply_request(paused, {"action": "resume"}, step_index=2)
+    assert out.paused is False and out.resume_step == 2
+    assert apply_request(paused, {"action": "pause"}, step_index=2).resume_step is None

@@ -3,6 +3,7 @@ from `bus.topology.declare`."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -129,8 +130,8 @@ async def ensure_kv(js: JetStreamContext, bucket: str) -> None:
 
 async def ensure_topology(js: JetStreamContext, topology: Topology) -> None:
     """Create or update every stream, durable consumer and the KV bucket; safe to call repeatedly."""
-    for stream in topology.streams:
-        await ensure_stream(js, stream)
-    for consumer in topology.consumers:
-        await ensure_consumer(js, consumer)
-    await ensure_kv(js, topology.kv_bucket)
+    # Concurrent requests on the one connection: streams (and the bucket), then their consumers.
+    await asyncio.gather(
+        *(ensure_stream(js, stream) for stream in topology.streams), ensure_kv(js, topology.kv_bucket)
+    )
+    await asyncio.gather(*(ensure_consumer(js, consumer) for consumer in topology.consumers))

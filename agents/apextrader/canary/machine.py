@@ -25,7 +25,7 @@ from apextrader.contracts.status import AnalysisRun, CanaryPhase, CanaryStatus
 from apextrader.contracts.units import parse_duration
 
 #: Flags that steer a rollout without changing what is rolled out.
-CONTROL_FLAGS = frozenset({"paused", "promote", "abort"})
+CONTROL_FLAGS = frozenset({"paused", "promote", "abort", "resume_step"})
 
 
 def revision(canary: CanarySpec) -> str:
@@ -90,13 +90,20 @@ def _record_analysis(canary: CanarySpec, status: CanaryStatus, run: AnalysisRun)
         status.consecutive_failures = 0
 
 
-def _step_waits(step: CanaryStep, status: CanaryStatus, now: datetime, run: AnalysisRun | None) -> bool:
+def _released(canary: CanarySpec, index: int) -> bool:
+    """An indefinite pause at `index` was released by `resumeStep`."""
+    return canary.resume_step is not None and canary.resume_step >= index
+
+
+def _step_waits(
+    step: CanaryStep, released: bool, status: CanaryStatus, now: datetime, run: AnalysisRun | None
+) -> bool:
     """Whether the current step still holds the rollout."""
     if step.set_weight is not None:
         return False
     if step.pause is not None:
         if step.pause.duration is None:
-            return True
+            return not released
         started = status.step_started_at or now
         return now - started < parse_duration(step.pause.duration)
     # analysis step: wait for a passing verdict taken at this step
@@ -106,7 +113,7 @@ def _step_waits(step: CanaryStep, status: CanaryStatus, now: datetime, run: Anal
 def _walk_steps(canary: CanarySpec, status: CanaryStatus, now: datetime, run: AnalysisRun | None) -> None:
     steps = canary.steps or []
     index = status.step_index or 0
-    while index < len(steps) and not _step_waits(steps[index], status, now, run):
+    while index < len(steps) and not _step_waits(steps[index], _released(canary, index), status, now, run):
         index += 1
         status.step_started_at = now
         run = None  # an analysis verdict satisfies one analysis step only
@@ -128,7 +135,12 @@ def _phase(canary: CanarySpec, status: CanaryStatus) -> CanaryPhase:
         return "Paused"
     steps = canary.steps or []
     index = status.step_index or 0
-    if index < len(steps) and steps[index].pause is not None and steps[index].pause.duration is None:  # type: ignore[union-attr]
+    if (
+        index < len(steps)
+        and steps[index].pause is not None
+        and steps[index].pause.duration is None  # type: ignore[union-attr]
+        and not _released(canary, index)
+    ):
         return "Paused"
     last = status.last_analysis
     if last is not None and last.result == "Fail":

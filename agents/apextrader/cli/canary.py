@@ -162,7 +162,34 @@ def _flag(flag: str, value: bool, verb: str) -> Any:
 
 
 app.command("pause")(_flag("paused", True, "pause"))
-app.command("resume")(_flag("paused", False, "resume"))
+
+
+@app.command("resume")
+@friendly
+def resume(
+    name: str = NAME,
+    namespace: str | None = NS,
+    kubeconfig: str | None = KUBECONFIG,
+    context: str | None = CONTEXT,
+    local: bool = LOCAL,
+    data_dir: Path | None = DATA_DIR,
+) -> None:
+    """Resume the canary: unfreeze the step timer and release an indefinite pause at the current step.
+
+    Example: [bold]apex canary resume btc-perp -n trading[/]
+    """
+    if local:
+        console.print(_local(name, data_dir, {"action": "resume"}))
+        return
+
+    def action(obj: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        step = (obj.get("status") or {}).get("canary", {}).get("stepIndex")
+        release = {} if step is None else {"resumeStep": step}
+        return _with_canary(obj, paused=False, **release), f"{name}: resume" + (
+            f" (past step {step})" if step is not None else ""
+        )
+
+    _run(name, namespace, kubeconfig, context, action)
 
 
 @app.command("abort")

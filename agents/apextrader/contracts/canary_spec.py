@@ -15,7 +15,7 @@ Weight = Annotated[int, Field(ge=0, le=100, description="Percent of capital on t
 
 
 class PauseStep(SpecModel):
-    #: Absent = pause until the user sets `paused: false`/edits the steps.
+    #: Absent = pause until released: `apex canary resume` (spec.canary.resumeStep) or edited steps.
     duration: Duration | None = None
 
 
@@ -70,6 +70,9 @@ class CanarySpec(SpecModel):
     analysis: CanaryAnalysis = Field(default_factory=CanaryAnalysis)
     #: Freeze the step timer; weights stay.
     paused: bool = False
+    #: Indefinite `pause: {}` steps at or before this index are released (Argo Rollouts' `promote`
+    #: past a pause); `apex canary resume` sets it to the current step. Changing it restarts nothing.
+    resume_step: Annotated[int, Field(ge=0, le=MAX_STEPS)] | None = None
     #: Level-triggered: canary 100 %, stable opens no new positions.
     promote: bool = False
     #: Level-triggered: canary 0 %, opens no positions.

@@ -23,8 +23,9 @@ class CanaryRequestError(ValueError):
     pass
 
 
-def apply_request(canary: CanarySpec, request: dict[str, Any]) -> CanarySpec:
-    """The spec after one local request (`set-weight`, `pause`, `resume`, `promote`, `abort`)."""
+def apply_request(canary: CanarySpec, request: dict[str, Any], step_index: int | None = None) -> CanarySpec:
+    """The spec after one local request (`set-weight`, `pause`, `resume`, `promote`, `abort`);
+    `resume` also releases an indefinite pause at the current `step_index`."""
     action = request.get("action")
     if action == "set-weight":
         if canary.steps is not None:
@@ -35,13 +36,14 @@ def apply_request(canary: CanarySpec, request: dict[str, Any]) -> CanarySpec:
         if not 0 <= weight <= 100:
             raise CanaryRequestError(f"weight must be 0-100, got {weight}")
         return canary.model_copy(update={"weight": weight, "abort": False})
-    updates = {
+    actions: dict[str, dict[str, Any]] = {
         "pause": {"paused": True},
-        "resume": {"paused": False},
+        "resume": {"paused": False, "resume_step": step_index},
         "promote": {"promote": True, "abort": False},
         "abort": {"abort": True, "promote": False},
         "clear-abort": {"abort": False},
-    }.get(str(action))
+    }
+    updates = actions.get(str(action))
     if updates is None:
         raise CanaryRequestError(f"unknown action {action!r}")
     return canary.model_copy(update=updates)
@@ -84,7 +86,7 @@ class LocalCanary:
             self.last_request_error = "this pipeline has no canary"
             return
         try:
-            self.canary = apply_request(self.canary, request)
+            self.canary = apply_request(self.canary, request, self.status.step_index)
             self.last_request_error = None
         except (CanaryRequestError, KeyError, ValueError) as exc:
             self.last_request_error = str(exc)

@@ -112,9 +112,9 @@ class AgentRunner:
 
     async def _run(self, name: str, log: logging.Logger) -> int:
         s = self.settings
-        provider = setup_tracing(name, s.otlp_endpoint)
+        provider = setup_tracing(s.service_name or name, s.otlp_endpoint)
         tracer = tracer_from(provider)
-        self.nc = nc = await connect(s.nats_url, name=f"{name}@{s.instance}")
+        self.nc = nc = await connect(s.nats_url, name=f"{name}@{s.instance}", **s.nats_options())
         js = nc.jetstream()
         topology = declare(self.pipeline.spec, self.pipeline.name)
         if s.ensure_topology:

@@ -6,7 +6,7 @@ import os
 import socket
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from apextrader.contracts.names import AgentId, Track
@@ -24,6 +24,10 @@ class AgentSettings(BaseSettings):
     track: Track = "shared"
     pipeline_file: Path = Path("manifests/pipeline.yaml")
     nats_url: str = "nats://127.0.0.1:4222"
+    #: The agent's own NATS user (on Kubernetes from the `<deployment>-nats` Secret). Kept out of the
+    #: URL, which connection messages log.
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
     http_port: int = Field(default=8080, ge=0, le=65535)
     http_host: str = "0.0.0.0"
     log_level: str = "INFO"
@@ -41,3 +45,13 @@ class AgentSettings(BaseSettings):
     otlp_endpoint: str | None = Field(
         default_factory=lambda: os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
     )
+    #: The traces' service.name; OpenTelemetry's OTEL_SERVICE_NAME (the operator sets the
+    #: Deployment's name) wins over the default `<agent>[-<track>]`.
+    service_name: str | None = Field(default_factory=lambda: os.environ.get("OTEL_SERVICE_NAME") or None)
+
+    def nats_options(self) -> dict[str, str]:
+        """nats-py connect options for the credentials, if any."""
+        if not self.nats_user:
+            return {}
+        password = self.nats_password.get_secret_value() if self.nats_password else ""
+        return {"user": self.nats_user, "password": password}

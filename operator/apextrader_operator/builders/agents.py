@@ -22,10 +22,15 @@ from apextrader_operator.builders.labels import (
     selector_labels,
 )
 from apextrader_operator.builders.nats import nats_url
+from apextrader_operator.builders.security import agent_nats_secret_name, nats_user_name, user_password
+from apextrader_operator.builders.telemetry import Telemetry, otel_env
 
 PIPELINE_FILE: Final = f"{CONFIG_MOUNT}/pipeline.yaml"
 #: Fallback when neither `spec.image` nor the operator's APEX_AGENT_IMAGE names one.
 DEFAULT_IMAGE: Final = "ghcr.io/apextrader/apextrader:0.1.0"
+#: Fingerprint of the pod's NATS credentials: a new pipeline key rolls the pods (env from a Secret
+#: is read only when a container starts).
+CREDENTIALS_HASH_ANNOTATION: Final = "apextrader.io/credentials-hash"
 
 
 def service_account_name(pipeline: str) -> str:
@@ -59,20 +64,57 @@ def _resources(requests: ResourceList, limits: ResourceList) -> Manifest:
     return out
 
 
-def _env(tp: TradingPipeline, agent: AgentId, track: Track) -> list[Manifest]:
+def _nats_credentials(tp: TradingPipeline, agent: AgentId, track: Track) -> list[Manifest]:
+    """User and password from the agent's own Secret (the URL stays plain: it appears in logs)."""
+    if tp.spec.bus.managed is None:
+        return []  # an external bus: its accounts are the user's (docs/operator.md)
+    secret = agent_nats_secret_name(tp.name, agent, track)
+    return [
+        {"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": var}}}
+        for var in ("APEX_NATS_USER", "APEX_NATS_PASSWORD")
+    ]
+
+
+def _env(tp: TradingPipeline, agent: AgentId, track: Track, telemetry: Telemetry) -> list[Manifest]:
     return [
         {"name": "APEX_PIPELINE_FILE", "value": PIPELINE_FILE},
         {"name": "APEX_NATS_URL", "value": nats_url(tp)},
+        *_nats_credentials(tp, agent, track),
+        # the operator creates streams, consumers and KV; agents only bind (and may not create)
+        {"name": "APEX_ENSURE_TOPOLOGY", "value": "false"},
         {"name": "APEX_AGENT", "value": agent},
         {"name": "APEX_TRACK", "value": track},
         {"name": "APEX_HTTP_PORT", "value": str(HTTP_PORT)},
         # the instance in KV `applied.<agent>.<track>.<instance>`
         {"name": "APEX_INSTANCE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        *otel_env(tp, agent, track, telemetry),
     ]
 
 
-def build_deployment(tp: TradingPipeline, agent: AgentId, track: Track, fallback_image: str) -> Manifest:
-    """The Deployment of one agent on one track: `apex agent <id> --track <t>`."""
+def _pod_annotations(
+    tp: TradingPipeline, spec: TradingPipelineSpec, agent: AgentId, track: Track, key: bytes | None
+) -> dict[str, str]:
+    annotations = {CONFIG_HASH_ANNOTATION: config_hash(spec)}
+    if tp.spec.bus.managed is not None:
+        if key is None:
+            raise ValueError("a managed bus needs the pipeline key (NATS users)")
+        password = user_password(key, tp.name, nats_user_name(agent, track))
+        digest = hashlib.sha256(f"credentials|{password}".encode()).hexdigest()[:16]
+        annotations[CREDENTIALS_HASH_ANNOTATION] = digest
+    return annotations
+
+
+def build_deployment(
+    tp: TradingPipeline,
+    agent: AgentId,
+    track: Track,
+    fallback_image: str,
+    *,
+    key: bytes | None = None,
+    telemetry: Telemetry = Telemetry(),
+) -> Manifest:
+    """The Deployment of one agent on one track: `apex agent <id> --track <t>`. `key`: the pipeline
+    key (required with a managed bus: the pods log in as their own NATS user)."""
     spec = track_spec(tp.spec, "canary" if track == "canary" else "stable")
     agent_spec = spec.agent(agent)
     name = deployment_name(tp.name, agent, track)
@@ -82,7 +124,7 @@ def build_deployment(tp: TradingPipeline, agent: AgentId, track: Track, fallback
         "image": image,
         "imagePullPolicy": pull_policy,
         "command": ["apex", "agent", agent, "--track", track],
-        "env": _env(tp, agent, track),
+        "env": _env(tp, agent, track, telemetry),
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "livenessProbe": {
             "httpGet": {"path": "/health", "port": "http"},
@@ -113,7 +155,7 @@ def build_deployment(tp: TradingPipeline, agent: AgentId, track: Track, fallback
             # one instance at a time for stateful agents: Recreate never runs two side by side
             "strategy": {"type": "RollingUpdate" if agent == "strategy-builder" else "Recreate"},
             "template": {
-                "metadata": {"labels": labels, "annotations": {CONFIG_HASH_ANNOTATION: config_hash(spec)}},
+                "metadata": {"labels": labels, "annotations": _pod_annotations(tp, spec, agent, track, key)},
                 "spec": {
                     "serviceAccountName": service_account_name(tp.name),
                     "automountServiceAccountToken": False,

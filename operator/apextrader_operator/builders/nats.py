@@ -1,8 +1,15 @@
 """The managed bus: NATS JetStream as a StatefulSet (file storage on a PVC), a headless Service and
-its config; a NetworkPolicy lets only this pipeline's pods and the operator reach the client port."""
+its config; a NetworkPolicy lets only this pipeline's pods and the operator reach the client port.
+
+With NATS users on (always, for a managed bus rendered by the operator), nats.conf `include`s the
+`authorization {}` block that `builders.security` renders into the Secret `<pipeline>-nats-auth`;
+both files are mounted side by side, and a hash of the users rolls the pods when they change
+(nats-server reads its config at start; a Secret update alone would not reach it).
+"""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Final
 
 from apextrader.bus.topology import nats_service_name
@@ -22,6 +29,16 @@ MONITOR_PORT: Final = 8222
 CLUSTER_PORT: Final = 6222
 COMPONENT: Final = "nats"
 OPERATOR_LABELS: Final = {"app.kubernetes.io/name": "apextrader-operator"}
+#: The line the managed nats.conf needs; NATS resolves includes relative to the config file, so
+#: auth.conf must sit beside nats.conf (see `nats_config_volume`).
+AUTH_INCLUDE: Final = 'include "auth.conf"'
+AUTH_FILE: Final = "auth.conf"
+#: Hash of the users' block on the NATS pod template: new users or passwords restart the server.
+AUTH_HASH_ANNOTATION: Final = "apextrader.io/auth-hash"
+
+
+def auth_secret_name(pipeline: str) -> str:
+    return f"{nats_service_name(pipeline)}-auth"
 
 
 def nats_url(tp: TradingPipeline) -> str:
@@ -32,7 +49,7 @@ def nats_url(tp: TradingPipeline) -> str:
     return f"nats://{nats_service_name(tp.name)}.{ns}.svc:{CLIENT_PORT}"
 
 
-def _nats_conf(tp: TradingPipeline, bus: ManagedBus) -> str:
+def _nats_conf(tp: TradingPipeline, bus: ManagedBus, auth: bool) -> str:
     name, ns = nats_service_name(tp.name), tp.metadata.namespace or "default"
     # JetStream may use 90 % of the volume; the rest is headroom for compaction.
     max_file = parse_quantity(bus.storage) * 9 // 10
@@ -58,16 +75,30 @@ def _nats_conf(tp: TradingPipeline, bus: ManagedBus) -> str:
             f"  routes: [\n    {routes}\n  ]",
             "}",
         ]
+    if auth:
+        lines.append(AUTH_INCLUDE)
     return "\n".join(lines) + "\n"
 
 
-def build_nats_config(tp: TradingPipeline, bus: ManagedBus) -> Manifest:
+def build_nats_config(tp: TradingPipeline, bus: ManagedBus, auth: bool = False) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": metadata(tp, f"{nats_service_name(tp.name)}-config", COMPONENT),
-        "data": {"nats.conf": _nats_conf(tp, bus)},
+        "data": {"nats.conf": _nats_conf(tp, bus, auth)},
     }
+
+
+def nats_config_volume(tp: TradingPipeline, auth: bool = True) -> Manifest:
+    """nats.conf (the ConfigMap) and, with users on, auth.conf (the Secret) side by side."""
+    name = nats_service_name(tp.name)
+    config = {"configMap": {"name": f"{name}-config"}}
+    if not auth:
+        return {"name": "config", **config}
+    auth_file = {
+        "secret": {"name": auth_secret_name(tp.name), "items": [{"key": AUTH_FILE, "path": AUTH_FILE}]}
+    }
+    return {"name": "config", "projected": {"sources": [config, auth_file]}}
 
 
 def _ports(bus: ManagedBus) -> list[tuple[str, int]]:
@@ -90,8 +121,12 @@ def build_nats_service(tp: TradingPipeline, bus: ManagedBus) -> Manifest:
     }
 
 
-def build_nats_statefulset(tp: TradingPipeline, bus: ManagedBus) -> Manifest:
+def build_nats_statefulset(tp: TradingPipeline, bus: ManagedBus, auth_conf: str | None = None) -> Manifest:
     name = nats_service_name(tp.name)
+    template_meta: Manifest = {"labels": metadata(tp, name, COMPONENT)["labels"]}
+    if auth_conf is not None:
+        digest = hashlib.sha256(auth_conf.encode()).hexdigest()[:16]
+        template_meta["annotations"] = {AUTH_HASH_ANNOTATION: digest}
     probe = {"httpGet": {"path": "/healthz?js-enabled-only=true", "port": "monitor"}, "periodSeconds": 10}
     return {
         "apiVersion": "apps/v1",
@@ -103,7 +138,7 @@ def build_nats_statefulset(tp: TradingPipeline, bus: ManagedBus) -> Manifest:
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": selector_labels(tp.name, COMPONENT)},
             "template": {
-                "metadata": {"labels": metadata(tp, name, COMPONENT)["labels"]},
+                "metadata": template_meta,
                 "spec": {
                     "automountServiceAccountToken": False,
                     "securityContext": pod_security_context(1000),
@@ -139,7 +174,7 @@ def build_nats_statefulset(tp: TradingPipeline, bus: ManagedBus) -> Manifest:
                             ],
                         }
                     ],
-                    "volumes": [{"name": "config", "configMap": {"name": f"{name}-config"}}],
+                    "volumes": [nats_config_volume(tp, auth=auth_conf is not None)],
                 },
             },
             "volumeClaimTemplates": [
@@ -180,14 +215,15 @@ def build_nats_network_policy(tp: TradingPipeline, bus: ManagedBus) -> Manifest:
     }
 
 
-def build_bus(tp: TradingPipeline) -> list[Manifest]:
-    """Every object of the managed bus, or nothing for an external `bus.url`."""
+def build_bus(tp: TradingPipeline, auth_conf: str | None = None) -> list[Manifest]:
+    """Every object of the managed bus, or nothing for an external `bus.url`. `auth_conf`: the
+    users' `authorization {}` block (its Secret is applied before these), None for no users."""
     bus = tp.spec.bus.managed
     if bus is None:
         return []
     return [
-        build_nats_config(tp, bus),
+        build_nats_config(tp, bus, auth=auth_conf is not None),
         build_nats_service(tp, bus),
-        build_nats_statefulset(tp, bus),
+        build_nats_statefulset(tp, bus, auth_conf),
         build_nats_network_policy(tp, bus),
     ]

@@ -9,18 +9,23 @@ NATS: `nats_users(tp)` lists the users; `build_nats_auth_secret` renders them in
 `authorization {}` block (Secret `<pipeline>-nats-auth`, key `auth.conf`, for the managed server
 to `include`), and `build_agent_nats_secret` gives each agent and track its own credentials
 (Secret `<deployment>-nats`: `APEX_NATS_USER`, `APEX_NATS_PASSWORD`, and `APEX_NATS_URL` with them
-embedded). Passwords are derived from one pipeline key (HMAC), so the builders stay pure and a
-re-render yields the same Secrets; the reconciler keeps the key in a Secret of its own.
+embedded, for tools; agent pods take only the user and password from it, because connection
+messages log the URL). Passwords are derived from one pipeline key (HMAC), so the builders stay pure
+and a re-render yields the same Secrets; the reconciler creates the key once and keeps it in the
+Secret `<pipeline>-nats-key` (`build_pipeline_key_secret`), which it never rewrites.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
+from apextrader.bus.advisories import max_deliveries_subject
 from apextrader.bus.topology import (
     declare,
     deployment_name,
@@ -40,7 +45,7 @@ from apextrader.contracts.names import (
 )
 from apextrader.contracts.pipeline import TradingPipeline, track_spec
 from apextrader_operator.builders.labels import HTTP_PORT, Manifest, metadata, selector_labels
-from apextrader_operator.builders.nats import CLIENT_PORT, nats_url
+from apextrader_operator.builders.nats import CLIENT_PORT, auth_secret_name, nats_url
 
 #: The event types each agent publishes (DESIGN.md, "The pipeline"). A NATS user may publish these
 #: (and its own dead letters) and nothing else of the pipeline's flow.
@@ -57,6 +62,9 @@ EMITS: Final[dict[AgentId, tuple[EventType, ...]]] = {
 #: signal on with the track it came from).
 TRACK_FORWARDING: Final[frozenset[AgentId]] = frozenset({"backtester"})
 OPERATOR_USER: Final = "apextrader-operator"
+#: The pipeline key: 32 random bytes under `key` in the Secret `<pipeline>-nats-key`.
+KEY_FIELD: Final = "key"
+KEY_BYTES: Final = 32
 HTTPS_PORT: Final = 443
 DNS_PORT: Final = 53
 OTLP_HTTP_PORT: Final = 4318
@@ -104,6 +112,8 @@ def _jetstream_permissions(tp: TradingPipeline, agent: AgentId, track: Track) ->
             # history(): an ephemeral, ack-less consumer (server-named) filtered to what it reads
             *(f"$JS.API.CONSUMER.CREATE.{c.stream}.*.{_type_prefix(f)}.>" for f in c.filter_subjects),
             f"$JS.API.CONSUMER.MSG.NEXT.{c.stream}.*",
+            # the runtime dead-letters what hit max_deliver: it reads the message by sequence
+            f"$JS.API.STREAM.MSG.GET.{c.stream}",
         ]
     applied = kv_applied_key(agent, track, "x").removesuffix(".x")
     allow += [
@@ -126,8 +136,13 @@ def agent_user(tp: TradingPipeline, agent: AgentId, track: Track) -> NatsUser:
         dlq_subject(tp.name, agent, track),
         *_jetstream_permissions(tp, agent, track),
     ]
-    # Replies (PubAcks, fetched messages, KV watch deliveries) arrive on the client's inbox.
-    return NatsUser(nats_user_name(agent, track), tuple(publish), ("_INBOX.>",))
+    # Replies (PubAcks, fetched messages, KV watch deliveries) arrive on the client's inbox; the
+    # server's MAX_DELIVERIES advisories of its own durables tell it what to dead-letter.
+    advisories = [
+        max_deliveries_subject(c.stream, c.durable)
+        for c in declare(tp.spec, tp.name).consumers_for(agent, track)
+    ]
+    return NatsUser(nats_user_name(agent, track), tuple(publish), ("_INBOX.>", *advisories))
 
 
 def operator_user() -> NatsUser:
@@ -172,39 +187,58 @@ def nats_authorization(tp: TradingPipeline, key: bytes) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _secret(tp: TradingPipeline, name: str, component: str, data: dict[str, str]) -> Manifest:
+def _secret(tp: TradingPipeline, name: str, component: str, data: dict[str, bytes]) -> Manifest:
+    # `data`, not `stringData`: the API server returns only `data`, so what we apply compares
+    # equal to what it holds and a re-apply writes nothing.
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
         "metadata": metadata(tp, name, component),
-        "stringData": data,
+        "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
     }
+
+
+def secret_values(secret: Manifest) -> dict[str, str]:
+    """A Secret's `data` decoded (what a pod sees in its env)."""
+    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+
+def key_secret_name(pipeline: str) -> str:
+    return f"{nats_service_name(pipeline)}-key"
+
+
+def build_pipeline_key_secret(tp: TradingPipeline, key: bytes) -> Manifest:
+    """The one secret every NATS password derives from; created once, never rewritten."""
+    return _secret(tp, key_secret_name(tp.name), "nats", {KEY_FIELD: key})
+
+
+def pipeline_key_of(secret: Manifest) -> bytes:
+    """The key held by the Secret; ValueError (naming no value) when it is missing or too short."""
+    raw = (secret.get("data") or {}).get(KEY_FIELD)
+    try:
+        key = base64.b64decode(raw or "", validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) < KEY_BYTES // 2:
+        raise ValueError(
+            f"Secret {secret.get('metadata', {}).get('name')}: `{KEY_FIELD}` must hold at least "
+            f"{KEY_BYTES // 2} random bytes (base64); delete the Secret to have a new key made"
+        )
+    return key
 
 
 def build_nats_auth_secret(tp: TradingPipeline, key: bytes) -> Manifest:
-    name = f"{nats_service_name(tp.name)}-auth"
-    return _secret(tp, name, "nats", {"auth.conf": nats_authorization(tp, key)})
+    conf = nats_authorization(tp, key).encode()
+    return _secret(tp, auth_secret_name(tp.name), "nats", {"auth.conf": conf})
 
 
-#: The line the managed nats.conf needs; NATS resolves includes relative to the config file, so
-#: auth.conf must sit beside nats.conf (see `nats_config_volume`).
-AUTH_INCLUDE: Final = 'include "auth.conf"'
+def agent_nats_secret_name(pipeline: str, agent: AgentId, track: Track) -> str:
+    return f"{deployment_name(pipeline, agent, track)}-nats"
 
 
-def nats_config_volume(tp: TradingPipeline) -> Manifest:
-    """A projected volume holding nats.conf (the ConfigMap) and auth.conf (the Secret) side by side,
-    to replace the managed StatefulSet's `config` volume when NATS users are on."""
-    name = nats_service_name(tp.name)
-    return {
-        "name": "config",
-        "projected": {
-            "sources": [
-                {"configMap": {"name": f"{name}-config"}},
-                {"secret": {"name": f"{name}-auth", "items": [{"key": "auth.conf", "path": "auth.conf"}]}},
-            ]
-        },
-    }
+def operator_password(tp: TradingPipeline, key: bytes) -> str:
+    return user_password(key, tp.name, OPERATOR_USER)
 
 
 def build_agent_nats_secret(tp: TradingPipeline, agent: AgentId, track: Track, key: bytes) -> Manifest:
@@ -214,7 +248,13 @@ def build_agent_nats_secret(tp: TradingPipeline, agent: AgentId, track: Track, k
     netloc = f"{user}:{password}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
     url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     data = {"APEX_NATS_USER": user, "APEX_NATS_PASSWORD": password, "APEX_NATS_URL": url}
-    return _secret(tp, f"{deployment_name(tp.name, agent, track)}-nats", agent, data)
+    name = agent_nats_secret_name(tp.name, agent, track)
+    return _secret(tp, name, agent, {k: v.encode() for k, v in data.items()})
+
+
+def build_agent_nats_secrets(tp: TradingPipeline, agent: AgentId, key: bytes) -> list[Manifest]:
+    """Credentials for every track the agent may run (a canary added later needs no new Secret)."""
+    return [build_agent_nats_secret(tp, agent, t, key) for t in agent_tracks(agent, has_canary=True)]
 
 
 def _needs_exchanges(tp: TradingPipeline, agent: AgentId) -> bool:
@@ -272,35 +312,24 @@ def build_agent_network_policy(
     }
 
 
-def build_security_children(
-    tp: TradingPipeline, key: bytes, otlp_endpoint: str | None = None
-) -> list[Manifest]:
-    """NetworkPolicies for every agent; with a managed bus, the auth Secret and one credentials
-    Secret per agent and track (an external NATS manages its own accounts)."""
-    out = [build_agent_network_policy(tp, agent, otlp_endpoint) for agent in AGENT_IDS]
-    if tp.spec.bus.managed is not None:
-        out.append(build_nats_auth_secret(tp, key))
-        out += [
-            build_agent_nats_secret(tp, agent, track, key)
-            for agent in AGENT_IDS
-            for track in agent_tracks(agent, has_canary=True)
-        ]
-    return out
-
-
 __all__ = [
-    "AUTH_INCLUDE",
     "EMITS",
+    "KEY_BYTES",
     "NatsUser",
+    "agent_nats_secret_name",
     "agent_user",
     "build_agent_nats_secret",
+    "build_agent_nats_secrets",
     "build_agent_network_policy",
     "build_nats_auth_secret",
-    "build_security_children",
+    "build_pipeline_key_secret",
     "emitted_subjects",
+    "key_secret_name",
     "nats_authorization",
-    "nats_config_volume",
     "nats_users",
+    "operator_password",
     "operator_user",
+    "pipeline_key_of",
+    "secret_values",
     "user_password",
 ]
