@@ -48,10 +48,9 @@ def test_sixty_seconds_of_paper_trading_fills_both_tracks(tmp_path: Path) -> Non
     assert 0 < stages["order.filled"]["count"] <= sum(fills.values())
     assert stages["features.computed"]["count"] > 100
     assert 0 <= stages["features.computed"]["p50_ms"] <= stages["features.computed"]["p99_ms"]
-    # memory was sampled for every agent; live agents run without numba (plain-Python kernels)
+    # memory was sampled for every agent (that live agents load no numba: tests/quant/test_jit_modes.py)
     rss = {a["key"]: a["rss_peak_mb"] for a in summary["agents"]}
     assert all(v is not None and v > 20 for v in rss.values()), rss
-    assert rss["feature-engineer"] < rss["backtester"], rss
     assert summary["rss_total_peak_mb"] >= max(rss.values())
     html = report.read_text()
     assert "Go/No-Go" in html and "Trades on price" in html
