@@ -41,7 +41,6 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 import polars as pl
-import pyarrow as pa
 
 from apextrader.contracts.payloads import Bar, Features
 from apextrader.quant import _feature_kernel as kernel
@@ -100,6 +99,8 @@ def _warmup_nulls(name: str, values: npt.NDArray[np.float64], first: int) -> pl.
     valid[: first // 8] = 0
     if first < n:
         valid[first // 8] = (0xFF << (first % 8)) & 0xFF
+    import pyarrow as pa  # batch only: ~27 MB a streaming agent need not carry
+
     buffers = [pa.py_buffer(valid), pa.py_buffer(values)]
     return pl.Series(name, pa.Array.from_buffers(pa.float64(), n, buffers, null_count=first))
 
