@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +135,11 @@ def set_weight(
     _run(name, namespace, kubeconfig, context, action)
 
 
-def _flag(flag: str, value: bool, verb: str) -> Any:
+#: From the pipeline as it is now: extra canary changes and a note for the message.
+Extra = Callable[[dict[str, Any]], tuple[dict[str, Any], str]]
+
+
+def _flag(flag: str, value: bool, verb: str, doc: str | None = None, extra: Extra | None = None) -> Any:
     def command(
         name: str = NAME,
         namespace: str | None = NS,
@@ -146,50 +151,35 @@ def _flag(flag: str, value: bool, verb: str) -> Any:
         if local:
             console.print(_local(name, data_dir, {"action": verb}))
             return
-        extra = {"promote": False} if flag == "abort" and value else {}
-        _run(
-            name,
-            namespace,
-            kubeconfig,
-            context,
-            lambda o: (_with_canary(o, **{flag: value}, **extra), f"{name}: {verb}"),
-        )
 
-    command.__doc__ = (
-        f"{verb.capitalize()} the canary. Example: [bold]apex canary {verb} btc-perp -n trading[/]"
+        def action(obj: dict[str, Any]) -> tuple[dict[str, Any], str]:
+            more, note = extra(obj) if extra else ({}, "")
+            return _with_canary(obj, **{flag: value}, **more), f"{name}: {verb}{note}"
+
+        _run(name, namespace, kubeconfig, context, action)
+
+    command.__doc__ = (doc or f"{verb.capitalize()} the canary.") + (
+        f" Example: [bold]apex canary {verb} btc-perp -n trading[/]"
     )
     return friendly(command)
 
 
+def _release_current_step(obj: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """`resumeStep` = the current step, which releases an indefinite pause there."""
+    step = (obj.get("status") or {}).get("canary", {}).get("stepIndex")
+    return ({}, "") if step is None else ({"resumeStep": step}, f" (past step {step})")
+
+
 app.command("pause")(_flag("paused", True, "pause"))
-
-
-@app.command("resume")
-@friendly
-def resume(
-    name: str = NAME,
-    namespace: str | None = NS,
-    kubeconfig: str | None = KUBECONFIG,
-    context: str | None = CONTEXT,
-    local: bool = LOCAL,
-    data_dir: Path | None = DATA_DIR,
-) -> None:
-    """Resume the canary: unfreeze the step timer and release an indefinite pause at the current step.
-
-    Example: [bold]apex canary resume btc-perp -n trading[/]
-    """
-    if local:
-        console.print(_local(name, data_dir, {"action": "resume"}))
-        return
-
-    def action(obj: dict[str, Any]) -> tuple[dict[str, Any], str]:
-        step = (obj.get("status") or {}).get("canary", {}).get("stepIndex")
-        release = {} if step is None else {"resumeStep": step}
-        return _with_canary(obj, paused=False, **release), f"{name}: resume" + (
-            f" (past step {step})" if step is not None else ""
-        )
-
-    _run(name, namespace, kubeconfig, context, action)
+app.command("resume")(
+    _flag(
+        "paused",
+        False,
+        "resume",
+        "Resume the canary: unfreeze the step timer and release an indefinite pause at the current step.",
+        _release_current_step,
+    )
+)
 
 
 @app.command("abort")
