@@ -34,10 +34,12 @@ def local_nats_conf(rendered: str, store_dir: Path, port: int, http_port: int) -
 
 
 @contextlib.contextmanager
-def nats_pod(directory: Path, nats_conf: str, auth_conf: str | None) -> Iterator[str]:
+def nats_pod(
+    directory: Path, nats_conf: str, auth_conf: str | None, port: int | None = None
+) -> Iterator[str]:
     """Run nats-server as the StatefulSet's pod would; yield its client URL."""
     directory.mkdir(parents=True, exist_ok=True)
-    port, http_port = free_port(), free_port()
+    port, http_port = port or free_port(), free_port()
     (directory / "nats.conf").write_text(local_nats_conf(nats_conf, directory / "js", port, http_port))
     if auth_conf is not None:
         (directory / "auth.conf").write_text(auth_conf)
