@@ -73,8 +73,10 @@ kind-up: tools  ## Create the kind cluster (manifests/kind-config.yaml), build t
 	kind load docker-image $(IMAGE):$(IMAGE_TAG) --name $(KIND_CLUSTER)
 
 # The GitHub workflow running kind-up + e2e (helm/kind-action) comes with the helm/image issue.
-e2e: install  ## On the kind cluster: helm install, apply the example, wait Ready, move the canary (skips without a cluster)
-	$(BIN)/python -m pytest tests/e2e -v -p no:randomly -rs
+e2e: install  ## On the kind cluster: the real-cluster journey (tests/cluster) with kind's kubeconfig
+	@command -v kind >/dev/null 2>&1 || { echo "make e2e: kind not found (make kind-up first)"; exit 1; }
+	mkdir -p .cluster && kind get kubeconfig --name $(KIND_CLUSTER) > .cluster/kind-kubeconfig
+	APEX_CLUSTER_KUBECONFIG=.cluster/kind-kubeconfig $(BIN)/python -m pytest tests/cluster -v -rs
 
 CLUSTER_DIR ?= .cluster
 cluster-up: tools  ## Start the local control plane (scripts/test-cluster up); KUBECONFIG=$(CLUSTER_DIR)/kubeconfig

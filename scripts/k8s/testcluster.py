@@ -37,7 +37,7 @@ BIN = Path(os.environ.get("APEX_K8S_BIN", ROOT / ".tools" / "bin"))
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 CONTROLLERS = (
     "garbagecollector,deployment,replicaset,statefulset,serviceaccount,serviceaccount-token,"
-    "namespace,disruption,root-ca-cert-publisher"
+    "namespace,disruption,root-ca-cert-publisher,nodelifecycle"
 )
 NODES = ("kwok-node-0", "kwok-node-1")
 
@@ -324,12 +324,17 @@ def up(directory: Path, timeout: float = 60.0) -> Cluster:
     ])  # fmt: skip
 
     def nodes_ready() -> bool:
+        """Ready, and untainted (the node lifecycle controller lifts `not-ready` a moment later)."""
         try:
-            out = _kubectl(cluster, "get", "nodes", "-o",
-                           "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{' '}{end}")  # fmt: skip
+            nodes = json.loads(_kubectl(cluster, "get", "nodes", "-o", "json"))["items"]
         except RuntimeError:
             return False
-        return out.split() == ["True"] * len(NODES)
+        ready = [
+            any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
+            and not n["spec"].get("taints")
+            for n in nodes
+        ]
+        return len(ready) == len(NODES) and all(ready)
 
     _wait("kwok nodes Ready", nodes_ready, timeout, cluster)
     (directory / "up-seconds").write_text(f"{time.monotonic() - started:.2f}")

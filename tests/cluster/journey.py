@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from apextrader.local.nats_server import free_port
-from tests.cluster.conftest import REPO, ClusterAccess
+from tests.cluster.fixtures import REPO, ClusterAccess
 from tests.platform.conftest import require_tool
 
 RELEASE = "apextrader"

@@ -27,7 +27,7 @@ from apextrader.bus.topology import KV_CANARY_WEIGHT, declare, kv_bucket
 from apextrader.contracts import load_pipeline
 from apextrader.local.nats_server import free_port
 from apextrader_operator.builders.security import OPERATOR_USER, key_secret_name, operator_password
-from tests.cluster.conftest import REPO, ClusterAccess
+from tests.cluster.fixtures import REPO, ClusterAccess
 from tests.cluster.journey import (
     CRD,
     OPERATOR_NS,
@@ -97,7 +97,8 @@ def _ready(journey: Journey) -> bool:
 @pytest.fixture(scope="module")
 def journey(cluster: ClusterAccess) -> Iterator[Journey]:
     tools = Tools(cluster)
-    _helm_install(tools)
+    # On kind the operator's pod runs the image `make kind-up` loaded; here the harness plays it.
+    _helm_install(tools, *([] if cluster.local else ["--set", "image.pullPolicy=Never"]))
     tools.kubectl("wait", "--for=condition=Established", f"crd/{CRD}", "--timeout=60s")
     _pipeline_namespace(tools)
     with contextlib.ExitStack() as stack:
