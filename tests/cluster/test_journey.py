@@ -97,10 +97,10 @@ def _ready(journey: Journey) -> bool:
 @pytest.fixture(scope="module")
 def journey(cluster: ClusterAccess) -> Iterator[Journey]:
     tools = Tools(cluster)
+    _pipeline_namespace(tools)  # the chart puts the operator's Role into it: it must exist first
     # On kind the operator's pod runs the image `make kind-up` loaded; here the harness plays it.
     _helm_install(tools, *([] if cluster.local else ["--set", "image.pullPolicy=Never"]))
     tools.kubectl("wait", "--for=condition=Established", f"crd/{CRD}", "--timeout=60s")
-    _pipeline_namespace(tools)
     with contextlib.ExitStack() as stack:
         operator = None
         nats_url = None
