@@ -25,8 +25,12 @@ def backtest(
     file: Path = typer.Argument(
         ..., help="A TradingPipeline YAML file (strategies, risk, backtest).", metavar="FILE"
     ),
-    data: Path | None = typer.Option(None, "--data", help="OHLCV Parquet/CSV (CONVENTIONS §5)."),
-    synthetic: bool = typer.Option(False, "--synthetic", help="Generate seeded bars (spec.source.seed)."),
+    data: Path | None = typer.Option(
+        None, "--data", help="OHLCV Parquet/CSV: timestamp, open, high, low, close, volume (docs/backtest.md)."
+    ),
+    synthetic: bool = typer.Option(
+        False, "--synthetic", help="Generate seeded bars (spec.source: seed, model, regimes)."
+    ),
     bars: int = typer.Option(SYNTHETIC_BARS, "--bars", min=1, help="Bars per symbol with --synthetic."),
     signals: Path | None = typer.Option(
         None, "--signals", help="Backtest entry/exit columns from this file."
@@ -72,7 +76,10 @@ def backtest(
         if synthetic:
             from apextrader.quant.synthetic import generate
 
-            frames = generate(spec.symbols, bars, seed=spec.source.seed, timeframe=spec.timeframe)
+            frames = generate(
+                spec.symbols, bars, seed=spec.source.seed, timeframe=spec.timeframe,
+                structure=spec.source.structure(),
+            )  # fmt: skip
         else:
             assert data is not None
             frames = read_bars(data)
