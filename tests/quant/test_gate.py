@@ -31,12 +31,26 @@ from tests.quant.test_walkforward import inverted
 SYMBOLS = ["BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"]
 #: Mean reversion without its EMA-200 filter trades often enough to be judged (a strategy setting,
 #: not the generator's: the generator never knows the strategies).
-BASE: dict[str, Any] = {"symbols": SYMBOLS, "timeframe": "15m", "strategies": {"meanReversion": {"trendFilter": False}}}
+BASE: dict[str, Any] = {
+    "symbols": SYMBOLS,
+    "timeframe": "15m",
+    "strategies": {"meanReversion": {"trendFilter": False}},
+}
 TREND = RegimesSpec.model_validate(
-    {"meanBars": 500, "trend": {"share": 1, "drift": 0.2}, "meanReversion": {"share": 0}, "random": {"share": 0}}
+    {
+        "meanBars": 500,
+        "trend": {"share": 1, "drift": 0.2},
+        "meanReversion": {"share": 0},
+        "random": {"share": 0},
+    }
 )
 REVERSION = RegimesSpec.model_validate(
-    {"meanBars": 500, "trend": {"share": 0}, "meanReversion": {"share": 1, "pull": 0.1}, "random": {"share": 0}}
+    {
+        "meanBars": 500,
+        "trend": {"share": 0},
+        "meanReversion": {"share": 1, "pull": 0.1},
+        "random": {"share": 0},
+    }
 )
 
 

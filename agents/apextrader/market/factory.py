@@ -36,7 +36,10 @@ def build_source(spec: TradingPipelineSpec) -> MarketSource:
     }
     if src.kind == "synthetic":
         return SyntheticSource(
-            seed=src.seed, speed=offline_speed(spec), structure=src.structure(), **common  # type: ignore[arg-type]
+            seed=src.seed,
+            speed=offline_speed(spec),
+            structure=src.structure(),
+            **common,  # type: ignore[arg-type]
         )
     if src.kind == "replay":
         assert src.path is not None  # the spec model requires it

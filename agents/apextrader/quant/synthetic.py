@@ -268,7 +268,6 @@ class SyntheticMarket:
             "path": path,
         }
 
-
     def _structured(self, st: _SymbolState, steps: Array, sigma: Array) -> Array:
         g = self.structure
         assert g is not None and st.structure_rng is not None

@@ -190,7 +190,9 @@ def verdict(
     """The gate on the OOS per-trade returns of `trials` parameter sets' walk-forward."""
     n = int(returns.size)
     if n == 0:
-        return Verdict(False, None, None, 0, 0.0, f"no out-of-sample trades (need {min_trades})", trials=trials)
+        return Verdict(
+            False, None, None, 0, 0.0, f"no out-of-sample trades (need {min_trades})", trials=trials
+        )
     mean = float(returns.mean())
     se = float(returns.std(ddof=1) / math.sqrt(n)) if n > 1 else None
     if se:

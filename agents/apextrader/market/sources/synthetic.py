@@ -50,7 +50,9 @@ class SyntheticSource(MarketSource):
         structure: RegimesSpec | None = None,
     ) -> None:
         self.exchanges, self.symbols, self.timeframe = exchanges, symbols, timeframe
-        self.market = SyntheticMarket(symbols, seed=seed, timeframe=timeframe, start=start, structure=structure)
+        self.market = SyntheticMarket(
+            symbols, seed=seed, timeframe=timeframe, start=start, structure=structure
+        )
         self.bar_seconds = self.market.seconds
         self.backfill_bars, self.hz, self.speed, self.depth_levels = backfill_bars, hz, speed, depth_levels
         self._basis_rng = {e: np.random.default_rng([seed, _seed_for(f"basis:{e}")]) for e in exchanges}

@@ -124,11 +124,14 @@ def _enabled(spec: TradingPipelineSpec) -> list[StrategyName]:
 
 
 def run_plain(
-    frames: dict[str, pl.DataFrame], spec: TradingPipelineSpec, progress: Progress | None = None
+    frames: dict[str, pl.DataFrame],
+    spec: TradingPipelineSpec,
+    progress: Progress | None = None,
+    close_at_end: bool = False,
 ) -> RunOutput:
     """Each enabled strategy with the spec's parameters over each symbol's bars."""
     names = _enabled(spec)
-    cfg = BacktestConfig.from_spec(spec).model_copy(
+    cfg = BacktestConfig.from_spec(spec, close_at_end=close_at_end).model_copy(
         update={"capital": spec.capital.amount / (len(names) * len(frames))}
     )
     legs, prices = [], {}
