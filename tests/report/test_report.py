@@ -51,7 +51,7 @@ def _summary(slippage: dict[str, list[float]], canary_weight: float | None) -> R
             fills=len(x),
             duplicate_fills=0,
             slippage_bps=x,
-        )  # fmt: skip
+        )
         for (t, x), c in zip(slippage.items(), (95_000.0, 5_000.0), strict=False)
     ]
     prices = [PriceSeries(exchange="binance", symbol="BTC/USDT:USDT", times=[0.0], closes=[1.0])]
