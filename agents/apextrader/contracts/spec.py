@@ -31,7 +31,7 @@ class TrendRegime(SpecModel):
     """Trend persistence: each bar drifts `drift` x the bar's volatility in one direction, drawn
     (up or down, even odds) when the regime starts."""
 
-    share: Annotated[float, Field(ge=0)] = 1.0
+    share: Annotated[int, Field(ge=0, le=1000)] = 1  # relative weight of the kind when a regime is drawn
     drift: Annotated[float, Field(ge=0, le=2)] = 0.1
 
 
@@ -39,14 +39,14 @@ class MeanReversionRegime(SpecModel):
     """Mean reversion: each bar closes `pull` of the log distance to the regime's anchor (the price
     when the regime started): an Ornstein-Uhlenbeck pull with a half-life of ln 2 / pull bars."""
 
-    share: Annotated[float, Field(ge=0)] = 1.0
+    share: Annotated[int, Field(ge=0, le=1000)] = 1  # relative weight of the kind when a regime is drawn
     pull: Annotated[float, Field(ge=0, le=1)] = 0.05
 
 
 class RandomRegime(SpecModel):
     """No structure: the martingale's own bars."""
 
-    share: Annotated[float, Field(ge=0)] = 1.0
+    share: Annotated[int, Field(ge=0, le=1000)] = 1  # relative weight of the kind when a regime is drawn
 
 
 class RegimesSpec(SpecModel):
