@@ -115,7 +115,7 @@ GOOD = [
                 "random": {"share": 0},
             },
         }
-    },  # fmt: skip
+    },
 ]
 BAD = [
     ({"canary": {"weight": 5, "steps": [{"setWeight": 5}]}}, "exactly one of weight"),
@@ -139,7 +139,7 @@ BAD = [
             }
         },
         "share > 0",
-    ),  # fmt: skip
+    ),
 ]
 
 
