@@ -124,3 +124,12 @@ def test_grid_with_no_valid_point_is_one_line(tmp_path: Path) -> None:
         "backtest", path, "--synthetic", "--bars", "3000", "--walk-forward", "2", "--out", tmp_path
     )
     assert code == 1 and "no valid point" in text and len(text.strip().splitlines()) == 1, text
+
+
+def test_help_cites_only_documents_in_the_repository() -> None:
+    code, text = invoke("backtest", "--help")
+    assert code == 0 and "CONVENTIONS" not in text
+    cited = set(re.findall(r"[\w./-]+\.md", text))
+    assert cited, "the help points at the backtest docs"
+    root = PIPELINE.parents[1]
+    assert all((root / c).is_file() for c in cited), cited
