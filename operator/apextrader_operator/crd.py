@@ -48,11 +48,6 @@ CEL: Final[dict[str, list[dict[str, str]]]] = {
             ".path",
         ),
         _rule(
-            "!has(self.kind) || self.kind == 'synthetic' || "
-            "((!has(self.model) || self.model == 'martingale') && !has(self.regimes))",
-            "source.model and source.regimes apply to kind synthetic only",
-        ),
-        _rule(
             "!has(self.regimes) || (has(self.model) && self.model == 'regimes')",
             "source.regimes needs source.model: regimes",
             ".regimes",

@@ -105,6 +105,7 @@ GOOD = [
     {"agents": {"strategy-builder": {"replicas": 3}, "risk-manager": {"replicas": 1}}},
     {"bus": {"url": "nats://nats.infra:4222"}},
     {"source": {"model": "regimes"}},
+    {"source": {"kind": "replay", "path": "x.parquet", "model": "regimes"}},  # ignored off synthetic
     {
         "source": {
             "model": "regimes",
@@ -129,7 +130,6 @@ BAD = [
     ({"agents": {"trader": {}}}, "agent ids"),
     ({"bus": {"url": "nats://x:4222", "managed": {}}}, "not both"),
     ({"source": {"kind": "replay"}}, "source.path"),
-    ({"source": {"kind": "replay", "path": "x.parquet", "model": "regimes"}}, "synthetic only"),
     ({"source": {"regimes": {"meanBars": 100}}}, "needs source.model: regimes"),
     (
         {

@@ -147,6 +147,14 @@ def test_regimes_are_deterministic_and_the_iterator_equals_the_frames() -> None:
 
 
 def test_source_model_is_synthetic_only_and_needs_regimes_model() -> None:
+    # ignored off synthetic, not refused: `apex up --source replay:PATH` keeps the example's model
+    replay = {"kind": "replay", "path": "x.parquet", "model": "regimes"}
+    assert (
+        TradingPipelineSpec.model_validate(
+            {"symbols": ["BTC/USDT:USDT"], "source": replay}
+        ).source.structure()
+        is None
+    )
     base = {"symbols": ["BTC/USDT:USDT"]}
     spec = TradingPipelineSpec.model_validate({**base, "source": {"model": "regimes"}})
     assert (
@@ -154,7 +162,6 @@ def test_source_model_is_synthetic_only_and_needs_regimes_model() -> None:
         and TradingPipelineSpec.model_validate(base).source.structure() is None
     )
     for source, message in (
-        ({"kind": "replay", "path": "x.parquet", "model": "regimes"}, "synthetic only"),
         ({"regimes": {"meanBars": 100}}, "needs source.model: regimes"),
         ({"model": "regimes", "regimes": {"trend": {"share": 0}, "meanReversion": {"share": 0},
                                           "random": {"share": 0}}}, "share > 0"),

@@ -86,7 +86,8 @@ class SourceSpec(SpecModel):
     #: and liquidations through ccxt.pro on Binance and Bybit, polling REST on the others and for
     #: funding; `rest` polls everything at `snapshotHz`. Ignored by the offline sources.
     transport: Literal["websocket", "rest"] = "websocket"
-    #: Synthetic only. `martingale` (default): no strategy has an edge, by construction. `regimes`:
+    #: Synthetic only (ignored by replay and ccxt, so `apex up --source replay:PATH` keeps the rest
+    #: of the file). `martingale` (default): no strategy has an edge, by construction. `regimes`:
     #: planted trend / mean-reversion structure with the parameters of `regimes`.
     model: Literal["martingale", "regimes"] = "martingale"
     regimes: RegimesSpec | None = None
@@ -95,15 +96,13 @@ class SourceSpec(SpecModel):
     def _replay_needs_path(self) -> SourceSpec:
         if self.kind == "replay" and not self.path:
             raise ValueError("source.path is required when kind is replay")
-        if self.kind != "synthetic" and (self.model != "martingale" or self.regimes is not None):
-            raise ValueError("source.model and source.regimes apply to kind synthetic only")
         if self.model == "martingale" and self.regimes is not None:
             raise ValueError("source.regimes needs source.model: regimes")
         return self
 
     def structure(self) -> RegimesSpec | None:
-        """The planted structure of a synthetic market (None: the martingale)."""
-        if self.model != "regimes":
+        """The planted structure of a synthetic market (None: the martingale, or not synthetic)."""
+        if self.kind != "synthetic" or self.model != "regimes":
             return None
         return self.regimes or RegimesSpec()
 
