@@ -4,6 +4,7 @@ and the run report's tracks table (own weights, units, slippage that shows its t
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -13,7 +14,7 @@ from apextrader.report import Section, figure_drawdown, figure_equity, figure_ht
 from apextrader.report.figures import MAX_POINTS
 from apextrader.report.run_report import render_run_report
 from apextrader.report.run_summary import PriceSeries, RunSummary, TrackRecord
-from apextrader.report.tracks import own_weight, slippage_summary
+from apextrader.report.tracks import gate_records, own_weight, slippage_summary
 from tests.quant.bars import random_bars
 
 
@@ -78,3 +79,31 @@ def test_tracks_table_gives_each_track_its_own_weight_and_units() -> None:
         assert f"<th>{heading}</th>" in table
     assert "<td>+0.50</td>" in table and "<td>1.00</td>" in table  # stable: signed, mean adverse
     assert own_weight("stable", None, False) == 100.0 and own_weight("canary", None, True) is None
+
+
+@dataclass
+class _Sample:
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+def test_gate_section_lists_each_record_from_the_backtester_gauges() -> None:
+    labels = {"track": "stable", "strategy": "breakout", "exchange": "binance", "symbol": "BTC/USDT:USDT"}
+    other = {**labels, "track": "canary"}
+    samples = [
+        _Sample("apex_walkforward_statistic", labels, 3.1),
+        _Sample("apex_walkforward_threshold", labels, 2.4),
+        _Sample("apex_walkforward_accepted", labels, 1.0),
+        _Sample("apex_walkforward_accepted", other, 0.0),  # no statistic yet: fewer than 2 trades
+        _Sample("apex_expectancy", {"track": "stable", "strategy": "breakout"}, 0.001),
+    ]
+    gate = gate_records(samples)
+    assert [(g.track, g.accepted, g.statistic, g.threshold) for g in gate] == [
+        ("canary", False, None, None),
+        ("stable", True, 3.1, 2.4),
+    ]
+    page = render_run_report(_summary({"stable": [1.0]}, 5.0).model_copy(update={"gate": gate}))
+    section = page[page.index("<h2>Walk-forward gate</h2>") :]
+    assert "1 of 2 records accepted" in section and "<td>+3.10</td><td>2.40</td>" in section
+    assert '<span class="FAIL">rejected</span>' in section and "<td>–</td>" in section

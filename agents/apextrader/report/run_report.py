@@ -183,6 +183,25 @@ def tracks_table(s: RunSummary) -> str:
     return _table(headers, rows)
 
 
+def gate_section(s: RunSummary) -> str:
+    """The backtester's last record per (track, strategy, market): accepted when t > threshold."""
+    if not s.gate:
+        return '<p class="muted">no walk-forward record observed (the backtester had too few bars, or was not scraped)</p>'
+    rows = [
+        [g.track, g.strategy, g.exchange, g.symbol, _num(g.statistic, "{:+.2f}"), _num(g.threshold, "{:.2f}"),
+         f'<span class="{"PASS" if g.accepted else "FAIL"}">{"accepted" if g.accepted else "rejected"}</span>']
+        for g in s.gate
+    ]  # fmt: skip
+    accepted = sum(g.accepted for g in s.gate)
+    note = (
+        f"{accepted} of {len(s.gate)} records accepted at the end of the run. Method oos-t-bonferroni: the "
+        "t-statistic of the out-of-sample per-trade returns must exceed the Student-t threshold at "
+        "1 - backtest.significance / trials (docs/backtest.md)."
+    )
+    headers = ["track", "strategy", "exchange", "symbol", "t-statistic", "threshold (t)", "verdict"]
+    return f'<p class="muted">{html.escape(note)}</p>' + _table(headers, rows, raw_cols=frozenset({6}))
+
+
 def render_run_report(s: RunSummary) -> str:
     started = _ts(s.started_at).strftime("%Y-%m-%d %H:%M:%S UTC")
     outages = [
@@ -223,6 +242,8 @@ def render_run_report(s: RunSummary) -> str:
         "<h2>Tracks</h2>",
         tracks_table(s),
         f'<p class="muted">{html.escape(SLIPPAGE_NOTE)}</p>',
+        "<h2>Walk-forward gate</h2>",
+        gate_section(s),
         _fig_html(equity_figure(s)),
         _fig_html(slippage_figure(s)),
         _fig_html(latency_figure(s)),

@@ -1,5 +1,6 @@
 """Per-track numbers of the `apex up` report that need a definition: the track's own weight, the
-settlement currency, and slippage summarised so that outliers cannot hide.
+settlement currency, slippage summarised so that outliers cannot hide, and the walk-forward gate's
+last record per market (from the backtester's gauges).
 
 Slippage per fill is in bps against the mid at decision, positive = adverse (worse than mid),
 negative = price improvement. Three figures together:
@@ -14,13 +15,14 @@ negative = price improvement. Three figures together:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 import numpy as np
 
 from apextrader.canary import track_weights
-from apextrader.report.run_summary import RunSummary
+from apextrader.report.run_summary import GateRecord, RunSummary
 
 SLIPPAGE_NOTE: Final = (
     "Slippage per fill in bps against the mid at decision; positive = adverse. Signed mean: "
@@ -65,3 +67,34 @@ def currency(s: RunSummary) -> str:
     found = {p.symbol.split(":")[-1].split("/")[-1] for p in s.prices}
     found |= {f.symbol.split(":")[-1].split("/")[-1] for f in s.fills}
     return found.pop() if len(found) == 1 else "quote currency"
+
+
+class _Sample(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def labels(self) -> dict[str, str]: ...
+    @property
+    def value(self) -> float: ...
+
+
+GATE_LABELS: Final = ("track", "strategy", "exchange", "symbol")
+
+
+def gate_records(samples: Iterable[_Sample]) -> list[GateRecord]:
+    """The backtester's `apex_walkforward_*` gauges, one record per (track, strategy, market)."""
+    by_key: dict[tuple[str, ...], dict[str, float]] = {}
+    for s in samples:
+        if s.name.startswith("apex_walkforward_") and all(k in s.labels for k in GATE_LABELS):
+            key = tuple(s.labels[k] for k in GATE_LABELS)
+            by_key.setdefault(key, {})[s.name.removeprefix("apex_walkforward_")] = s.value
+    return [
+        GateRecord(
+            **dict(zip(GATE_LABELS, key, strict=True)),
+            accepted=v["accepted"] == 1.0,
+            statistic=v.get("statistic"),
+            threshold=v.get("threshold"),
+        )
+        for key, v in sorted(by_key.items())
+        if "accepted" in v
+    ]
