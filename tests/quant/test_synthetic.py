@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -168,3 +173,26 @@ def test_source_model_is_synthetic_only_and_needs_regimes_model() -> None:
     ):  # fmt: skip
         with pytest.raises(ValueError, match=message):
             TradingPipelineSpec.model_validate({**base, "source": source})
+
+
+_CHILD = """
+import sys
+from apextrader.contracts.spec import RegimesSpec
+from apextrader.quant import jit
+from apextrader.quant.synthetic import generate
+assert not jit.ENABLED
+structure = RegimesSpec.model_validate_json(sys.argv[2])
+generate(["BTC/USDT:USDT"], 1500, seed=9, structure=structure)["BTC/USDT:USDT"].write_parquet(sys.argv[1])
+"""
+
+
+def test_scanner_plain_python_bars_equal_the_compiled_generator(tmp_path: Path) -> None:
+    """The scanner runs without numba (APEX_JIT=0); `apex backtest --synthetic` compiles: same bars."""
+    structure = _regimes(trend={"share": 2, "drift": 0.3}, meanReversion={"share": 1, "pull": 0.1})
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "APEX_JIT": "0", "PYTHONPATH": f"{root / 'agents'}{os.pathsep}{root}"}
+    out = tmp_path / "plain.parquet"
+    subprocess.run([sys.executable, "-c", _CHILD, str(out), structure.model_dump_json()],
+                   env=env, check=True, cwd=root, timeout=300)  # fmt: skip
+    compiled = generate(["BTC/USDT:USDT"], 1500, seed=9, structure=structure)["BTC/USDT:USDT"]
+    assert pl.read_parquet(out).equals(compiled)
