@@ -271,11 +271,14 @@ class SyntheticMarket:
     def _structured(self, st: _SymbolState, steps: Array, sigma: Array) -> Array:
         g = self.structure
         assert g is not None and st.structure_rng is not None
-        shares = np.array([g.trend.share, g.mean_reversion.share, g.random.share])
+        # integer shares, cumulated exactly: a kind with share 0 can never be drawn
+        cum_shares = np.cumsum(
+            np.array([g.trend.share, g.mean_reversion.share, g.random.share], dtype=np.int64)
+        )
         params = np.array([g.trend.drift, g.mean_reversion.pull, 1.0 / g.mean_bars])
         u = st.structure_rng.random((steps.shape[0], 3))
         log_path, state = _structured_path(
-            float(np.log(st.price)), steps, sigma, u, np.cumsum(shares / shares.sum()), params,
+            float(np.log(st.price)), steps, sigma, u, cum_shares, params,
             np.array([float(st.regime), st.direction, st.anchor]),
         )  # fmt: skip
         st.regime, st.direction, st.anchor = int(state[0]), float(state[1]), float(state[2])
@@ -284,7 +287,13 @@ class SyntheticMarket:
 
 @njit(cache=True)
 def _structured_path(
-    x: float, steps: Array, sigma: Array, u: Array, cum_shares: Array, params: Array, state: Array
+    x: float,
+    steps: Array,
+    sigma: Array,
+    u: Array,
+    cum_shares: npt.NDArray[np.int64],
+    params: Array,
+    state: Array,
 ) -> tuple[Array, Array]:
     """The log path with the regimes' drift. Per bar: switch regime with probability 1/meanBars
     (the next drawn by share; a trend draws its direction; the anchor is the price at the switch),
@@ -295,11 +304,11 @@ def _structured_path(
     out = np.empty((n, k))
     for t in range(n):
         if regime < 0 or u[t, 0] < switch:
-            regime = RANDOM
-            for r in range(3):
-                if u[t, 1] < cum_shares[r]:
-                    regime = r
-                    break
+            total = cum_shares[2]
+            pick = min(int(u[t, 1] * total), total - 1)  # uniform over 0 .. total - 1
+            regime = 0
+            while pick >= cum_shares[regime]:
+                regime += 1
             direction = 1.0 if u[t, 2] < 0.5 else -1.0
             anchor = x
         d = 0.0
