@@ -46,6 +46,19 @@ CEL: Final[dict[str, list[dict[str, str]]]] = {
             "!has(self.kind) || self.kind != 'replay' || has(self.path)",
             "source.path is required when kind is replay",
             ".path",
+        ),
+        _rule(
+            "!has(self.regimes) || (has(self.model) && self.model == 'regimes')",
+            "source.regimes needs source.model: regimes",
+            ".regimes",
+        ),
+    ],
+    "RegimesSpec": [
+        _rule(
+            "(has(self.trend) && has(self.trend.share) ? self.trend.share : 1) + "
+            "(has(self.meanReversion) && has(self.meanReversion.share) ? self.meanReversion.share : 1) + "
+            "(has(self.random) && has(self.random.share) ? self.random.share : 1) > 0",
+            "regimes: at least one of trend, meanReversion, random needs share > 0",
         )
     ],
     "CanarySpec": [

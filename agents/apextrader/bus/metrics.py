@@ -82,6 +82,25 @@ EXPECTANCY: Final = Gauge(
     ["track", "strategy"],
     registry=REGISTRY,
 )
+#: The walk-forward gate's test per market (docs/backtest.md): accepted when statistic > threshold.
+GATE_STATISTIC: Final = Gauge(
+    "apex_walkforward_statistic",
+    "t-statistic of the out-of-sample per-trade returns in the backtester's walk-forward record.",
+    ["track", "strategy", "exchange", "symbol"],
+    registry=REGISTRY,
+)
+GATE_THRESHOLD: Final = Gauge(
+    "apex_walkforward_threshold",
+    "Threshold the walk-forward t-statistic must exceed (Student-t at 1 - significance / trials).",
+    ["track", "strategy", "exchange", "symbol"],
+    registry=REGISTRY,
+)
+GATE_ACCEPTED: Final = Gauge(
+    "apex_walkforward_accepted",
+    "1 when the backtester's walk-forward record accepts the strategy on the market, else 0.",
+    ["track", "strategy", "exchange", "symbol"],
+    registry=REGISTRY,
+)
 CANARY_WEIGHT_APPLIED: Final = Gauge(
     "apex_canary_weight_applied",
     "The canary weight (0-100) a risk manager currently sizes with.",

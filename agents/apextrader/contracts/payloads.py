@@ -148,6 +148,12 @@ class SignalValidated(Payload):
     expectancy_se: NonNegFloat
     trades: int = Field(ge=0)
     confidence: Annotated[float, Field(ge=0, le=1)]
+    #: The gate's test (docs/backtest.md): t-statistic of the out-of-sample per-trade returns, the
+    #: threshold it beat (corrected for `trials` parameter sets) and the method's name.
+    statistic: float | None = None
+    threshold: float | None = None
+    trials: int | None = Field(default=None, ge=1)
+    method: str | None = None
 
 
 class SignalRejected(Payload):
@@ -160,6 +166,11 @@ class SignalRejected(Payload):
     exchange: Exchange
     symbol: str
     side: SignalSide
+    #: The backtester's test when it judged a record (None otherwise): as in `SignalValidated`.
+    statistic: float | None = None
+    threshold: float | None = None
+    trials: int | None = Field(default=None, ge=1)
+    method: str | None = None
 
 
 class OrderApproved(Payload):

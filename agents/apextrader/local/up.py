@@ -33,6 +33,7 @@ from apextrader.local.supervisor import Supervisor
 from apextrader.local.view import make_progress, render
 from apextrader.report.run_report import write_run_report
 from apextrader.report.run_summary import AgentRecord, OutageRecord, RunSummary, TrackRecord
+from apextrader.report.tracks import gate_records
 
 #: Longest wait for in-flight events to drain through the pipeline before accounting.
 DRAIN_TIMEOUT_S = 60.0
@@ -291,6 +292,7 @@ async def _summarise(
         published=await collect.published_counts(js, topology),
         tracks=tracks,
         fills=fills,
+        gate=gate_records(s for samples in last.samples.values() for s in samples),
         prices=market.prices,
         weight_changes=list(canary.history),
         steady_snapshots=market.live_since,

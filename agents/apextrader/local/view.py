@@ -7,6 +7,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from apextrader.local.monitor import LiveSnapshot
+from apextrader.report.tracks import own_weight
 
 
 def _num(v: float | None, fmt: str = "{:.1f}", none: str = "–") -> str:
@@ -52,21 +53,22 @@ def tracks_table(snap: LiveSnapshot, declared_weight: int | None, canary_state: 
     table = Table(title=title, expand=True, title_justify="left")
     for col in (
         "track",
-        "weight applied",
+        "weight % (applied)",
         "latency p50 ms",
         "p99 ms",
-        "approved",
+        "approved orders",
         "fills",
-        "avg slip bps",
-        "positions",
+        "mean adverse slip bps",
+        "position notional",
         "PnL",
         "margin viol.",
     ):
         table.add_column(col, justify="left" if col == "track" else "right")
+    has_canary = any(t.track == "canary" for t in snap.tracks)
     for t in snap.tracks:
         table.add_row(
             t.track,
-            _num(t.weight_applied, "{:.0f}%"),
+            _num(own_weight(t.track, t.weight_applied, has_canary), "{:.0f}%"),  # the track's own share
             _num(t.latency_p50_ms, "{:.2f}"),
             _num(t.latency_p99_ms, "{:.2f}"),
             f"{t.approved:.0f}",

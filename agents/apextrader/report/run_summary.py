@@ -60,6 +60,18 @@ class TrackRecord(Frozen):
     equity: list[tuple[float, float]] = Field(default_factory=list)  # (unix time, equity)
 
 
+class GateRecord(Frozen):
+    """The backtester's last walk-forward record of one market, strategy and track (its gauges)."""
+
+    track: str
+    strategy: str
+    exchange: str
+    symbol: str
+    accepted: bool
+    statistic: float | None = None  # the OOS t-statistic; None while undefined (< 2 trades)
+    threshold: float | None = None
+
+
 class FillRecord(Frozen):
     time: float
     track: str
@@ -103,6 +115,7 @@ class RunSummary(Frozen):
     published: dict[str, int] = Field(default_factory=dict)  # stream -> messages
     tracks: list[TrackRecord]
     fills: list[FillRecord] = Field(default_factory=list)
+    gate: list[GateRecord] = Field(default_factory=list)
     prices: list[PriceSeries] = Field(default_factory=list)
     weight_changes: list[tuple[float, int]] = Field(
         default_factory=list
