@@ -1,4 +1,4 @@
-"""`apex backtest` end to end through the CLI: files written per CONVENTIONS §5, a self-contained
+"""`apex backtest` end to end through the CLI: files written per docs/conventions.md §5, a self-contained
 report, `--signals` equal to the engine, and one-line errors for bad input."""
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ OBSERVABILITY = REPO / "manifests" / "observability"
 RULES_FILE = OBSERVABILITY / "rules" / "apextrader-alerts.yaml"
 DASHBOARDS = sorted((OBSERVABILITY / "dashboards").glob("*.json"))
 
-#: CONVENTIONS.md 3, metric -> label names (histograms also expose _bucket/_sum/_count).
+#: docs/conventions.md §3, metric -> label names (histograms also expose _bucket/_sum/_count).
 METRICS: Final[dict[str, set[str]]] = {
     "apex_events_total": {"agent", "track", "type", "outcome"},
     "apex_handler_seconds": {"agent", "track", "type"},

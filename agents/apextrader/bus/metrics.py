@@ -1,4 +1,4 @@
-"""Every metric of CONVENTIONS.md 3, defined once in one registry. Agents import these objects and
+"""Every metric of docs/conventions.md §3, defined once in one registry. Agents import these objects and
 update them; nobody defines a metric with these names elsewhere. `/metrics` serves `REGISTRY`."""
 
 from __future__ import annotations

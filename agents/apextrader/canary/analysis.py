@@ -1,4 +1,4 @@
-"""The Go/No-Go analysis (CONVENTIONS.md 3): five checks per track over one interval.
+"""The Go/No-Go analysis (docs/conventions.md §3): five checks per track over one interval.
 
 Two sources compute the same values: the agents' `/metrics` text (two scrapes, an interval apart,
 differenced as Prometheus' `increase`/`rate` would), or PromQL against a Prometheus (`promql()` gives
@@ -30,7 +30,7 @@ AnalysisTrack = Literal["stable", "canary"]
 
 
 def promql(check: CheckName, track: str, interval: str) -> str:
-    """The PromQL of a check for one track (CONVENTIONS.md 3, verbatim)."""
+    """The PromQL of a check for one track (docs/conventions.md §3, verbatim)."""
     sel, i = f'{{track="{track}"}}', f"[{interval}]"
     return {
         "maxAvgSlippageBps": f"sum(rate(apex_slippage_bps_sum{sel}{i}))"

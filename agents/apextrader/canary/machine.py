@@ -1,4 +1,4 @@
-"""The canary state machine (CONVENTIONS.md 1, "Canary semantics"): pure, clock passed in.
+"""The canary state machine (docs/conventions.md, "Canary semantics"): pure, clock passed in.
 
 `advance(canary, status, now, analysis)` returns the next `CanaryStatus`. The operator calls it from
 its timer and on every spec change, the local supervisor from its loop; both write
@@ -221,10 +221,3 @@ def advance(
     nxt.effective_weight = {"Promoted": 100, "Aborted": 0}.get(nxt.phase, nxt.declared_weight)
     nxt.message = _message(canary, nxt)
     return nxt
-
-
-def track_weights(effective_canary_weight: int, has_canary: bool) -> dict[str, int]:
-    """Capital share per decision track: stable = 100 − canary; without a canary, stable has 100."""
-    if not has_canary:
-        return {"stable": 100}
-    return {"stable": 100 - effective_canary_weight, "canary": effective_canary_weight}

@@ -25,7 +25,7 @@ def backtest(
     file: Path = typer.Argument(
         ..., help="A TradingPipeline YAML file (strategies, risk, backtest).", metavar="FILE"
     ),
-    data: Path | None = typer.Option(None, "--data", help="OHLCV Parquet/CSV (CONVENTIONS §5)."),
+    data: Path | None = typer.Option(None, "--data", help="OHLCV Parquet/CSV (docs/conventions.md §5)."),
     synthetic: bool = typer.Option(False, "--synthetic", help="Generate seeded bars (spec.source.seed)."),
     bars: int = typer.Option(SYNTHETIC_BARS, "--bars", min=1, help="Bars per symbol with --synthetic."),
     signals: Path | None = typer.Option(

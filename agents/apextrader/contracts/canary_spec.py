@@ -1,4 +1,4 @@
-"""`spec.canary`: the canary capital split (CONVENTIONS.md 1, "Canary semantics")."""
+"""`spec.canary`: the canary capital split (docs/conventions.md §1, "Canary semantics")."""
 
 from __future__ import annotations
 

@@ -249,6 +249,19 @@ class OrderRejected(Payload):
     retryable: bool = False
 
 
+#: What the event watcher alerts on (`market.alert` payload `kind`).
+AlertKind = Literal[
+    "liquidation_cascade",
+    "funding_extreme",
+    "volatility_spike",
+    "stale_data",
+    "crossed_book",
+    "exchange_divergence",
+    "source_down",
+    "data_gap",
+]
+
+
 class MarketAlert(Payload):
     """`market.alert`: raised (`active`) and cleared (`active: false`) by the event watcher.
 
@@ -256,16 +269,7 @@ class MarketAlert(Payload):
     neither = everything. `data_gap` reports the scanner's `gap` quality flag (info only).
     """
 
-    kind: Literal[
-        "liquidation_cascade",
-        "funding_extreme",
-        "volatility_spike",
-        "stale_data",
-        "crossed_book",
-        "exchange_divergence",
-        "source_down",
-        "data_gap",
-    ]
+    kind: AlertKind
     severity: Severity
     active: bool = True
     exchange: Exchange | None = None

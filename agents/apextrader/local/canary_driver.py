@@ -1,65 +1,54 @@
 """The canary under `apex up`: the same pure state machine the operator runs (`apextrader.canary`),
 driven by a local loop instead of kopf timers. Requests from `apex canary ... --local` arrive in KV
-`canary.request`; the effective weight goes to KV `canary.weight` for the risk managers.
+`canary.request` and go through the same `canary.actions.apply_action` as on a cluster; the
+effective weight goes to KV `canary.weight` for the risk managers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from apextrader.bus.kv import KV
 from apextrader.bus.topology import KV_CANARY_REQUEST, KV_CANARY_STATE, KV_CANARY_WEIGHT
+from apextrader.canary.actions import ActionError, CanaryAction, apply_action
 from apextrader.canary.machine import advance, kv_state
 from apextrader.contracts import utcnow
 from apextrader.contracts.canary_spec import CanarySpec
+from apextrader.contracts.names import DECISION_AGENTS
+from apextrader.contracts.pipeline import TradingPipeline
+from apextrader.contracts.spec import TradingPipelineSpec
 from apextrader.contracts.status import CanaryStatus
+from apextrader.local.options import write_pipeline
+from apextrader.local.supervisor import Supervisor
 
-
-class CanaryRequestError(ValueError):
-    pass
-
-
-def apply_request(canary: CanarySpec, request: dict[str, Any], step_index: int | None = None) -> CanarySpec:
-    """The spec after one local request (`set-weight`, `pause`, `resume`, `promote`, `abort`);
-    `resume` also releases an indefinite pause at the current `step_index`."""
-    action = request.get("action")
-    if action == "set-weight":
-        if canary.steps is not None:
-            raise CanaryRequestError(
-                "set-weight is refused on a stepped canary: pause, promote, abort or edit the steps"
-            )
-        weight = int(request["weight"])
-        if not 0 <= weight <= 100:
-            raise CanaryRequestError(f"weight must be 0-100, got {weight}")
-        return canary.model_copy(update={"weight": weight, "abort": False})
-    actions: dict[str, dict[str, Any]] = {
-        "pause": {"paused": True},
-        "resume": {"paused": False, "resume_step": step_index},
-        "promote": {"promote": True, "abort": False},
-        "abort": {"abort": True, "promote": False},
-        "clear-abort": {"abort": False},
-    }
-    updates = actions.get(str(action))
-    if updates is None:
-        raise CanaryRequestError(f"unknown action {action!r}")
-    return canary.model_copy(update=updates)
+#: Called with the folded spec after `promote`: makes the processes match it (as the operator does).
+OnPromote = Callable[[TradingPipelineSpec], Awaitable[None]]
 
 
 @dataclass
 class LocalCanary:
-    """Owns the local canary spec and status; `tick()` advances and publishes the weight."""
+    """Owns the local pipeline spec and canary status; `tick()` advances and publishes the weight."""
 
     kv: KV
-    canary: CanarySpec | None
+    spec: TradingPipelineSpec
     status: CanaryStatus = field(default_factory=CanaryStatus)
     history: list[tuple[float, int]] = field(default_factory=list)  # (unix time, effective weight)
     last_request_error: str | None = None
+    last_request_message: str | None = None
+    on_promote: OnPromote | None = None
     _published: tuple[int, str] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def canary(self) -> CanarySpec | None:
+        return self.spec.canary
 
     async def tick(self, now: datetime | None = None) -> CanaryStatus:
         async with self._lock:  # the view loop and the request watcher both tick
@@ -82,11 +71,42 @@ class LocalCanary:
         if not request:
             return
         await self.kv.delete(KV_CANARY_REQUEST)
-        if self.canary is None:
-            self.last_request_error = "this pipeline has no canary"
-            return
         try:
-            self.canary = apply_request(self.canary, request, self.status.step_index)
-            self.last_request_error = None
-        except (CanaryRequestError, KeyError, ValueError) as exc:
+            await self.apply(CanaryAction.model_validate(request))
+        except ValidationError as exc:
+            self.last_request_error = f"invalid request {request!r}: {exc.errors()[0]['msg']}"
+        except ActionError as exc:
             self.last_request_error = str(exc)
+
+    async def apply(self, action: CanaryAction) -> str:
+        """Apply one action to the local spec (ActionError if it cannot apply)."""
+        doc = self.spec.model_dump(by_alias=True, exclude_none=True, exclude_unset=True, mode="json")
+        result = apply_action(doc, self.status, action)
+        promoted = self.canary is not None and "canary" not in result.spec
+        self.spec = TradingPipelineSpec.model_validate(result.spec)
+        self.last_request_error, self.last_request_message = None, result.message
+        if promoted and self.on_promote is not None:
+            await self.on_promote(self.spec)
+        return result.message
+
+
+def restart_as_promoted(supervisor: Supervisor, tp: TradingPipeline) -> OnPromote:
+    """What the operator does after a fold, for `apex up`: the stable decision agents restart on the
+    folded spec (their watchers restart them) and the canary's processes stop."""
+
+    async def promote(spec: TradingPipelineSpec) -> None:
+        write_pipeline(tp.model_copy(update={"spec": spec}), supervisor.pipeline_file)
+        for ap in supervisor.processes:
+            if ap.agent not in DECISION_AGENTS or ap.proc is None:
+                continue
+            if ap.track == "canary":
+                await supervisor.stop_one(ap.key)
+            elif ap.proc.returncode is None:
+                ap.proc.terminate()  # the watcher starts it again, reading the folded spec
+
+    return promote
+
+
+def request_json(action: CanaryAction) -> dict[str, Any]:
+    """The KV `canary.request` value for an action."""
+    return action.model_dump(by_alias=True, exclude_none=True)

@@ -1,4 +1,4 @@
-"""Runs every agent as an `apex agent ID --track T` subprocess, like the seed's deploy.sh: in pipeline
+"""Runs every agent as an `apex agent ID --track T` subprocess, in pipeline
 order, each waited for on `/ready` before the next starts; a crashed agent is restarted with back-off
 and its outage recorded; on stop, agents get SIGTERM in reverse order (then SIGKILL after a grace).
 """

@@ -1,6 +1,6 @@
 """`apex up`: the whole TradingPipeline on one machine.
 
-Order (the seed's deploy.sh, with health checks): embedded nats-server with JetStream → streams,
+Order (docs/conventions.md §6, each step health-checked): embedded nats-server with JetStream → streams,
 consumers and KV from `bus.topology` → the seven agents in pipeline order, each `/ready` before the
 next → run (live view, canary loop, a watchdog that restarts a dead server or agent) → graceful stop
 → JetStream's own accounting collected into `summary.json` and the HTML report.
@@ -22,10 +22,10 @@ from rich.live import Live
 from apextrader.bus.client import connect, ensure_topology
 from apextrader.bus.kv import KV
 from apextrader.bus.topology import KV_CANARY_REQUEST, KV_HALT, Topology, declare
-from apextrader.canary.machine import track_weights
+from apextrader.canary.weights import track_weights
 from apextrader.contracts import AGENT_IDS, agent_tracks, load_pipeline
 from apextrader.local import collect
-from apextrader.local.canary_driver import LocalCanary
+from apextrader.local.canary_driver import LocalCanary, restart_as_promoted
 from apextrader.local.monitor import LiveSnapshot, Monitor
 from apextrader.local.nats_server import EmbeddedNats
 from apextrader.local.options import UpOptions, effective_pipeline, write_pipeline
@@ -77,7 +77,7 @@ async def run_up(
     await ensure_topology(js, topology)
     kv = KV(await js.key_value(topology.kv_bucket))
     await kv.put_json(KV_HALT, False)
-    canary = LocalCanary(kv=kv, canary=spec.canary)
+    canary = LocalCanary(kv=kv, spec=spec)
     await canary.tick()
     console.print(
         f"[green]✓[/] {len(topology.streams)} streams, {len(topology.consumers)} consumers, KV {topology.kv_bucket}"
@@ -86,6 +86,7 @@ async def run_up(
     supervisor = Supervisor(
         units, pipeline_file=pipeline_file, nats_url=server.url, log_dir=data_dir / "logs"
     )
+    canary.on_promote = restart_as_promoted(supervisor, tp)
     runtime_file = data_dir / "runtime.json"
     started = time.time()
     watchdog = ServerWatchdog(server)

@@ -1,4 +1,4 @@
-"""Performance statistics of one backtest (the `stats.json` keys of CONVENTIONS.md 5).
+"""Performance statistics of one backtest (the `stats.json` keys of docs/conventions.md §5).
 
 * Returns are simple bar-to-bar returns of equity marked at each close; the first bar's return is
   against the starting capital.
@@ -65,11 +65,6 @@ def max_drawdown(equity: F64) -> float:
         return 0.0
     peak = np.maximum.accumulate(equity)
     return float(np.max(1.0 - equity / peak))
-
-
-def drawdown_series(equity: F64) -> F64:
-    """Drawdown at each bar as a positive fraction of the running peak."""
-    return np.asarray(1.0 - equity / np.maximum.accumulate(equity), dtype=np.float64)
 
 
 def trade_stats(returns: F64, pnl: F64) -> dict[str, Any]:

@@ -292,7 +292,7 @@ def generate_long(
     timeframe: str = "1m",
     start: datetime = DEFAULT_START,
 ) -> pl.DataFrame:
-    """All symbols in one frame with a `symbol` column (the file format of CONVENTIONS §5)."""
+    """All symbols in one frame with a `symbol` column (the file format of docs/conventions.md §5)."""
     frames = generate(symbols, bars, seed=seed, timeframe=timeframe, start=start)
     return pl.concat(
         [f.with_columns(symbol=pl.lit(s)).select("symbol", *FRAME_COLUMNS) for s, f in frames.items()]

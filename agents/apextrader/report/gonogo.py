@@ -1,6 +1,6 @@
 """The seed's Go/No-Go list evaluated from a run's measurements.
 
-A row that was not measured is `N/A` (with the reason), never `PASS` (CONVENTIONS.md §7).
+A row that was not measured is `N/A` (with the reason), never `PASS` (docs/conventions.md §7).
 """
 
 from __future__ import annotations

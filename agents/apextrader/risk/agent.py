@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from apextrader.bus import metrics
-from apextrader.bus.middleware import Handler
 from apextrader.bus.topology import KV_CANARY_WEIGHT, KV_HALT, kv_applied_key
+from apextrader.canary.weights import WeightError, effective_weights, parse_weight, track_weight
 from apextrader.contracts import (
     Envelope,
     MarketAlertEvent,
@@ -35,11 +35,10 @@ from apextrader.contracts import (
 from apextrader.contracts.names import EventType
 from apextrader.contracts.units import timeframe_seconds
 from apextrader.risk.alerts import ActiveAlerts
-from apextrader.risk.capital import capital_share, declared_canary_weight, track_weight
 from apextrader.risk.gate import Approved, GateState, decide
 from apextrader.risk.limits import MARGIN_RULES, breaches, exposure
 from apextrader.risk.portfolio import Portfolio
-from apextrader.runtime.agent import Agent
+from apextrader.runtime.agent import Agent, Handler
 from apextrader.runtime.context import AgentContext
 
 #: Seconds after which an approved order the execution never reported stops counting as exposure.
@@ -58,7 +57,11 @@ class RiskManagerAgent(Agent):
         self.book = Portfolio()
         self.alerts = ActiveAlerts()
         self.has_canary = ctx.pipeline.spec.canary is not None
-        self.canary_weight = declared_canary_weight(ctx.pipeline.spec)
+        #: KV `canary.weight`, the effective canary weight; until KV answers, what the machine gives
+        #: a fresh rollout of this spec (so a stepped canary starts at its reached weight, often 0).
+        self.canary_weight = effective_weights(ctx.pipeline.spec.canary, None, datetime.now(UTC)).get(
+            "canary", 0
+        )
         self.halted = False
         self.killed = False
         self.in_violation = False
@@ -89,9 +92,7 @@ class RiskManagerAgent(Agent):
 
     async def start(self) -> None:
         kv = self.ctx.kv
-        weight = await kv.get_json(KV_CANARY_WEIGHT)
-        if weight is not None:
-            self.canary_weight = int(weight)
+        self._take_weight(await kv.get_json(KV_CANARY_WEIGHT))
         self.halted = bool(await kv.get_json(KV_HALT, False))
         # Rebuild from the streams (idempotent by event id): approvals are the decisions already
         # taken (a redelivered signal gets the same one) and pending exposure until their fills,
@@ -120,12 +121,14 @@ class RiskManagerAgent(Agent):
 
     # --- live settings -------------------------------------------------------------------------
     @property
-    def weight(self) -> int:
+    def track_weight(self) -> int:
+        """This track's percent of capital (from the effective canary weight)."""
         return track_weight(self.ctx.track, self.canary_weight, self.has_canary)
 
     @property
-    def share(self) -> float:
-        return capital_share(self.ctx.spec.capital.amount, self.weight)
+    def track_capital(self) -> float:
+        """This track's capital in the spec's currency: capital x track weight / 100."""
+        return self.ctx.spec.capital.amount * self.track_weight / 100.0
 
     def state_word(self) -> str:
         return "killed" if self.killed else "halted" if self.halted else "active"
@@ -136,7 +139,7 @@ class RiskManagerAgent(Agent):
         key = kv_applied_key(self.agent_id, self.ctx.track, self.ctx.instance)
         value: dict[str, Any] = {
             "weight": self.canary_weight,
-            "track_weight": self.weight,
+            "track_weight": self.track_weight,
             "state": self.state_word(),
             "at": datetime.now(UTC).isoformat(),
         }
@@ -144,10 +147,21 @@ class RiskManagerAgent(Agent):
 
     async def _watch_weight(self) -> None:
         async for value in self.ctx.kv.watch(KV_CANARY_WEIGHT):
-            if value is not None and int(value) != self.canary_weight:
-                self.canary_weight = max(0, min(100, int(value)))
+            if self._take_weight(value):
                 self.ctx.log.info("canary weight applied", extra={"weight": self.canary_weight})
                 await self._echo()
+
+    def _take_weight(self, value: Any) -> bool:
+        """Apply a KV `canary.weight` value; a value outside 0-100 is logged and ignored."""
+        if value is None:
+            return False
+        try:
+            weight = parse_weight(value)
+        except WeightError as exc:
+            self.ctx.log.error("ignored KV canary.weight", extra={"error": str(exc)})
+            return False
+        changed, self.canary_weight = weight != self.canary_weight, weight
+        return changed
 
     async def _watch_halt(self) -> None:
         async for value in self.ctx.kv.watch(KV_HALT):
@@ -178,15 +192,16 @@ class RiskManagerAgent(Agent):
         self._mark((sig.exchange, sig.symbol), sig.price, (sig.bar_time, True))
         self.book.expire(time.monotonic(), PENDING_TTL_S)
         coid = derive_id(ev.id, OrderApprovedEvent.event_type, self.ctx.track, 0)
-        if not self.killed and self.book.drawdown(self.share) >= self.limits.max_drawdown:
+        if not self.killed and self.book.drawdown(self.track_capital) >= self.limits.max_drawdown:
             self.killed = True
             self.ctx.log.error(
-                "kill-switch: max drawdown reached", extra={"drawdown": self.book.drawdown(self.share)}
+                "kill-switch: max drawdown reached",
+                extra={"drawdown": self.book.drawdown(self.track_capital)},
             )
             await self._echo()
         state = GateState(
-            self.share,
-            self.weight,
+            self.track_capital,
+            self.track_weight,
             halted=self.halted,
             killed=self.killed,
             liquidity=self.liquidity,
@@ -279,7 +294,7 @@ class RiskManagerAgent(Agent):
     # --- observation ---------------------------------------------------------------------------
     def _observe(self) -> None:
         """Update position/PnL gauges and count entering a margin violation (held positions only)."""
-        held = exposure(self.book, self.share, self.limits, include_pending=False)
+        held = exposure(self.book, self.track_capital, self.limits, include_pending=False)
         per_symbol: dict[str, float] = dict.fromkeys(self._reported, 0.0)  # closed ones drop to 0
         for (_, symbol), n in held.notional.items():
             per_symbol[symbol] = per_symbol.get(symbol, 0.0) + n
@@ -292,6 +307,6 @@ class RiskManagerAgent(Agent):
             metrics.MARGIN_VIOLATIONS.labels(**self.labels).inc()
             self.ctx.log.error("margin violation observed", extra={"equity": held.equity})
         self.in_violation = violated
-        if self.book.drawdown(self.share) >= self.limits.max_drawdown and not self.killed:
+        if self.book.drawdown(self.track_capital) >= self.limits.max_drawdown and not self.killed:
             self.killed = True
             self.ctx.log.error("kill-switch: max drawdown reached")

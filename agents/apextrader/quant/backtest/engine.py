@@ -116,10 +116,6 @@ class BacktestResult:
     trades: pl.DataFrame
     capital: float
 
-    @property
-    def trade_returns(self) -> F64:
-        return self.trades["ret"].to_numpy()
-
 
 def _bools(frame: pl.DataFrame, name: str) -> npt.NDArray[np.bool_]:
     if name not in frame.columns:

@@ -59,7 +59,7 @@ class RunOutput:
     legs: list[Leg]
 
     def write(self, out_dir: Path) -> list[Path]:
-        """`stats.json`, `trades.parquet`, `equity.parquet` (CONVENTIONS.md 5)."""
+        """`stats.json`, `trades.parquet`, `equity.parquet` (docs/conventions.md §5)."""
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = [out_dir / "stats.json", out_dir / "trades.parquet", out_dir / "equity.parquet"]
         paths[0].write_text(json.dumps(self.stats.model_dump(), indent=2, default=str) + "\n")
