@@ -34,6 +34,8 @@ STARTS: dict[str, tuple[dict[str, Any], list[AnalysisRun]]] = {
     "AbortedBySpec": ({"weight": 5, "abort": True}, []),
     "AbortedByAnalysis": ({"weight": 5, "analysis": {"failureLimit": 1}}, [FAIL]),
     "Promoted": ({"weight": 5, "promote": True}, []),
+    "AbortedFlatten": ({"weight": 5, "abort": True, "abortPolicy": "flatten"}, []),
+    "AbortedHold": ({"steps": [{"setWeight": 5}], "abort": True, "abortPolicy": "hold"}, []),
 }
 
 
@@ -75,7 +77,7 @@ async def _cluster(spec: dict[str, Any], status: CanaryStatus, action: CanaryAct
         return ("refused", str(exc))
     after = await _cluster_step(new_spec, status, T0 + timedelta(minutes=1))
     canary = new_spec.get("canary")
-    return (new_spec, after.phase, track_weights(after.effective_weight, canary is not None))
+    return (new_spec, after.phase, track_weights(after.effective_weight, canary is not None), after.message)
 
 
 async def _local(kv: KV, spec: dict[str, Any], status: CanaryStatus, action: CanaryAction) -> tuple[Any, ...]:
@@ -86,7 +88,7 @@ async def _local(kv: KV, spec: dict[str, Any], status: CanaryStatus, action: Can
         return ("refused", local.last_request_error)
     new_spec = local.spec.model_dump(by_alias=True, exclude_none=True, exclude_unset=True, mode="json")
     weights = track_weights(await kv.get_json(KV_CANARY_WEIGHT), local.canary is not None)
-    return (new_spec, after.phase, weights)
+    return (new_spec, after.phase, weights, after.message)
 
 
 @pytest.mark.parametrize("start", list(STARTS))
@@ -108,5 +110,7 @@ async def test_every_action_means_the_same_on_both_backends(nc: NatsClient, star
     else:
         assert seen["set-weight"][0] == "refused"
     assert seen["abort"][1] == "Aborted" and seen["abort"][2]["canary"] == 0
+    policy = canary.get("abortPolicy", "drain")
+    assert f"abortPolicy {policy}" in seen["abort"][3]  # the status says what happens to the positions
     assert "canary" not in seen["promote"][0] and seen["promote"][2] == {"stable": 100}
     assert seen["pause"][1] in ("Paused", "Aborted", "Promoted")

@@ -106,3 +106,21 @@ CANARY_WEIGHT: Final = Gauge(
     ["pipeline"],
     registry=REGISTRY,
 )
+CANARY_ANALYSIS_VALUE: Final = Gauge(
+    "apex_canary_analysis_value",
+    "The value each Go/No-Go criterion measured at the last analysis (absent: no data).",
+    ["pipeline", "track", "criterion"],
+    registry=REGISTRY,
+)
+CANARY_ANALYSIS_THRESHOLD: Final = Gauge(
+    "apex_canary_analysis_threshold",
+    "The spec's threshold of each Go/No-Go criterion (spec.canary.analysis).",
+    ["pipeline", "track", "criterion"],
+    registry=REGISTRY,
+)
+CANARY_ANALYSIS_RESULT: Final = Gauge(
+    "apex_canary_analysis_result",
+    "The last analysis' result per criterion: 1 pass, 0 fail, -1 inconclusive.",
+    ["pipeline", "track", "criterion"],
+    registry=REGISTRY,
+)

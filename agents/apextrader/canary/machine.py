@@ -25,7 +25,15 @@ from apextrader.contracts.status import AnalysisRun, CanaryPhase, CanaryStatus
 from apextrader.contracts.units import parse_duration
 
 #: Flags that steer a rollout without changing what is rolled out.
-CONTROL_FLAGS = frozenset({"paused", "promote", "abort", "resume_step"})
+CONTROL_FLAGS = frozenset({"paused", "promote", "abort", "resume_step", "abort_policy"})
+
+
+#: What an aborted canary does with its positions, per `abortPolicy` (said in the status message).
+POSITIONS_ON_ABORT: dict[str, str] = {
+    "hold": "positions held (abortPolicy hold: no entries, no exits)",
+    "drain": "positions draining (abortPolicy drain: exits only until flat)",
+    "flatten": "positions flattened (abortPolicy flatten: closed at market, reason abort_flatten)",
+}
 
 
 def revision(canary: CanarySpec) -> str:
@@ -154,11 +162,12 @@ def _message(canary: CanarySpec, status: CanaryStatus) -> str:
     if status.phase == "Promoted":
         return "promoted: fold canary.template into the spec and remove spec.canary (apex canary promote)"
     if status.phase == "Aborted":
+        positions = POSITIONS_ON_ABORT[canary.abort_policy]
         if canary.abort:
-            return "aborted by spec.canary.abort"
+            return f"aborted by spec.canary.abort; {positions}"
         failed = ", ".join(status.failed_checks) or "analysis"
         return (
-            f"aborted after {status.consecutive_failures} failing analyses ({failed}); "
+            f"aborted after {status.consecutive_failures} failing analyses ({failed}); {positions}; "
             "edit spec.canary or toggle abort to restart"
         )
     steps = canary.steps or []

@@ -181,6 +181,8 @@ class OrderApproved(Payload):
     strategy: StrategyName | None = None
     #: The canary weight (0–100) the risk manager sized with.
     weight_applied: Annotated[int, Field(ge=0, le=100)]
+    #: Why the risk manager sent it when no signal did (e.g. `abort_flatten`: abortPolicy flatten).
+    reason: str | None = None
 
 
 class OrderSubmitted(Payload):

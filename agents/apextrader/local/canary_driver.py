@@ -13,12 +13,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from apextrader.bus.kv import KV
+from apextrader.bus.metrics import REGISTRY
 from apextrader.bus.topology import KV_CANARY_REQUEST, KV_CANARY_STATE, KV_CANARY_WEIGHT
 from apextrader.canary.actions import ActionError, CanaryAction, apply_action
-from apextrader.canary.machine import advance, kv_state
+from apextrader.canary.export import export_analysis, export_canary_metrics
+from apextrader.canary.machine import advance, analysis_due, kv_state
+from apextrader.canary.sources import AnalysisMemory, run_analysis
 from apextrader.contracts import utcnow
 from apextrader.contracts.canary_spec import CanarySpec
 from apextrader.contracts.names import DECISION_AGENTS
@@ -43,6 +47,10 @@ class LocalCanary:
     last_request_error: str | None = None
     last_request_message: str | None = None
     on_promote: OnPromote | None = None
+    #: The agents' /metrics pages the analysis reads (None: no analysis, e.g. before they start).
+    metrics_urls: Callable[[], list[str]] | None = None
+    pipeline: str = "local"
+    memory: AnalysisMemory = field(default_factory=AnalysisMemory)
     _published: tuple[int, str] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -56,7 +64,13 @@ class LocalCanary:
 
     async def _tick(self, now: datetime | None) -> CanaryStatus:
         await self._take_request()
-        self.status = advance(self.canary, self.status, now or utcnow())
+        now = now or utcnow()
+        run = None
+        if self.canary is not None and self.metrics_urls and analysis_due(self.canary, self.status, now):
+            run = await run_analysis(self.canary.analysis, self.metrics_urls(), self.memory, now)
+            export_analysis(self.pipeline, run)
+        self.status = advance(self.canary, self.status, now, run)
+        export_canary_metrics(self.pipeline, self.status)
         weight = self.status.effective_weight if self.canary else 0
         state = kv_state(self.status.phase)
         if self._published != (weight, state):
@@ -88,6 +102,20 @@ class LocalCanary:
         if promoted and self.on_promote is not None:
             await self.on_promote(self.spec)
         return result.message
+
+
+def attach(canary: LocalCanary, supervisor: Supervisor, tp: TradingPipeline) -> None:
+    """Wire the local canary to the running agents: its analysis reads their /metrics pages, and a
+    promote restarts them as the operator would re-render them."""
+    canary.pipeline = tp.name
+    canary.metrics_urls = lambda: [f"http://127.0.0.1:{p.http_port}/metrics" for p in supervisor.processes]
+    canary.on_promote = restart_as_promoted(supervisor, tp)
+
+
+def serve_metrics() -> int:
+    """Serve the supervisor's own metrics (`apex_canary_*`) on a free local port; returns the port."""
+    server, _thread = start_http_server(0, addr="127.0.0.1", registry=REGISTRY)
+    return int(server.server_port)
 
 
 def restart_as_promoted(supervisor: Supervisor, tp: TradingPipeline) -> OnPromote:

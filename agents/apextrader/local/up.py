@@ -25,7 +25,7 @@ from apextrader.bus.topology import KV_CANARY_REQUEST, KV_HALT, Topology, declar
 from apextrader.canary.weights import track_weights
 from apextrader.contracts import AGENT_IDS, agent_tracks, load_pipeline
 from apextrader.local import collect
-from apextrader.local.canary_driver import LocalCanary, restart_as_promoted
+from apextrader.local.canary_driver import LocalCanary, attach, serve_metrics
 from apextrader.local.monitor import LiveSnapshot, Monitor
 from apextrader.local.nats_server import EmbeddedNats
 from apextrader.local.options import UpOptions, effective_pipeline, write_pipeline
@@ -86,7 +86,8 @@ async def run_up(
     supervisor = Supervisor(
         units, pipeline_file=pipeline_file, nats_url=server.url, log_dir=data_dir / "logs"
     )
-    canary.on_promote = restart_as_promoted(supervisor, tp)
+    attach(canary, supervisor, tp)
+    metrics_port = serve_metrics()  # apex_canary_* of this supervisor
     runtime_file = data_dir / "runtime.json"
     started = time.time()
     watchdog = ServerWatchdog(server)
@@ -105,6 +106,7 @@ async def run_up(
             "nats_url": server.url,
             "nats_pid": server.pid,
             "agents": supervisor.runtime_info(),
+            "supervisor": {"http_port": metrics_port},
         }
         runtime_file.write_text(json.dumps(info, indent=2))
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from apextrader.bus import metrics
-from apextrader.bus.topology import KV_CANARY_WEIGHT, KV_HALT, kv_applied_key
+from apextrader.bus.topology import KV_CANARY_STATE, KV_CANARY_WEIGHT, KV_HALT, kv_applied_key
 from apextrader.canary.weights import WeightError, effective_weights, parse_weight, track_weight
 from apextrader.contracts import (
     Envelope,
@@ -31,11 +31,12 @@ from apextrader.contracts import (
     SignalRejectedEvent,
     SignalValidatedEvent,
     derive_id,
+    new_id,
 )
 from apextrader.contracts.names import EventType
 from apextrader.contracts.units import timeframe_seconds
 from apextrader.risk.alerts import ActiveAlerts
-from apextrader.risk.gate import Approved, GateState, decide
+from apextrader.risk.gate import Approved, GateState, decide, flatten_orders
 from apextrader.risk.limits import MARGIN_RULES, breaches, exposure
 from apextrader.risk.portfolio import Portfolio
 from apextrader.runtime.agent import Agent, Handler
@@ -64,6 +65,10 @@ class RiskManagerAgent(Agent):
         )
         self.halted = False
         self.killed = False
+        #: KV `canary.state` is `aborted` (canary track only): the gate applies `abortPolicy`.
+        self.aborted = False
+        self.abort_policy = ctx.pipeline.spec.canary.abort_policy if ctx.pipeline.spec.canary else "drain"
+        self._abort_round = 0
         self.in_violation = False
         self.labels = {"track": ctx.track}
         self._approved = metrics.ORDERS.labels(state="approved", **self.labels)
@@ -94,6 +99,7 @@ class RiskManagerAgent(Agent):
         kv = self.ctx.kv
         self._take_weight(await kv.get_json(KV_CANARY_WEIGHT))
         self.halted = bool(await kv.get_json(KV_HALT, False))
+        aborted_at_start = await kv.get_json(KV_CANARY_STATE) == "aborted"
         # Rebuild from the streams (idempotent by event id): approvals are the decisions already
         # taken (a redelivered signal gets the same one) and pending exposure until their fills,
         # rejections or cancellations, which are applied next.
@@ -115,9 +121,12 @@ class RiskManagerAgent(Agent):
         async for ev in self.ctx.history("market.alert", last=2000):
             if isinstance(ev, MarketAlertEvent):
                 self.alerts.apply(ev.data)
+        await self._set_aborted(aborted_at_start)
         await self._echo()
         self.ctx.spawn(self._watch_weight())
         self.ctx.spawn(self._watch_halt())
+        if self.ctx.track == "canary":
+            self.ctx.spawn(self._watch_canary_state())
 
     # --- live settings -------------------------------------------------------------------------
     @property
@@ -141,6 +150,8 @@ class RiskManagerAgent(Agent):
             "weight": self.canary_weight,
             "track_weight": self.track_weight,
             "state": self.state_word(),
+            "abort_policy": self.abort_policy if self.aborted else None,
+            "open_positions": len(self.book.positions),
             "at": datetime.now(UTC).isoformat(),
         }
         await self.ctx.kv.put_json(key, value)
@@ -170,6 +181,44 @@ class RiskManagerAgent(Agent):
                 self.halted = halted
                 self.ctx.log.warning("halt switch", extra={"halted": halted})
                 await self._echo()
+
+    async def _watch_canary_state(self) -> None:
+        async for value in self.ctx.kv.watch(KV_CANARY_STATE):
+            await self._set_aborted(value == "aborted")
+
+    async def _set_aborted(self, aborted: bool) -> None:
+        """Enter or leave the aborted state; with abortPolicy flatten, close every position now."""
+        if self.ctx.track != "canary" or aborted == self.aborted:
+            return
+        self.aborted = aborted
+        self.ctx.log.warning("canary abort", extra={"aborted": aborted, "abort_policy": self.abort_policy})
+        if aborted and self.abort_policy == "flatten":
+            await self._flatten()
+        await self._echo()
+
+    async def _flatten(self) -> None:
+        """One reduce-only market order per open position, reason `abort_flatten`. Ids are fresh per
+        abort; after a restart the rebuilt book counts these orders as pending exits, so nothing is
+        closed twice."""
+        self._abort_round += 1
+        ids = {inst: new_id() for inst in self.book.positions}
+        for order in flatten_orders(self.book, ids, self.track_weight):
+            ev = OrderApprovedEvent.new(
+                order,
+                pipeline=self.ctx.pipeline.name,
+                source_agent=self.agent_id,
+                track=self.ctx.track,
+                id=order.client_order_id,
+            )
+            signed = order.amount if order.side == "buy" else -order.amount
+            self.book.add_pending(
+                order.client_order_id, (order.exchange, order.symbol), signed, True, time.monotonic()
+            )
+            await self.ctx.publish(ev)
+            self._approved.inc()
+            self.ctx.log.warning(
+                "abort flatten order", extra={"symbol": order.symbol, "amount": order.amount}
+            )
 
     # --- handlers ------------------------------------------------------------------------------
     def _remember(self, signal_id: str, events: list[Envelope]) -> list[Envelope]:
@@ -207,6 +256,7 @@ class RiskManagerAgent(Agent):
             liquidity=self.liquidity,
             max_book_participation=self.max_book_participation,
             bars_behind=self._bars_behind((sig.exchange, sig.symbol), sig.bar_time),
+            aborted=self.abort_policy if self.aborted else None,
         )
         decision = decide(
             sig, coid, self.book, state, self.limits, self.alerts, self.ctx.spec.execution.order_type

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from apextrader.contracts.canary_spec import AbortPolicy
 from apextrader.contracts.payloads import OrderApproved, SignalProposed
 from apextrader.contracts.spec import RiskLimits
 from apextrader.risk.alerts import ActiveAlerts
@@ -55,6 +56,8 @@ class GateState:
     max_book_participation: float = 1.0
     #: Bars the market has moved on since the signal's bar closed (from the latest mark); None: unknown.
     bars_behind: float | None = None
+    #: The canary is aborted and this is its `abortPolicy` (None: not aborted).
+    aborted: AbortPolicy | None = None
 
 
 def _side(signed: float) -> Literal["buy", "sell"]:
@@ -104,6 +107,8 @@ def decide(
 
     # Exits: close what is held (net of pending orders), reduce-only.
     if want == 0 or (closable != 0 and math.copysign(1, closable) != want):
+        if state.aborted == "hold":
+            return Refused("abort_hold", "the canary is aborted with abortPolicy hold: positions are kept")
         if abs(closable) < terms.amount_step / 2:
             return Refused("no_position", f"nothing to close on {signal.exchange} {signal.symbol}")
         return order(-closable, reduce_only=True)
@@ -114,6 +119,8 @@ def decide(
             f"the market is {state.bars_behind:.0f} bars past the signal's bar "
             f"(expires after {limits.signal_expiry_bars})",
         )
+    if state.aborted is not None:
+        return Refused("canary_aborted", f"the canary is aborted (abortPolicy {state.aborted}): no entries")
     if state.weight <= 0 or state.share <= 0:
         return Refused("zero_weight", f"the track's capital weight is {state.weight} %")
     if state.killed or book.drawdown(state.share) >= limits.max_drawdown:
@@ -178,3 +185,32 @@ def decide(
     if after:
         return Refused(after[0], f"the order would breach {', '.join(after)}")
     return order(want * qty, reduce_only=False)
+
+
+def flatten_orders(
+    book: Portfolio, ids: Mapping[Instrument, str], weight: int, reason: str = "abort_flatten"
+) -> list[OrderApproved]:
+    """Reduce-only market orders closing every open position net of pending exits (abortPolicy
+    flatten), each carrying `reason`; `ids` gives each instrument's client order id."""
+    out = []
+    for inst, coid in ids.items():
+        closable = book.position_qty(inst) + book.pending_qty(inst, reduce_only=True)
+        price = book.mark_of(inst)
+        if closable == 0 or price is None:
+            continue
+        out.append(
+            OrderApproved(
+                client_order_id=coid,
+                exchange=inst[0],  # type: ignore[arg-type]
+                symbol=inst[1],
+                side=_side(-closable),
+                amount=abs(closable),
+                reduce_only=True,
+                mid_at_decision=price,
+                notional=abs(closable) * price,
+                leverage=0.0,
+                weight_applied=weight,
+                reason=reason,
+            )
+        )
+    return out
