@@ -304,6 +304,8 @@ class RiskManagerAgent(Agent):
         assert isinstance(ev, OrderFilledEvent)
         self._apply_fill(ev)
         self._observe()
+        if self.aborted:  # the echo says how many positions the aborted canary still holds
+            await self._echo()
 
     async def on_settled(self, ev: Envelope) -> None:
         assert isinstance(ev, OrderRejectedEvent | OrderCancelledEvent)
