@@ -21,9 +21,12 @@ from rich.live import Live
 
 from apextrader.bus.client import connect, ensure_topology
 from apextrader.bus.kv import KV
+from apextrader.bus.metrics import MetricName as M
 from apextrader.bus.topology import KV_CANARY_REQUEST, KV_HALT, Topology, declare
+from apextrader.canary.analysis import thresholds
 from apextrader.canary.weights import track_weights
 from apextrader.contracts import AGENT_IDS, agent_tracks, load_pipeline
+from apextrader.contracts.canary_spec import CanaryAnalysis
 from apextrader.local import collect
 from apextrader.local.canary_driver import LocalCanary, attach, serve_metrics
 from apextrader.local.monitor import LiveSnapshot, Monitor
@@ -31,6 +34,7 @@ from apextrader.local.nats_server import EmbeddedNats
 from apextrader.local.options import UpOptions, effective_pipeline, write_pipeline
 from apextrader.local.supervisor import Supervisor
 from apextrader.local.view import make_progress, render
+from apextrader.report.gonogo import with_analysis
 from apextrader.report.run_report import write_run_report
 from apextrader.report.run_summary import AgentRecord, OutageRecord, RunSummary, TrackRecord
 
@@ -160,6 +164,7 @@ async def run_up(
                                 progress,
                                 status_now.declared_weight if has_canary else None,
                                 status_now.phase,
+                                status_now.last_analysis,
                             )
                         )
                     with contextlib.suppress(asyncio.TimeoutError):
@@ -203,8 +208,10 @@ async def run_up(
                 "stage_latency": await collect.stage_latencies(
                     js, topology, since=steady_since or market_off
                 ),
+                "thresholds": thresholds(spec.canary.analysis if spec.canary else CanaryAnalysis()),
             }
         )
+        summary = with_analysis(summary)  # the Go/No-Go judgement, recorded in summary.json
     finally:
         background = [t for t in (watchdog_task, request_task) if t is not None]
         for t in background:
@@ -250,7 +257,7 @@ async def _summarise(
             s.labels["strategy"]: s.value
             for samples in last.samples.values()
             for s in samples
-            if s.name == "apex_expectancy" and s.labels.get("track") == row.track and "strategy" in s.labels
+            if s.name == M.EXPECTANCY and s.labels.get("track") == row.track and "strategy" in s.labels
         }
         tracks.append(
             TrackRecord(
@@ -311,7 +318,7 @@ def _latency_buckets(snap: LiveSnapshot, track: str) -> list[tuple[float, float]
     acc: dict[float, float] = {}
     for samples in snap.samples.values():
         for s in samples:
-            if s.name == "apex_pipeline_latency_seconds_bucket" and s.labels.get("track") == track:
+            if s.name == f"{M.PIPELINE_LATENCY}_bucket" and s.labels.get("track") == track:
                 le = float(s.labels["le"])
                 acc[le] = acc.get(le, 0.0) + s.value
     return sorted(acc.items())

@@ -83,6 +83,15 @@ class LatencyStats(Frozen):
     max_ms: float
 
 
+class CriterionRecord(Frozen):
+    """One Go/No-Go criterion of one track as `canary.analysis.judge` found it."""
+
+    name: str
+    value: float | None
+    threshold: float
+    result: str  # Pass | Fail | Inconclusive
+
+
 class PriceSeries(Frozen):
     exchange: str
     symbol: str
@@ -117,6 +126,10 @@ class RunSummary(Frozen):
     stage_latency: dict[str, LatencyStats] = Field(default_factory=dict)
     rss_total_peak_mb: float | None = None  # highest sum of the agents' RSS sampled at one time
     drain_s: float | None = None  # from market data off until every flow consumer had caught up
+    #: The Go/No-Go thresholds the run was judged by (`spec.canary.analysis`, or its defaults).
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    #: Per track, every criterion judged over the whole run (`report.gonogo.with_analysis`).
+    analysis: dict[str, list[CriterionRecord]] = Field(default_factory=dict)
 
     @property
     def duration_s(self) -> float:
