@@ -162,3 +162,20 @@ def test_summary_records_the_judgement_per_track_and_criterion() -> None:
     assert judged.thresholds["maxAvgSlippageBps"] == 5.0  # the default fills what the run did not set
     again = RunSummary.model_validate_json(judged.model_dump_json())
     assert again.analysis == judged.analysis
+
+
+def test_report_says_what_the_aborted_canary_did_with_its_positions(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from apextrader.canary import advance
+    from apextrader.contracts.canary_spec import CanarySpec
+    from apextrader.report.run_summary import CanaryRecord
+
+    spec = CanarySpec.model_validate({"weight": 5, "abort": True, "abortPolicy": "flatten"})
+    status = advance(spec, None, datetime(2026, 1, 1, tzinfo=UTC))
+    record = CanaryRecord(
+        phase=status.phase, message=status.message, abort_policy="flatten", open_notional=0.0
+    )
+    text = write_run_report(summary(canary=record), tmp_path / "r.html").read_text()
+    assert "canary phase Aborted (abortPolicy flatten)" in text
+    assert "positions flattened" in text and "open notional at the end 0" in text

@@ -31,6 +31,7 @@ from apextrader.contracts.spec import TradingPipelineSpec
 from apextrader.contracts.status import CanaryStatus
 from apextrader.local.options import write_pipeline
 from apextrader.local.supervisor import Supervisor
+from apextrader.report.run_summary import CanaryRecord
 
 #: Called with the folded spec after `promote`: makes the processes match it (as the operator does).
 OnPromote = Callable[[TradingPipelineSpec], Awaitable[None]]
@@ -133,6 +134,19 @@ def restart_as_promoted(supervisor: Supervisor, tp: TradingPipeline) -> OnPromot
                 ap.proc.terminate()  # the watcher starts it again, reading the folded spec
 
     return promote
+
+
+def canary_record(local: LocalCanary, open_notional: float | None) -> CanaryRecord | None:
+    """What `summary.json` and the report say about the canary at the end of a run."""
+    if local.canary is None and local.status.phase == "None":
+        return None
+    policy = local.canary.abort_policy if local.canary is not None else "drain"
+    return CanaryRecord(
+        phase=local.status.phase,
+        message=local.status.message,
+        abort_policy=policy,
+        open_notional=open_notional,
+    )
 
 
 def request_json(action: CanaryAction) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from apextrader.canary.weights import track_weights
 from apextrader.contracts import AGENT_IDS, agent_tracks, load_pipeline
 from apextrader.contracts.canary_spec import CanaryAnalysis
 from apextrader.local import collect
-from apextrader.local.canary_driver import LocalCanary, attach, serve_metrics
+from apextrader.local.canary_driver import LocalCanary, attach, canary_record, serve_metrics
 from apextrader.local.monitor import LiveSnapshot, Monitor
 from apextrader.local.nats_server import EmbeddedNats
 from apextrader.local.options import UpOptions, effective_pipeline, write_pipeline
@@ -209,6 +209,9 @@ async def run_up(
                     js, topology, since=steady_since or market_off
                 ),
                 "thresholds": thresholds(spec.canary.analysis if spec.canary else CanaryAnalysis()),
+                "canary": canary_record(
+                    canary, next((r.position_notional for r in last.tracks if r.track == "canary"), None)
+                ),
             }
         )
         summary = with_analysis(summary)  # the Go/No-Go judgement, recorded in summary.json

@@ -144,6 +144,16 @@ def _steady_text(s: RunSummary) -> str:
     )
 
 
+def _canary_text(s: RunSummary) -> str:
+    """The canary's end state; after an abort, what was done with its positions (abortPolicy)."""
+    c = s.canary
+    if c is None:
+        return ""
+    held = "" if c.open_notional is None else f" · canary open notional at the end {c.open_notional:,.0f}"
+    note = html.escape(c.message or "")
+    return f'<p class="muted">canary phase {html.escape(c.phase)} (abortPolicy {c.abort_policy}){held}. {note}</p>'
+
+
 def render_run_report(s: RunSummary) -> str:
     started = _ts(s.started_at).strftime("%Y-%m-%d %H:%M:%S UTC")
     track_rows = [
@@ -214,6 +224,7 @@ def render_run_report(s: RunSummary) -> str:
             ],
             track_rows,
         ),
+        _canary_text(s),
         _fig_html(equity_figure(s)),
         _fig_html(slippage_figure(s)),
         _fig_html(latency_figure(s)),

@@ -99,6 +99,16 @@ class PriceSeries(Frozen):
     closes: list[float]
 
 
+class CanaryRecord(Frozen):
+    """The canary at the end of the run: its phase, what its status said (on abort: what was done
+    with its positions, per `abortPolicy`), and the canary's open notional then."""
+
+    phase: str
+    message: str = ""
+    abort_policy: str = "drain"
+    open_notional: float | None = None
+
+
 class RunSummary(Frozen):
     pipeline: str
     source: str
@@ -126,6 +136,7 @@ class RunSummary(Frozen):
     stage_latency: dict[str, LatencyStats] = Field(default_factory=dict)
     rss_total_peak_mb: float | None = None  # highest sum of the agents' RSS sampled at one time
     drain_s: float | None = None  # from market data off until every flow consumer had caught up
+    canary: CanaryRecord | None = None
     #: The Go/No-Go thresholds the run was judged by (`spec.canary.analysis`, or its defaults).
     thresholds: dict[str, float] = Field(default_factory=dict)
     #: Per track, every criterion judged over the whole run (`report.gonogo.with_analysis`).
