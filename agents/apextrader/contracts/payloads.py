@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from apextrader.contracts.canary_spec import Weight
+
 Exchange = Literal["binance", "bybit", "okx"]
 Quality = Literal["ok", "stale", "crossed", "gap"]
 SignalSide = Literal["long", "short", "flat"]
@@ -180,7 +182,7 @@ class OrderApproved(Payload):
     target: PositiveFloat | None = None
     strategy: StrategyName | None = None
     #: The canary weight (0–100) the risk manager sized with.
-    weight_applied: Annotated[int, Field(ge=0, le=100)]
+    weight_applied: Weight
     #: Why the risk manager sent it when no signal did (e.g. `abort_flatten`: abortPolicy flatten).
     reason: str | None = None
 
