@@ -7,18 +7,21 @@ effective weight goes to KV `canary.weight` for the risk managers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from apextrader.bus.kv import KV
 from apextrader.bus.metrics import REGISTRY
-from apextrader.bus.topology import KV_CANARY_REQUEST, KV_CANARY_STATE, KV_CANARY_WEIGHT
+from apextrader.bus.topology import KV_CANARY_REQUEST, KV_CANARY_STATE, KV_CANARY_WEIGHT, declare
 from apextrader.canary.actions import ActionError, CanaryAction, apply_action
 from apextrader.canary.export import export_analysis, export_canary_metrics
 from apextrader.canary.machine import advance, analysis_due, kv_state
@@ -52,6 +55,8 @@ class LocalCanary:
     metrics_urls: Callable[[], list[str]] | None = None
     pipeline: str = "local"
     memory: AnalysisMemory = field(default_factory=AnalysisMemory)
+    #: Set once `promote` folded the canary into the spec (the canary no longer exists).
+    promoted_message: str | None = None
     _published: tuple[int, str] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -100,17 +105,19 @@ class LocalCanary:
         promoted = self.canary is not None and "canary" not in result.spec
         self.spec = TradingPipelineSpec.model_validate(result.spec)
         self.last_request_error, self.last_request_message = None, result.message
-        if promoted and self.on_promote is not None:
-            await self.on_promote(self.spec)
+        if promoted:
+            self.promoted_message = result.message
+            if self.on_promote is not None:
+                await self.on_promote(self.spec)
         return result.message
 
 
-def attach(canary: LocalCanary, supervisor: Supervisor, tp: TradingPipeline) -> None:
+def attach(canary: LocalCanary, supervisor: Supervisor, tp: TradingPipeline, js: JetStreamContext) -> None:
     """Wire the local canary to the running agents: its analysis reads their /metrics pages, and a
     promote restarts them as the operator would re-render them."""
     canary.pipeline = tp.name
     canary.metrics_urls = lambda: [f"http://127.0.0.1:{p.http_port}/metrics" for p in supervisor.processes]
-    canary.on_promote = restart_as_promoted(supervisor, tp)
+    canary.on_promote = restart_as_promoted(supervisor, tp, js)
 
 
 def serve_metrics() -> int:
@@ -119,26 +126,35 @@ def serve_metrics() -> int:
     return int(server.server_port)
 
 
-def restart_as_promoted(supervisor: Supervisor, tp: TradingPipeline) -> OnPromote:
+def restart_as_promoted(supervisor: Supervisor, tp: TradingPipeline, js: JetStreamContext) -> OnPromote:
     """What the operator does after a fold, for `apex up`: the stable decision agents restart on the
-    folded spec (their watchers restart them) and the canary's processes stop."""
+    folded spec (their watchers restart them), the canary's processes stop and its durable consumers,
+    no longer declared, are deleted (so they hold no messages)."""
 
     async def promote(spec: TradingPipelineSpec) -> None:
+        before = declare(tp.spec, tp.name)
         write_pipeline(tp.model_copy(update={"spec": spec}), supervisor.pipeline_file)
-        for ap in supervisor.processes:
-            if ap.agent not in DECISION_AGENTS or ap.proc is None:
+        for ap in list(supervisor.processes):
+            if ap.agent not in DECISION_AGENTS:
                 continue
             if ap.track == "canary":
-                await supervisor.stop_one(ap.key)
-            elif ap.proc.returncode is None:
+                await supervisor.retire(ap.key)
+            elif ap.proc is not None and ap.proc.returncode is None:
                 ap.proc.terminate()  # the watcher starts it again, reading the folded spec
+        kept = {(c.stream, c.durable) for c in declare(spec, tp.name).consumers}
+        for c in before.consumers:
+            if (c.stream, c.durable) not in kept:
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_consumer(c.stream, c.durable)
 
     return promote
 
 
 def canary_record(local: LocalCanary, open_notional: float | None) -> CanaryRecord | None:
     """What `summary.json` and the report say about the canary at the end of a run."""
-    if local.canary is None and local.status.phase == "None":
+    if local.promoted_message is not None:
+        return CanaryRecord(phase="Promoted", message=local.promoted_message, open_notional=open_notional)
+    if local.canary is None:
         return None
     policy = local.canary.abort_policy if local.canary is not None else "drain"
     return CanaryRecord(

@@ -181,6 +181,15 @@ class Supervisor:
             self._watchers[index].cancel()
         await self._terminate(ap)
 
+    async def retire(self, key: str) -> None:
+        """Stop one agent for good and forget it (e.g. the canary's after a promote): it is no longer
+        watched, scraped, listed in runtime.json or counted in the run's summary."""
+        await self.stop_one(key)
+        index = self.processes.index(self.by_key(key))
+        del self.processes[index]
+        if index < len(self._watchers):
+            del self._watchers[index]
+
     async def _terminate(self, ap: AgentProcess) -> None:
         proc = ap.proc
         if proc is None or proc.returncode is not None:

@@ -90,7 +90,7 @@ async def run_up(
     supervisor = Supervisor(
         units, pipeline_file=pipeline_file, nats_url=server.url, log_dir=data_dir / "logs"
     )
-    attach(canary, supervisor, tp)
+    attach(canary, supervisor, tp, js)
     metrics_port = serve_metrics()  # apex_canary_* of this supervisor
     runtime_file = data_dir / "runtime.json"
     started = time.time()
@@ -112,7 +112,9 @@ async def run_up(
             "agents": supervisor.runtime_info(),
             "supervisor": {"http_port": metrics_port},
         }
-        runtime_file.write_text(json.dumps(info, indent=2))
+        partial = runtime_file.with_suffix(".json.tmp")  # readers never see a half-written file
+        partial.write_text(json.dumps(info, indent=2))
+        partial.replace(runtime_file)
 
     try:
         with console.status("starting agents…") as status:
@@ -143,6 +145,7 @@ async def run_up(
                 while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                     status_now = await canary.tick()
                     snap = await monitor.poll()
+                    topology = declare(canary.spec, name)  # a promote retires the canary's consumers
                     if steady_since is None and await collect.outstanding(js, topology) <= flow_consumers:
                         steady_since = time.time()  # start-up backlog (backfill, warm-up) cleared
                     write_runtime()  # pids change when agents restart
