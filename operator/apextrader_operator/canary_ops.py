@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from apextrader.bus.topology import KV_CANARY_STATE, KV_CANARY_WEIGHT, deployment_name
 from apextrader.canary import advance, analysis_due, kv_state
 from apextrader.canary.export import export_analysis, export_canary_metrics
+from apextrader.canary.machine import latest_echo, with_positions
 from apextrader.canary.sources import AnalysisMemory
 from apextrader.canary.sources import run_analysis as analyse
 from apextrader.contracts.names import AGENT_IDS, agent_tracks
@@ -66,11 +66,9 @@ async def step_canary(
         await bus.put_json(KV_CANARY_WEIGHT, status.effective_weight)
         await bus.put_json(KV_CANARY_STATE, kv_state(status.phase))
         status.applied_weight = await applied_weights(bus, canary is not None)
+        if canary is not None:
+            status = with_positions(status, await bus.entries(f"applied.{WEIGHT_AGENT}.canary."))
     return status
-
-
-def _latest(entries: dict[str, Any]) -> Any:
-    return max(entries.values(), key=lambda v: str(v.get("at", "")) if isinstance(v, dict) else "")
 
 
 async def applied_weights(bus: PipelineBus, has_canary: bool) -> dict[str, int | None]:
@@ -79,7 +77,7 @@ async def applied_weights(bus: PipelineBus, has_canary: bool) -> dict[str, int |
     out: dict[str, int | None] = {}
     for track in ("stable", "canary") if has_canary else ("stable",):
         entries = await bus.entries(f"applied.{WEIGHT_AGENT}.{track}.")
-        latest = _latest(entries) if entries else None
+        latest = latest_echo(entries)
         weight = latest.get("weight") if isinstance(latest, dict) else latest
         if isinstance(weight, int | float):
             out[track] = int(weight)

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from apextrader.contracts.canary_spec import CanarySpec, CanaryStep
 from apextrader.contracts.status import AnalysisRun, CanaryPhase, CanaryStatus
@@ -230,3 +232,22 @@ def advance(
     nxt.effective_weight = {"Promoted": 100, "Aborted": 0}.get(nxt.phase, nxt.declared_weight)
     nxt.message = _message(canary, nxt)
     return nxt
+
+
+def latest_echo(echoes: Mapping[str, Any]) -> Any:
+    """The most recent of a track's `applied.<agent>.<track>.<instance>` echoes (by their `at`)."""
+    if not echoes:
+        return None
+    return max(echoes.values(), key=lambda v: str(v.get("at", "")) if isinstance(v, dict) else "")
+
+
+def with_positions(status: CanaryStatus, canary_echoes: Mapping[str, Any]) -> CanaryStatus:
+    """An aborted status's message, completed with the positions the canary's risk manager last said
+    it still holds (its echo's `open_positions`), on either backend."""
+    latest = latest_echo(canary_echoes)
+    held = latest.get("open_positions") if isinstance(latest, dict) else None
+    if status.phase != "Aborted" or not isinstance(held, int):
+        return status
+    return status.model_copy(
+        update={"message": f"{status.message}; the canary holds {held} open position(s)"}
+    )

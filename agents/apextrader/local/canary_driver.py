@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import NoKeysError, NotFoundError
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
@@ -24,7 +24,7 @@ from apextrader.bus.metrics import REGISTRY
 from apextrader.bus.topology import KV_CANARY_REQUEST, KV_CANARY_STATE, KV_CANARY_WEIGHT, declare
 from apextrader.canary.actions import ActionError, CanaryAction, apply_action
 from apextrader.canary.export import export_analysis, export_canary_metrics
-from apextrader.canary.machine import advance, analysis_due, kv_state
+from apextrader.canary.machine import advance, analysis_due, kv_state, with_positions
 from apextrader.canary.sources import AnalysisMemory, run_analysis
 from apextrader.contracts import utcnow
 from apextrader.contracts.canary_spec import CanarySpec
@@ -75,7 +75,7 @@ class LocalCanary:
         if self.canary is not None and self.metrics_urls and analysis_due(self.canary, self.status, now):
             run = await run_analysis(self.canary.analysis, self.metrics_urls(), self.memory, now)
             export_analysis(self.pipeline, run)
-        self.status = advance(self.canary, self.status, now, run)
+        self.status = with_positions(advance(self.canary, self.status, now, run), await self._canary_echoes())
         export_canary_metrics(self.pipeline, self.status)
         weight = self.status.effective_weight if self.canary else 0
         state = kv_state(self.status.phase)
@@ -85,6 +85,17 @@ class LocalCanary:
             self._published = (weight, state)
             self.history.append((time.time(), weight))
         return self.status
+
+    async def _canary_echoes(self) -> dict[str, Any]:
+        """The canary risk managers' `applied.*` echoes (what they hold after an abort)."""
+        if self.status.phase != "Aborted":
+            return {}
+        prefix = "applied.risk-manager.canary."
+        try:
+            keys = await self.kv.raw.keys(filters=[prefix])
+        except (NoKeysError, NotFoundError):
+            return {}
+        return {k: await self.kv.get_json(k) for k in keys if k.startswith(prefix)}
 
     async def _take_request(self) -> None:
         request = await self.kv.get_json(KV_CANARY_REQUEST)
