@@ -329,14 +329,10 @@ class InvokeStep:
 
 def build_chain(cfg: ChainConfig) -> Callable[[Msg], Awaitable[Delivery]]:
     """The consumer's message callback: runs the chain and returns the settled delivery."""
-    chain: Final[list[Middleware]] = [
-        MetricsStep(cfg),
-        SettleStep(cfg),
-        ValidateStep(cfg),
-        TraceStep(cfg),
-        IdempotencyStep(cfg),
-    ]
-    run = compose(chain, InvokeStep(cfg))
+    steps = (MetricsStep(cfg), SettleStep(cfg), ValidateStep(cfg), TraceStep(cfg), IdempotencyStep(cfg))
+    # Bound methods: calling them is cheaper than calling the instances (hot path, every message).
+    chain: Final[list[Middleware]] = [step.__call__ for step in steps]
+    run = compose(chain, InvokeStep(cfg).__call__)
 
     async def on_message(msg: Msg) -> Delivery:
         d = Delivery.from_msg(msg)
