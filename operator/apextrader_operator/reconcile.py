@@ -1,6 +1,6 @@
 """One idempotent reconcile for create, resume, update and the timer.
 
-Order (the seed's deploy.sh): the pipeline key (managed bus), the bus with its users; once it is
+Order (docs/conventions.md §6): the pipeline key (managed bus), the bus with its users; once it is
 ready, streams/consumers/KV; then config and agents (each with its NATS credentials) upstream to
 downstream. An invalid spec changes no child. Ready follows the children's own status
 (Deployments' and the StatefulSet's readyReplicas), never the fact that they were applied.

@@ -1,6 +1,6 @@
 """kopf against kmock over real HTTP, with a real nats-server.
 
-kmock's gaps (ENVIRONMENT.md) are closed here: the emulator stamps uid, resourceVersion, generation
+kmock's gaps (it stamps no metadata, filters no label selectors) are closed here: the emulator stamps uid, resourceVersion, generation
 (bumped on spec changes only) and creationTimestamp, and filters LISTs by equality label selectors
 (the operator filters client-side as well). The operator never relies on PUT, server-side apply or
 owner-reference GC. kmock runs no controllers: tests mark Deployments and

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from apextrader.contracts.canary_spec import Weight
+
 Exchange = Literal["binance", "bybit", "okx"]
 Quality = Literal["ok", "stale", "crossed", "gap"]
 SignalSide = Literal["long", "short", "flat"]
@@ -191,7 +193,9 @@ class OrderApproved(Payload):
     target: PositiveFloat | None = None
     strategy: StrategyName | None = None
     #: The canary weight (0–100) the risk manager sized with.
-    weight_applied: Annotated[int, Field(ge=0, le=100)]
+    weight_applied: Weight
+    #: Why the risk manager sent it when no signal did (e.g. `abort_flatten`: abortPolicy flatten).
+    reason: str | None = None
 
 
 class OrderSubmitted(Payload):
@@ -260,6 +264,19 @@ class OrderRejected(Payload):
     retryable: bool = False
 
 
+#: What the event watcher alerts on (`market.alert` payload `kind`).
+AlertKind = Literal[
+    "liquidation_cascade",
+    "funding_extreme",
+    "volatility_spike",
+    "stale_data",
+    "crossed_book",
+    "exchange_divergence",
+    "source_down",
+    "data_gap",
+]
+
+
 class MarketAlert(Payload):
     """`market.alert`: raised (`active`) and cleared (`active: false`) by the event watcher.
 
@@ -267,16 +284,7 @@ class MarketAlert(Payload):
     neither = everything. `data_gap` reports the scanner's `gap` quality flag (info only).
     """
 
-    kind: Literal[
-        "liquidation_cascade",
-        "funding_extreme",
-        "volatility_spike",
-        "stale_data",
-        "crossed_book",
-        "exchange_divergence",
-        "source_down",
-        "data_gap",
-    ]
+    kind: AlertKind
     severity: Severity
     active: bool = True
     exchange: Exchange | None = None

@@ -1,4 +1,4 @@
-"""The TradingPipeline `spec` (CONVENTIONS.md 1): the one source of the CRD and of every agent's config.
+"""The TradingPipeline `spec` (docs/conventions.md §1): the one source of the CRD and of every agent's config.
 
 Keys are camelCase (Kubernetes style); `agents` is keyed by agent id as written. Every section has
 defaults, so a minimal spec names only exchanges and symbols.

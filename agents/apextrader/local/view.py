@@ -6,8 +6,11 @@ from rich.console import Group, RenderableType
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from apextrader.contracts.status import AnalysisRun
 from apextrader.local.monitor import LiveSnapshot
 from apextrader.report.tracks import own_weight
+
+_RESULT_COLOUR = {"Pass": "green", "Fail": "red", "Inconclusive": "yellow"}
 
 
 def _num(v: float | None, fmt: str = "{:.1f}", none: str = "–") -> str:
@@ -91,9 +94,28 @@ def make_progress() -> Progress:
     )
 
 
+def analysis_table(run: AnalysisRun) -> Table:
+    """The canary's last analysis (`canary.analysis.judge`): each criterion against the spec's goal."""
+    table = Table(title=f"analysis ({run.track}) · {run.result}", expand=True, title_justify="left")
+    for col in ("criterion", "measured", "goal", "result"):
+        table.add_column(col, justify="left" if col in ("criterion", "result") else "right")
+    for c in run.checks:
+        goal = f"> {c.threshold:g}" if c.name.startswith("min") else f"≤ {c.threshold:g}"
+        colour = _RESULT_COLOUR[c.result]
+        table.add_row(c.name, _num(c.value, "{:.4g}"), goal, f"[{colour}]{c.result}[/]")
+    return table
+
+
 def render(
-    snap: LiveSnapshot | None, progress: Progress, declared_weight: int | None, canary_state: str
+    snap: LiveSnapshot | None,
+    progress: Progress,
+    declared_weight: int | None,
+    canary_state: str,
+    analysis: AnalysisRun | None = None,
 ) -> RenderableType:
     if snap is None:
         return Group("[dim]starting…[/]", progress)
-    return Group(agents_table(snap), tracks_table(snap, declared_weight, canary_state), progress)
+    parts: list[RenderableType] = [agents_table(snap), tracks_table(snap, declared_weight, canary_state)]
+    if analysis is not None:
+        parts.append(analysis_table(analysis))
+    return Group(*parts, progress)

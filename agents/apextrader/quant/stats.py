@@ -71,11 +71,6 @@ def max_drawdown(equity: F64) -> float:
     return float(np.max(1.0 - equity / peak))
 
 
-def drawdown_series(equity: F64) -> F64:
-    """Drawdown at each bar as a positive fraction of the running peak."""
-    return np.asarray(1.0 - equity / np.maximum.accumulate(equity), dtype=np.float64)
-
-
 def trade_stats(returns: F64, pnl: F64) -> dict[str, Any]:
     n = int(returns.size)
     if n == 0:

@@ -202,6 +202,16 @@ def gate_section(s: RunSummary) -> str:
     return f'<p class="muted">{html.escape(note)}</p>' + _table(headers, rows, raw_cols=frozenset({6}))
 
 
+def _canary_text(s: RunSummary) -> str:
+    """The canary's end state; after an abort, what was done with its positions (abortPolicy)."""
+    c = s.canary
+    if c is None:
+        return ""
+    held = "" if c.open_notional is None else f" · canary open notional at the end {c.open_notional:,.0f}"
+    note = html.escape(c.message or "")
+    return f'<p class="muted">canary phase {html.escape(c.phase)} (abortPolicy {c.abort_policy}){held}. {note}</p>'
+
+
 def render_run_report(s: RunSummary) -> str:
     started = _ts(s.started_at).strftime("%Y-%m-%d %H:%M:%S UTC")
     outages = [
@@ -244,6 +254,7 @@ def render_run_report(s: RunSummary) -> str:
         f'<p class="muted">{html.escape(SLIPPAGE_NOTE)}</p>',
         "<h2>Walk-forward gate</h2>",
         gate_section(s),
+        _canary_text(s),
         _fig_html(equity_figure(s)),
         _fig_html(slippage_figure(s)),
         _fig_html(latency_figure(s)),

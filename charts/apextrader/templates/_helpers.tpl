@@ -13,7 +13,7 @@
 {{- printf "%s-operator" (include "apextrader.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* The operator's labels (CONVENTIONS.md 2: app.kubernetes.io/* and part-of apextrader). */}}
+{{/* The operator's labels (docs/conventions.md §2: app.kubernetes.io/* and part-of apextrader). */}}
 {{- define "apextrader.selectorLabels" -}}
 app.kubernetes.io/name: apextrader-operator
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -90,7 +90,7 @@ seccompProfile:
 - apiGroups: ["apextrader.io"]
   resources: ["tradingpipelines/status"]
   verbs: ["get", "patch", "update"]
-# What each pipeline is made of (CONVENTIONS.md 2): agents, the managed NATS, config, policies.
+# What each pipeline is made of (docs/conventions.md §2): agents, the managed NATS, config, policies.
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]

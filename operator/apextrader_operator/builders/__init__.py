@@ -1,7 +1,7 @@
 """Pure builders: a TradingPipeline → the Kubernetes objects it owns (no I/O, no kopf).
 
 `build_children` returns them in start order: the bus first, then config, then agents upstream to
-downstream (`AGENT_IDS` order), so applying in order is the ordered start of the seed's deploy.sh.
+downstream (`AGENT_IDS` order), so applying in order is the ordered start of docs/conventions.md §6.
 
 `key` is the pipeline key every NATS password derives from (the reconciler keeps it in the Secret
 `<pipeline>-nats-key`); a managed bus needs it, an external bus (`spec.bus.url`) does not.

@@ -1,4 +1,4 @@
-"""One Deployment and one Service per agent and track (CONVENTIONS.md 2 names)."""
+"""One Deployment and one Service per agent and track (docs/conventions.md §2 names)."""
 
 from __future__ import annotations
 

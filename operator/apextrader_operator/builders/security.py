@@ -47,7 +47,7 @@ from apextrader.contracts.pipeline import TradingPipeline, track_spec
 from apextrader_operator.builders.labels import HTTP_PORT, Manifest, metadata, selector_labels
 from apextrader_operator.builders.nats import CLIENT_PORT, auth_secret_name, nats_url
 
-#: The event types each agent publishes (DESIGN.md, "The pipeline"). A NATS user may publish these
+#: The event types each agent publishes (docs/conventions.md §6, "Who publishes what"). A NATS user may publish these
 #: (and its own dead letters) and nothing else of the pipeline's flow.
 EMITS: Final[dict[AgentId, tuple[EventType, ...]]] = {
     "market-scanner": ("market.snapshot",),

@@ -119,11 +119,6 @@ class BacktestResult:
     trades: pl.DataFrame
     capital: float
 
-    @property
-    def trade_returns(self) -> F64:
-        """Returns of the closed trades."""
-        return self.trades.filter(pl.col("status") == "closed")["ret"].to_numpy()
-
 
 def _bools(frame: pl.DataFrame, name: str) -> npt.NDArray[np.bool_]:
     if name not in frame.columns:
