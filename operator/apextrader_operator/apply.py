@@ -13,10 +13,32 @@ import hashlib
 import json
 from typing import Any, Final, Literal
 
+from apextrader_operator.builders.labels import MANAGED_BY
 from apextrader_operator.kube import KubeClient, KubeError, Manifest
 
 LAST_APPLIED: Final = "apextrader.io/last-applied"
+MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 Outcome = Literal["created", "patched", "unchanged"]
+
+
+class ForeignObject(Exception):
+    """An object with a child's name that this pipeline did not create: it is never changed."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"{key} exists and is not managed by this TradingPipeline")
+        self.key = key
+
+
+def owned_by(obj: Manifest, uid: str | None) -> bool:
+    """Ours: the operator's managed-by label AND this CR's UID among the owner references."""
+    meta = obj.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    owners = {o.get("uid") for o in meta.get("ownerReferences") or []}
+    return labels.get(MANAGED_BY_LABEL) == MANAGED_BY and uid is not None and uid in owners
+
+
+def object_key(obj: Manifest) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
 
 
 def is_subset(want: Any, have: Any) -> bool:
@@ -67,10 +89,13 @@ def _annotated(obj: Manifest) -> tuple[Manifest, str]:
 _FETCH: Final = object()
 
 
-async def apply(kube: KubeClient, obj: Manifest, current: Any = _FETCH) -> tuple[Outcome, Manifest]:
+async def apply(
+    kube: KubeClient, obj: Manifest, current: Any = _FETCH, *, owner_uid: str | None
+) -> tuple[Outcome, Manifest]:
     """Create or patch one object; returns what happened and the object as the server holds it.
 
-    `current` may be passed from an earlier LIST (None: absent) to save a GET per object.
+    `current` may be passed from an earlier LIST/GET (None: absent) to save a GET per object. An
+    existing object is patched only when `owned_by(current, owner_uid)`; otherwise ForeignObject.
     """
     kind, meta = obj["kind"], obj["metadata"]
     body, record = _annotated(obj)
@@ -80,9 +105,11 @@ async def apply(kube: KubeClient, obj: Manifest, current: Any = _FETCH) -> tuple
         try:
             return "created", await kube.create(body)
         except KubeError as exc:
-            if exc.status != 409:  # created meanwhile (a stale LIST): patch it below
+            if exc.status != 409:  # created meanwhile: patch it below, if it is ours
                 raise
             current = await kube.get(kind, meta.get("namespace"), meta["name"]) or {}
+    if not owned_by(current, owner_uid):
+        raise ForeignObject(object_key(obj))
     last_text = (current.get("metadata", {}).get("annotations") or {}).get(LAST_APPLIED)
     if last_text == record and is_subset(obj, current):
         return "unchanged", current

@@ -137,7 +137,7 @@ def test_network_policies_reach_only_dns_and_the_bus_in_paper_mode(demo: Trading
         _validate(policy)
         assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
         assert _egress_ports(policy) == {53, 4222}, agent
-        nats_rule = next(r for r in policy["spec"]["egress"] if "to" in r)
+        nats_rule = next(r for r in policy["spec"]["egress"] if r["ports"][0]["port"] == 4222)
         assert nats_rule["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "nats"
         assert policy["spec"]["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
 
