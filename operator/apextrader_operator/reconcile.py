@@ -23,7 +23,7 @@ from apextrader.bus.topology import declare, deployment_name, kv_bucket
 from apextrader.contracts.names import AGENT_IDS, agent_tracks
 from apextrader.contracts.pipeline import PipelineError, TradingPipeline, parse_pipeline, track_spec
 from apextrader.contracts.status import AgentStatus, TradingPipelineStatus
-from apextrader_operator.apply import ForeignObject, apply, merge_diff, object_key, owned_by
+from apextrader_operator.apply import FieldConflict, ForeignObject, apply, merge_diff, object_key, owned_by
 from apextrader_operator.builders import (
     NetworkScope,
     Telemetry,
@@ -245,8 +245,8 @@ async def reconcile(
         return _outcome(previous, status, events=[("Warning", "InvalidSpec", message)])
     cond("InvalidSpec", "False", "SpecValid")
 
-    def conflict(keys: list[str]) -> Outcome:
-        message = (
+    def conflict(keys: list[str], detail: str = "") -> Outcome:
+        message = detail or (
             f"{', '.join(keys)}: exists but was not created by this TradingPipeline (no "
             "app.kubernetes.io/managed-by: apextrader-operator label with an owner reference to it); "
             "nothing was changed; delete or rename it"
@@ -284,6 +284,8 @@ async def reconcile(
         changes, current = await _apply_all(kube, bus_objs, body, children)
     except ForeignObject as exc:  # created under a child's name since the check above
         return conflict([exc.key])
+    except FieldConflict as exc:
+        return conflict([exc.key], f"{exc} (another field manager owns these fields; not forced)")
     managed = tp.spec.bus.managed
     bus_ready, bus_reason, bus_message = True, "BusReady", ""
     if managed is not None:
@@ -313,6 +315,8 @@ async def reconcile(
             more, agents_current = await _apply_all(kube, agent_objs, body, children)
         except ForeignObject as exc:
             return conflict([exc.key])
+        except FieldConflict as exc:
+            return conflict([exc.key], f"{exc} (another field manager owns these fields; not forced)")
         changes += more
         current.update(agents_current)
         changes += await _prune(kube, tp, uid, keep, children.listed)
