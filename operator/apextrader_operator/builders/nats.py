@@ -142,7 +142,7 @@ def build_nats_statefulset(tp: TradingPipeline, bus: ManagedBus, auth_conf: str 
                 "metadata": template_meta,
                 "spec": {
                     "automountServiceAccountToken": False,
-                    "securityContext": pod_security_context(1000),
+                    "securityContext": pod_security_context(10001),
                     "terminationGracePeriodSeconds": 60,
                     "containers": [
                         {
