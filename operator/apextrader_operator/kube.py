@@ -27,6 +27,7 @@ import yaml
 Manifest = dict[str, Any]
 SA_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 FIELD_MANAGER: Final = "apextrader-operator"
+PARTIAL_METADATA: Final = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 #: Every write: our field manager; unknown or duplicate fields are errors, never dropped silently.
 WRITE_PARAMS: Final = {"fieldManager": FIELD_MANAGER, "fieldValidation": "Strict"}
 
@@ -174,8 +175,14 @@ class KubeClient:
                 )
             return body if isinstance(body, dict) else {}
 
-    async def get(self, kind: str, namespace: str | None, name: str) -> Manifest | None:
-        return await self._call("GET", object_path(kind, namespace, name))
+    async def get(
+        self, kind: str, namespace: str | None, name: str, *, metadata_only: bool = False
+    ) -> Manifest | None:
+        """One object; `metadata_only`: ask for its metadata alone (PartialObjectMetadata), so a
+        Secret we only check the labels of never sends its data (a server that cannot answer so
+        sends the whole object)."""
+        headers = {"Accept": f"{PARTIAL_METADATA},application/json"} if metadata_only else None
+        return await self._call("GET", object_path(kind, namespace, name), headers=headers)
 
     async def list(
         self, kind: str, namespace: str | None, labels: Mapping[str, str] | None = None

@@ -8,8 +8,8 @@
 - **Exchange credentials**: `execution.credentialsSecret` (base spec and canary template) is mounted
   only when the track trades live, and only from a Secret labelled
   `apextrader.io/exchange-credentials: "true"`. The operator reads it with one GET by name (never a
-  LIST), looking only at its labels: its data is never read into the operator's memory beyond what
-  the API returns, and never logged.
+  LIST) for its metadata only (PartialObjectMetadata): the keys themselves never reach the
+  operator, only the agent's environment.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ async def credentials_violations(kube: KubeClient, tp: TradingPipeline) -> list[
     """The live tracks' credentials Secrets must exist and carry the credentials label."""
     problems = []
     for field, name in live_credentials(tp).items():
-        secret = await kube.get("Secret", tp.metadata.namespace, name)
+        secret = await kube.get("Secret", tp.metadata.namespace, name, metadata_only=True)
         if secret is None:
             problems.append(f"{field}: Secret/{name} does not exist")
             continue

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from apextrader_operator.policy import ImageRef, image_allowed, parse_image
+from apextrader.contracts import TradingPipeline, parse_pipeline
+from apextrader_operator.kube import Credentials, KubeClient
+from apextrader_operator.policy import (
+    CREDENTIALS_LABEL,
+    ImageRef,
+    credentials_violations,
+    image_allowed,
+    parse_image,
+)
 from apextrader_operator.reconcile import OperatorConfig
 
 DIGEST = "sha256:" + "0" * 64
@@ -49,3 +59,32 @@ def test_settings_from_the_environment() -> None:
     )
     assert config.allowed_images == ("a.example/x", "b.example/")
     assert config.network.operator_namespace == "ops" and config.network.monitoring_namespace is None
+
+
+class _Recording(KubeClient):
+    def __init__(self) -> None:
+        super().__init__(Credentials(server="http://127.0.0.1:9"))
+        self.gets: list[tuple[str, str, bool]] = []
+
+    async def get(
+        self, kind: str, namespace: str | None, name: str, *, metadata_only: bool = False
+    ) -> dict[str, Any] | None:
+        self.gets.append((kind, name, metadata_only))
+        return {"metadata": {"name": name, "labels": {CREDENTIALS_LABEL: "true"}}}
+
+    async def list(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        raise AssertionError("Secrets are never listed")
+
+
+async def test_credentials_are_checked_by_name_for_metadata_only(example_pipeline: TradingPipeline) -> None:
+    doc = example_pipeline.model_dump(by_alias=True, exclude_none=True, mode="json")
+    doc["spec"].update(mode="live", execution={"credentialsSecret": "keys"})
+    kube = _Recording()
+    try:
+        assert await credentials_violations(kube, parse_pipeline(doc)) == []
+        assert kube.gets == [("Secret", "keys", True)]  # the canary track names the same Secret
+        doc["spec"]["mode"] = "paper"
+        kube.gets.clear()
+        assert await credentials_violations(kube, parse_pipeline(doc)) == [] and kube.gets == []
+    finally:
+        await kube.close()
