@@ -242,7 +242,7 @@ async def reconcile(
         status.phase, status.message = "Invalid", message
         cond("InvalidSpec", "True", "SpecRefused", message)
         cond("Ready", "False", "InvalidSpec", "the spec is refused; no child was changed")
-        return _outcome(previous, status, events=[("Warning", "InvalidSpec", message)])
+        return _outcome(previous, status, events=_once(previous, "InvalidSpec", message))
     cond("InvalidSpec", "False", "SpecValid")
 
     def conflict(keys: list[str], detail: str = "") -> Outcome:
@@ -254,7 +254,7 @@ async def reconcile(
         cond("Ready", "False", "Conflict", message)
         was_running = previous.phase in ("Running", "Degraded")
         status.phase, status.message = ("Degraded" if was_running else "Provisioning"), message
-        return _outcome(previous, status, events=[("Warning", "Conflict", message)])
+        return _outcome(previous, status, events=_once(previous, "Conflict", message))
 
     # 0. every child's name is checked before anything is written: a foreign object stops it all
     uid = meta.get("uid")
@@ -376,6 +376,13 @@ async def reconcile(
     status.phase = "Running" if ready else ("Degraded" if was_running else "Provisioning")
     status.message = "" if ready else (bus_message or condition(status, "AgentsReady").message)  # type: ignore[union-attr]
     return _outcome(previous, status, changes=changes, events=events)
+
+
+def _once(previous: TradingPipelineStatus, reason: str, message: str) -> list[tuple[str, str, str]]:
+    """A Warning Event when the refusal is new, not again on every timer tick while it lasts."""
+    if any(c.message == message for c in previous.conditions if c.type in ("Ready", "InvalidSpec")):
+        return []
+    return [("Warning", reason, message)]
 
 
 def _outcome(

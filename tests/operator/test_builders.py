@@ -332,3 +332,10 @@ def test_every_agent_container_has_memory_requests_and_limits_by_default() -> No
             assert res == {"requests": {"cpu": "50m", "memory": "1Gi"}}
         else:
             assert res["requests"]["memory"] and res["limits"]["memory"], obj["metadata"]["name"]
+
+
+def test_the_nats_container_has_requests_and_a_memory_limit() -> None:
+    tp = load_pipeline(ROOT / "manifests" / "pipeline.yaml")
+    (sts,) = [o for o in build_children(tp, key=b"k") if o["kind"] == "StatefulSet"]
+    res = sts["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert res["requests"]["cpu"] and res["requests"]["memory"] and res["limits"]["memory"]

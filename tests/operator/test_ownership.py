@@ -242,3 +242,11 @@ async def test_the_canary_template_may_not_name_an_unlabelled_secret(api: Api) -
     message = condition(await api.reconcile(), "InvalidSpec").message
     assert message.startswith("spec.canary.template.execution.credentialsSecret: Secret/someone-elses-keys")
     assert all(not names for names in (await api.everything()).values())
+
+
+async def test_a_lasting_conflict_is_one_event_not_one_per_tick(api: Api) -> None:
+    await api.kube.create(foreign("ConfigMap", f"{NAME}-config"))
+    await api.kube.create(example_cr())
+    first, second = await api.reconcile(), await api.reconcile()
+    assert [e[1] for e in first.events] == ["Conflict"] and second.events == []
+    assert condition(second, "Ready").reason == "Conflict"
