@@ -68,14 +68,25 @@ class Credentials:
     namespace: str = "default"
 
 
-def _materialise(data: str | None, path: str | None) -> str | None:
-    """kubeconfig `*-data` fields are base64 PEM; ssl wants files."""
+def _pem(data: str | None, path: str | None) -> bytes | None:
+    """kubeconfig `*-data` fields are base64 PEM; the others name a file."""
     if data:
-        fd, name = tempfile.mkstemp(prefix="apex-kube-", suffix=".pem")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(base64.b64decode(data))
-        return name
-    return path
+        return base64.b64decode(data)
+    return Path(path).expanduser().read_bytes() if path else None
+
+
+def _client_tls(ca: bytes | None, cert: bytes | None, key: bytes | None) -> ssl.SSLContext:
+    """The CA from memory; the client key pair through files in a private temporary directory
+    that is removed as soon as they are loaded (ssl reads a key pair only from files)."""
+    context = ssl.create_default_context(cadata=ca.decode()) if ca else ssl.create_default_context()
+    if cert and key:
+        with tempfile.TemporaryDirectory(prefix="apex-kube-") as tmp:
+            cert_file, key_file = Path(tmp) / "client.crt", Path(tmp) / "client.key"
+            for file, pem in ((cert_file, cert), (key_file, key)):
+                file.touch(mode=0o600)
+                file.write_bytes(pem)
+            context.load_cert_chain(cert_file, key_file)
+    return context
 
 
 def load_credentials(kubeconfig: str | None = None, context: str | None = None) -> Credentials:
@@ -109,12 +120,11 @@ def load_credentials(kubeconfig: str | None = None, context: str | None = None) 
         if cluster.get("insecure-skip-tls-verify"):
             verify = False
         else:
-            ca = _materialise(cluster.get("certificate-authority-data"), cluster.get("certificate-authority"))
-            verify = ssl.create_default_context(cafile=ca)
-            cert = _materialise(user.get("client-certificate-data"), user.get("client-certificate"))
-            key = _materialise(user.get("client-key-data"), user.get("client-key"))
-            if cert and key:
-                verify.load_cert_chain(cert, key)
+            verify = _client_tls(
+                _pem(cluster.get("certificate-authority-data"), cluster.get("certificate-authority")),
+                _pem(user.get("client-certificate-data"), user.get("client-certificate")),
+                _pem(user.get("client-key-data"), user.get("client-key")),
+            )
     return Credentials(
         server=server.rstrip("/"),
         token=user.get("token"),
