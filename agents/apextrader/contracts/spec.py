@@ -6,7 +6,8 @@ defaults, so a minimal spec names only exchanges and symbols.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import math
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -14,7 +15,7 @@ from apextrader.contracts.base import SpecModel
 from apextrader.contracts.canary_spec import CanarySpec
 from apextrader.contracts.names import AgentId
 from apextrader.contracts.payloads import Exchange
-from apextrader.contracts.units import Duration, Quantity
+from apextrader.contracts.units import Duration, Quantity, parse_quantity
 
 SYMBOL_PATTERN = r"^[A-Z0-9]+/[A-Z0-9]+(:[A-Z0-9]+)?$"
 Timeframe = Literal["1m", "3m", "5m", "15m", "30m", "1h", "4h", "1d"]
@@ -55,9 +56,24 @@ class SourceSpec(SpecModel):
         return self
 
 
+#: Streams per pipeline (MARKET, ALERTS, FEATURES, SIGNALS, ORDERS, DLQ): `bus.topology.DOMAINS`
+#: owns the list; contracts cannot import the bus, so a test keeps this count equal to it.
+STREAMS_PER_PIPELINE: Final = 6
+#: The share of the managed volume JetStream may fill (`max_file_store`); the rest is headroom.
+JETSTREAM_STORE_SHARE: Final = 0.9
+
+
+def jetstream_store_bytes(storage: str) -> int:
+    """The `max_file_store` the managed bus gets from a volume of `storage`."""
+    return int(parse_quantity(storage) * JETSTREAM_STORE_SHARE)
+
+
 class ManagedBus(SpecModel):
     replicas: Literal[1, 3] = 1
-    storage: Quantity = "1Gi"
+    #: The volume of each NATS server. JetStream reserves every stream's `maxBytes` up front and
+    #: refuses a stream that does not fit (err_code 10047), so 90 % of this must hold
+    #: 6 × `bus.limits.maxBytes`; validation refuses a spec where it does not.
+    storage: Quantity = "2Gi"
     image: str = "nats:2.10-alpine"
 
 
@@ -88,6 +104,26 @@ class BusSpec(SpecModel):
         if self.managed is not None and self.url is not None:
             raise ValueError("bus: give managed or url, not both")
         return self
+
+    @model_validator(mode="after")
+    def _streams_fit_the_volume(self) -> BusSpec:
+        if self.managed is None:
+            return self  # an external bus: its capacity is not ours to know
+        need = STREAMS_PER_PIPELINE * parse_quantity(self.limits.max_bytes)
+        have = jetstream_store_bytes(self.managed.storage)
+        if need > have:
+            fit = have // STREAMS_PER_PIPELINE
+            raise ValueError(
+                f"bus.managed.storage {self.managed.storage} gives JetStream {_mib(have)} "
+                f"(90 %), but {STREAMS_PER_PIPELINE} streams x bus.limits.maxBytes "
+                f"{self.limits.max_bytes} need {_mib(need)}: raise storage to at least "
+                f"{_mib(math.ceil(need / JETSTREAM_STORE_SHARE))} or lower maxBytes to {fit // 2**20}Mi"
+            )
+        return self
+
+
+def _mib(n: int) -> str:
+    return f"{math.ceil(n / 2**20)}Mi"
 
 
 class ImageSpec(SpecModel):

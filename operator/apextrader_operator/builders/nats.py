@@ -15,8 +15,7 @@ from typing import Final
 
 from apextrader.bus.topology import nats_service_name
 from apextrader.contracts.pipeline import TradingPipeline
-from apextrader.contracts.spec import ManagedBus
-from apextrader.contracts.units import parse_quantity
+from apextrader.contracts.spec import ManagedBus, jetstream_store_bytes
 from apextrader_operator.builders.labels import (
     Manifest,
     container_security_context,
@@ -52,8 +51,7 @@ def nats_url(tp: TradingPipeline) -> str:
 
 def _nats_conf(tp: TradingPipeline, bus: ManagedBus, auth: bool) -> str:
     name, ns = nats_service_name(tp.name), tp.metadata.namespace or "default"
-    # JetStream may use 90 % of the volume; the rest is headroom for compaction.
-    max_file = parse_quantity(bus.storage) * 9 // 10
+    max_file = jetstream_store_bytes(bus.storage)
     lines = [
         f"port: {CLIENT_PORT}",
         f"http_port: {MONITOR_PORT}",
