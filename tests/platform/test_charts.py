@@ -189,11 +189,10 @@ def test_rbac_is_least_privilege(helm: str) -> None:
             ("", "serviceaccounts"),
             ("networking.k8s.io", "networkpolicies"),
             ("", "events"),
-            ("apiextensions.k8s.io", "customresourcedefinitions"),
         ]:
             assert need in granted, need
-        crd_rule = next(r for r in rules if "customresourcedefinitions" in r["resources"])
-        assert set(crd_rule["verbs"]) == {"list", "watch"}
+        # kopf's cluster scanning is off: no access to CRDs or namespaces at all.
+        assert not {("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces")} & granted
 
 
 def _secret_rules(roles: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
