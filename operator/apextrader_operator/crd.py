@@ -97,7 +97,7 @@ def _map_key_rules(keys: list[str], values: Any) -> list[dict[str, str]]:
         rules.append(
             _rule(
                 "self.all(k, k == 'strategy-builder' || !has(self[k].replicas) || self[k].replicas <= 1)",
-                "only strategy-builder may run more than 1 replica",
+                "replicas: only strategy-builder may run more than 1 replica",
             )
         )
     return rules

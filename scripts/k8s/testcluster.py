@@ -2,7 +2,8 @@
 
 etcd, kube-apiserver (RBAC + Node authorization, the default admission plugins including PodSecurity,
 plus OwnerReferencesPermissionEnforcement), kube-controller-manager (garbage collector, deployment,
-replicaset, statefulset, service accounts and their tokens, namespaces, disruption), kube-scheduler
+replicaset, statefulset, service accounts and their tokens, namespaces, disruption, node lifecycle,
+the volume binder over pre-made volumes), kube-scheduler
 and kwok with two fake nodes (pods are scheduled, become Running and Ready, Deployments Available).
 The binaries come from `make tools` (scripts/k8s/go.mod) in .tools/bin.
 
@@ -37,9 +38,11 @@ BIN = Path(os.environ.get("APEX_K8S_BIN", ROOT / ".tools" / "bin"))
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 CONTROLLERS = (
     "garbagecollector,deployment,replicaset,statefulset,serviceaccount,serviceaccount-token,"
-    "namespace,disruption,root-ca-cert-publisher,nodelifecycle"
+    "namespace,disruption,root-ca-cert-publisher,nodelifecycle,persistentvolume-binder"
 )
 NODES = ("kwok-node-0", "kwok-node-1")
+#: Pre-made volumes for StatefulSet claims (no storage provisioner runs here; the PV binder does bind).
+VOLUMES = 8
 
 
 def missing_binaries() -> list[str]:
@@ -223,6 +226,20 @@ def _kubectl(cluster: Cluster, *args: str, stdin: str | None = None) -> str:
     return out.stdout
 
 
+def _volume(index: int, directory: Path) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": f"test-pv-{index}"},
+        "spec": {
+            "capacity": {"storage": "100Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "hostPath": {"path": str(directory / "volumes" / str(index))},
+        },
+    }
+
+
 def _node(name: str) -> dict[str, object]:
     return {
         "apiVersion": "v1",
@@ -315,7 +332,7 @@ def up(directory: Path, timeout: float = 60.0) -> Cluster:
             "--cert-dir", str(directory / f"{component}-certs"), "--v=1", *extra,
         ])  # fmt: skip
     _kubectl(cluster, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
-             "items": [_node(n) for n in NODES]}))  # fmt: skip
+             "items": [_node(n) for n in NODES] + [_volume(i, directory) for i in range(VOLUMES)]}))  # fmt: skip
     _start(cluster, "kwok", [
         "kwok", "--kubeconfig", str(directory / "kubeconfig-kwok"), "--manage-all-nodes=false",
         "--manage-nodes-with-annotation-selector", "kwok.x-k8s.io/node=fake",

@@ -128,6 +128,8 @@ class OperatorProcess:
             "APEX_OPERATOR_INTERVAL": str(self.interval),
             "KUBECONFIG": str(self._kubeconfig(pod["serviceAccountName"])),
         }
+        if "APEX_SERVER_SIDE_APPLY" in os.environ:  # try the operator's other write path
+            env["APEX_SERVER_SIDE_APPLY"] = os.environ["APEX_SERVER_SIDE_APPLY"]
         args = [a for a in container["args"] if a != "operator"]
         command = [sys.executable, "-m", "apextrader.cli", "operator", *args,
                    "--liveness", f"http://127.0.0.1:{health}/healthz"]  # fmt: skip
@@ -162,7 +164,8 @@ class OperatorProcess:
 
     def forbidden(self) -> list[str]:
         """Lines where the API server refused the operator (a verb the chart's RBAC lacks)."""
-        return [line for line in self.log().splitlines() if "403" in line or "forbidden" in line.lower()]
+        refused = ("HTTP 403", "Forbidden", "forbidden:")
+        return [line for line in self.log().splitlines() if any(word in line for word in refused)]
 
 
 def secret_data(tools: Tools, name: str, key: str, ns: str = PIPELINE_NS) -> bytes:

@@ -25,6 +25,7 @@ import yaml
 from apextrader.bus.kv import KV
 from apextrader.bus.topology import KV_CANARY_WEIGHT, declare, kv_bucket
 from apextrader.contracts import load_pipeline
+from apextrader.contracts.pipeline import merge_patch
 from apextrader.local.nats_server import free_port
 from apextrader_operator.builders.security import OPERATOR_USER, key_secret_name, operator_password
 from tests.cluster.fixtures import REPO, ClusterAccess
@@ -53,17 +54,22 @@ class Journey:
     tools: Tools
     operator: OperatorProcess | None
     nats_url: str | None
+    password: str | None = None
 
     def tp(self, name: str = NAME) -> dict[str, Any]:
         return self.tools.get("tp", name)
 
+    def operator_password(self) -> str:
+        """The operator's NATS password, from the pipeline key Secret (kept: the Secret goes with the CR)."""
+        if self.password is None:
+            key = secret_data(self.tools, key_secret_name(NAME), "key")
+            self.password = operator_password(load_pipeline(REPO_MANIFEST), key)
+        return self.password
+
     async def bus(self) -> nats.NATS:
         assert self.nats_url is not None
-        tp = load_pipeline(REPO_MANIFEST)
-        key = secret_data(self.tools, key_secret_name(NAME), "key")
-        return await nats.connect(
-            self.nats_url, user=OPERATOR_USER, password=operator_password(tp, key), allow_reconnect=False
-        )
+        password = self.operator_password()
+        return await nats.connect(self.nats_url, user=OPERATOR_USER, password=password, allow_reconnect=False)
 
     async def kv(self, key: str) -> Any:
         nc = await self.bus()
@@ -124,7 +130,9 @@ def journey(cluster: ClusterAccess) -> Iterator[Journey]:
             eventually("the pipeline Ready", lambda: _ready(journey), timeout=180)
         except AssertionError:
             if operator is not None:
-                print(operator.log()[-6000:])
+                print(operator.log()[-3000:])
+            print(json.dumps(journey.tp().get("status"), indent=1))
+            print(tools.kubectl("get", "deploy,sts,pods,events", "-n", PIPELINE_NS))
             raise
         yield journey
         if operator is not None:
@@ -182,12 +190,14 @@ INVALID = [
 def test_the_api_server_refuses_invalid_specs_naming_the_field(
     journey: Journey, case: str, patch: dict[str, Any], named: str
 ) -> None:
-    before = journey.tp()["metadata"]["resourceVersion"]
-    message = journey.tools.kubectl_fails(
-        "patch", "tp", NAME, "-n", PIPELINE_NS, "--type", "merge", "-p", json.dumps(patch)
-    )
+    before = journey.tp()
+    # `kubectl apply` of the edited file, as a user would (strict field validation by default).
+    doc = merge_patch(yaml.safe_load(REPO_MANIFEST.read_text()), patch)
+    message = journey.tools.kubectl_fails("apply", "-n", PIPELINE_NS, "-f", "-", stdin=yaml.safe_dump(doc))
     assert named in message, message
-    assert journey.tp()["metadata"]["resourceVersion"] == before
+    after = journey.tp()
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert after["spec"] == before["spec"]
 
 
 def test_a_name_too_long_is_refused(journey: Journey) -> None:
@@ -265,7 +275,14 @@ def test_helm_upgrade_delete_gc_and_uninstall_keep_what_they_should(journey: Jou
     assert tools.exists("tp", NAME)
     children = labelled_children(tools, NAME)
     assert children
-    tools.kubectl("delete", "tp", NAME, "-n", PIPELINE_NS, "--wait=true", "--timeout=60s")
+    if journey.nats_url is not None:
+        assert _sync(journey.kv("halt")) in (None, False)
+    tools.kubectl("delete", "tp", NAME, "-n", PIPELINE_NS, "--wait=false")
+    try:
+        eventually("the TradingPipeline gone (its finalizer released)", lambda: not tools.exists("tp", NAME))
+    except AssertionError:
+        print(json.dumps(journey.tp()["metadata"], indent=1))
+        raise
     if journey.nats_url is not None:
         eventually("halt written", lambda: _sync(journey.kv("halt")) is True)
     eventually(
