@@ -3,6 +3,7 @@ pipeline's topology on it. Engineers put their own fixtures in `tests/<their dir
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -20,6 +21,9 @@ EXAMPLE_PIPELINE = ROOT / "manifests" / "pipeline.yaml"
 #: The real-cluster fixtures (`cluster`: the local control plane or kind), shared by tests/cluster
 #: and tests/bench.
 pytest_plugins = ["tests.cluster.fixtures"]
+# kmock (the fast operator tests' API) cannot serve server-side apply, the operator's default write
+# path: in-process operators here use merge patches. The real-cluster journey runs the default.
+os.environ.setdefault("APEX_SERVER_SIDE_APPLY", "false")
 
 
 @pytest.fixture

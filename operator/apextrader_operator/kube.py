@@ -144,13 +144,15 @@ def object_path(kind: str, namespace: str | None, name: str | None = None, subre
 class KubeClient:
     """One aiohttp session; open with `async with KubeClient(creds) as kube`.
 
-    `server_side_apply`: children are written with server-side apply (`apply`) instead of merge
-    patches (apply.py); APEX_SERVER_SIDE_APPLY=true turns it on (kmock cannot serve it)."""
+    `server_side_apply` (the default): children are written with server-side apply as field manager
+    apextrader-operator, never forced (apply.py); APEX_SERVER_SIDE_APPLY=false uses merge patches
+    instead, which the kmock test API needs (it cannot serve apply). The real-cluster suite runs
+    the default."""
 
     def __init__(self, creds: Credentials, server_side_apply: bool | None = None) -> None:
         self.creds = creds
         if server_side_apply is None:
-            server_side_apply = os.environ.get("APEX_SERVER_SIDE_APPLY", "").lower() in ("1", "true")
+            server_side_apply = os.environ.get("APEX_SERVER_SIDE_APPLY", "true").lower() not in ("0", "false")
         self.server_side_apply = server_side_apply
         headers = {"Authorization": f"Bearer {creds.token}"} if creds.token else {}
         self._session = aiohttp.ClientSession(

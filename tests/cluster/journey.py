@@ -128,8 +128,9 @@ class OperatorProcess:
             "APEX_OPERATOR_INTERVAL": str(self.interval),
             "KUBECONFIG": str(self._kubeconfig(pod["serviceAccountName"])),
         }
-        if "APEX_SERVER_SIDE_APPLY" in os.environ:  # try the operator's other write path
-            env["APEX_SERVER_SIDE_APPLY"] = os.environ["APEX_SERVER_SIDE_APPLY"]
+        # The operator's default write path (server-side apply), whatever the kmock suites chose;
+        # APEX_JOURNEY_SERVER_SIDE_APPLY=false runs the journey on the merge-patch path instead.
+        env["APEX_SERVER_SIDE_APPLY"] = os.environ.get("APEX_JOURNEY_SERVER_SIDE_APPLY", "true")
         args = [a for a in container["args"] if a != "operator"]
         command = [sys.executable, "-m", "apextrader.cli", "operator", *args,
                    "--liveness", f"http://127.0.0.1:{health}/healthz"]  # fmt: skip

@@ -35,6 +35,10 @@ DATA_DIR = typer.Option(
 )
 
 
+#: Re-reads after a resourceVersion conflict before giving up.
+CONFLICT_RETRIES = 5
+
+
 async def _cr(
     name: str, ns: str | None, kubeconfig: str | None, context: str | None
 ) -> tuple[Any, dict[str, Any]]:
@@ -52,20 +56,29 @@ async def _cr(
 async def _patch_spec(
     name: str, ns: str | None, kubeconfig: str | None, context: str | None, action: Any
 ) -> str:
-    """Fetch the CR, compute a spec patch with `action(cr)`, send it guarded by resourceVersion."""
-    from apextrader_operator.apply import merge_diff
+    """Fetch the CR, compute a spec patch with `action(cr)`, send it guarded by resourceVersion.
 
-    kube, obj = await _cr(name, ns, kubeconfig, context)
-    try:
-        new_spec, message = action(obj)
-        patch = {
-            "metadata": {"resourceVersion": obj["metadata"].get("resourceVersion")},
-            "spec": merge_diff(obj["spec"], new_spec),
-        }
-        await kube.patch("TradingPipeline", obj["metadata"].get("namespace"), name, patch)
-        return str(message)
-    finally:
-        await kube.close()
+    The operator writes status every tick, and on a real API server each write moves the CR's
+    resourceVersion: a 409 means "re-read and decide again" (client-go's RetryOnConflict)."""
+    from apextrader_operator.apply import merge_diff
+    from apextrader_operator.kube import KubeError
+
+    for attempt in range(CONFLICT_RETRIES):
+        kube, obj = await _cr(name, ns, kubeconfig, context)
+        try:
+            new_spec, message = action(obj)
+            patch = {
+                "metadata": {"resourceVersion": obj["metadata"].get("resourceVersion")},
+                "spec": merge_diff(obj["spec"], new_spec),
+            }
+            await kube.patch("TradingPipeline", obj["metadata"].get("namespace"), name, patch)
+            return str(message)
+        except KubeError as exc:
+            if exc.status != 409 or attempt + 1 == CONFLICT_RETRIES:
+                raise
+        finally:
+            await kube.close()
+    raise AssertionError("unreachable")
 
 
 def _status(obj: dict[str, Any]) -> CanaryStatus | None:
