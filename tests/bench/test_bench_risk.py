@@ -26,7 +26,7 @@ from apextrader.contracts import (
 )
 from apextrader.contracts.payloads import BookLevel
 from apextrader.execution.agent import ExecutionAgent
-from apextrader.execution.paper import BookHistory
+from apextrader.venues.paper import BookHistory
 from apextrader.risk.agent import RiskManagerAgent
 from tests.agents.harness import offline_context
 from tests.risk.helpers import signal

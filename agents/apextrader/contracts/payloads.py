@@ -181,6 +181,9 @@ class OrderApproved(Payload):
     strategy: StrategyName | None = None
     #: The canary weight (0–100) the risk manager sized with.
     weight_applied: Annotated[int, Field(ge=0, le=100)]
+    #: Open time of the bar the signal was computed on: execution refuses an order the market has
+    #: left more than `risk.signalExpiryBars` bars behind (a late redelivery or a DLQ replay).
+    bar_time: datetime | None = None
 
 
 class OrderSubmitted(Payload):
@@ -218,6 +221,9 @@ class OrderFilled(Payload):
     paper: bool = True
     reduce_only: bool = False
     strategy: StrategyName | None = None
+    #: How the price was found: walking an order book (paper with depth, or the exchange's own
+    #: fill), or the bar model of a market without depth (docs/execution.md).
+    fill_model: Literal["book", "bar"] = "book"
 
 
 class OrderCancelled(Payload):
@@ -244,6 +250,7 @@ class OrderRejected(Payload):
         "no_liquidity",
         "invalid",
         "halted",
+        "expired",
     ]
     message: str
     retryable: bool = False

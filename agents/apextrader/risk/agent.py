@@ -197,7 +197,8 @@ class RiskManagerAgent(Agent):
             sig, coid, self.book, state, self.limits, self.alerts, self.ctx.spec.execution.order_type
         )
         if isinstance(decision, Approved):
-            order = decision.order
+            # The signal's bar dates the order: execution refuses it once the market has moved on.
+            order = decision.order.model_copy(update={"bar_time": sig.bar_time})
             signed = order.amount if order.side == "buy" else -order.amount
             self.book.add_pending(
                 coid, (order.exchange, order.symbol), signed, order.reduce_only, time.monotonic()

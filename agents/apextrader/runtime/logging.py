@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from apextrader.bus.middleware import current_correlation_id
+from apextrader.runtime.redaction import root_filter
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -35,6 +36,8 @@ class JsonFormatter(logging.Formatter):
                 doc[key] = value
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # already formatted (and redacted) by the root handlers' filter
+            doc["exc"] = record.exc_text
         return orjson.dumps(doc, default=str).decode()
 
 
@@ -44,6 +47,7 @@ def setup_logging(level: str, **static: Any) -> logging.Logger:
     handler.setFormatter(JsonFormatter(static))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    root_filter()  # every record of every logger, tracebacks included, passes the redaction
     root.setLevel(level.upper())
     logging.getLogger("nats").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
