@@ -226,9 +226,7 @@ class FakeBinance:
 
     async def open_orders(self, request: web.Request) -> web.Response:
         await self._params(request)
-        return self._json(
-            200, [o for o in self.visible() if o["status"] in ("NEW", "PARTIALLY_FILLED")]
-        )
+        return self._json(200, [o for o in self.visible() if o["status"] in ("NEW", "PARTIALLY_FILLED")])
 
     async def all_orders(self, request: web.Request) -> web.Response:
         await self._params(request)

@@ -15,8 +15,8 @@ from apextrader.bus.publisher import Publisher
 from apextrader.contracts import OrderApproved, OrderApprovedEvent, SignalValidated, SignalValidatedEvent
 from apextrader.execution.agent import ExecutionAgent
 from apextrader.execution.guard import Credentials, LiveModeRefused
-from apextrader.venues.ccxt_venue import build_exchange
 from apextrader.local.nats_server import EmbeddedNats
+from apextrader.venues.ccxt_venue import build_exchange
 from tests.agents.harness import eventually, read, running, write_pipeline
 from tests.risk.helpers import signal
 

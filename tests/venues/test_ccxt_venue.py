@@ -5,10 +5,9 @@ an unknown outcome never called a rejection, no secret leaks."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 import pytest
-
-from datetime import datetime
 
 from apextrader.contracts import OrderApproved, utcnow
 from apextrader.execution.guard import credentials_for

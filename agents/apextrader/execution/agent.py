@@ -82,9 +82,13 @@ class ExecutionAgent(Agent):
         ex_spec = self.ctx.spec.execution
         secrets = [s for c in self.mode.credentials.values() for s in c.secrets()]
         exchanges = {ex: self.make_exchange(ex, c) for ex, c in self.mode.credentials.items()}
-        fees = {ex: float(bps) / 1e4 for ex, bps in ex_spec.taker_fee_bps.items()}
+        fees: dict[str, float] = {ex: float(bps) / 1e4 for ex, bps in ex_spec.taker_fee_bps.items()}
         return CcxtVenue(
-            exchanges, secrets, max_retries=ex_spec.max_retries, grace_s=ex_spec.lookup_grace_s, fee_rates=fees
+            exchanges,
+            secrets,
+            max_retries=ex_spec.max_retries,
+            grace_s=ex_spec.lookup_grace_s,
+            fee_rates=fees,
         )
 
     def make_exchange(self, exchange: str, creds: Credentials) -> object:
@@ -102,7 +106,7 @@ class ExecutionAgent(Agent):
 
     async def start(self) -> None:
         self.ctx.log.info("execution mode", extra={"mode": self.mode.mode, "why": self.mode.why})
-        instruments = [(ex, sym) for ex in self.ctx.spec.exchanges for sym in self.ctx.spec.symbols]
+        instruments: list[tuple[str, str]] = [(ex, sym) for ex in self.ctx.spec.exchanges for sym in self.ctx.spec.symbols]
         state = await rebuild(self.ctx, self.venue, self.events, instruments)
         self.reported = state.reported
         for coid, (ev, exid) in state.open.items():

@@ -18,11 +18,11 @@ from apextrader.contracts import (
     OrderSubmitted,
     OrderSubmittedEvent,
 )
-from apextrader.contracts.names import Track
+from apextrader.contracts.names import AgentId, Track
 from apextrader.venues import OrderState, OrderTracker, Outcome
 from apextrader.venues.paper import adverse_bps, slippage_bps
 
-AGENT = "execution"
+AGENT: AgentId = "execution"
 
 
 class OrderEvents:
@@ -87,7 +87,11 @@ class OrderEvents:
         o = ev.data
         self._orders["cancelled"].inc()
         data = OrderCancelled(
-            client_order_id=o.client_order_id, exchange=o.exchange, symbol=o.symbol, reason=reason, filled=filled
+            client_order_id=o.client_order_id,
+            exchange=o.exchange,
+            symbol=o.symbol,
+            reason=reason,
+            filled=filled,
         )
         return ev.derive(OrderCancelledEvent, data, source_agent=AGENT)
 

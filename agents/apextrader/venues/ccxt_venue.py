@@ -26,8 +26,8 @@ from typing import Any
 import aiohttp
 import ccxt.async_support as ccxt
 
-from apextrader.contracts.payloads import OrderApproved
 from apextrader.contracts.envelope import utcnow
+from apextrader.contracts.payloads import OrderApproved
 from apextrader.runtime.redaction import install_redaction, redact
 from apextrader.venues.base import OpenAtVenue, Outcome, RejectReason
 from apextrader.venues.credentials import Credentials
@@ -58,7 +58,11 @@ def build_exchange(
     """An unmodified ccxt trading client with the credentials; nothing is logged. `session` (ccxt's
     own config option) lets a caller supply the HTTP session, e.g. with a custom resolver or CA."""
     p = profile(exchange)
-    config: dict[str, Any] = {"enableRateLimit": True, "timeout": timeout_ms, "options": dict(p.trade_options)}
+    config: dict[str, Any] = {
+        "enableRateLimit": True,
+        "timeout": timeout_ms,
+        "options": dict(p.trade_options),
+    }
     # Wallet currencies need a private sapi call we have no use for; markets carry what orders need.
     config["options"]["fetchCurrencies"] = False
     if creds is not None:
@@ -227,7 +231,9 @@ class CcxtVenue:
             found = await self.lookup(order)
         except ccxt.BaseError as lookup_exc:
             return self._unknown("a resend was refused and the lookup failed", lookup_exc)
-        return outcome_of(found, recovered=True) if found is not None else self._reject("exchange_rejected", exc)
+        return (
+            outcome_of(found, recovered=True) if found is not None else self._reject("exchange_rejected", exc)
+        )
 
     async def refresh(self, order: OrderApproved, exchange_order_id: str | None) -> Outcome:
         try:
@@ -236,7 +242,9 @@ class CcxtVenue:
                 if raw is None:
                     return self._unknown("the venue does not know the order (yet)")
                 return outcome_of(raw, recovered=True)
-            return outcome_of(await self.exchanges[order.exchange].fetch_order(exchange_order_id, order.symbol))
+            return outcome_of(
+                await self.exchanges[order.exchange].fetch_order(exchange_order_id, order.symbol)
+            )
         except (ccxt.NetworkError, ccxt.OrderNotFound) as exc:
             return self._unknown("refresh failed", exc)
 
