@@ -109,22 +109,30 @@ async def test_an_approval_the_market_has_left_behind_is_refused_as_expired(
     nats_server: EmbeddedNats, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    pfile = write_pipeline(tmp_path, exchanges=["binance"], risk={"signalExpiryBars": 2})
+    pfile = write_pipeline(tmp_path, exchanges=["binance"], timeframe="1m", risk={"signalExpiryBars": 2})
     async with running(ExecutionAgent, "execution", nats_server, pfile) as run:
         assert run.nc is not None
         pub = Publisher(run.nc.jetstream())
         agent = run.agent
         assert isinstance(agent, ExecutionAgent)
-        await pub.publish(snapshot_event("BTC/USDT:USDT", 50_000.0, i=30))
-        await eventually(lambda: agent.marks, what="a market mark")
-        fresh, replayed = approved_event(0.01), approved_event(0.01)
-        bar = snapshot_event("BTC/USDT:USDT", 50_000.0, i=30).data.bar.open_time
-        tf = timedelta(seconds=agent.bar_seconds)
-        for ev, bar_time in ((fresh, bar - tf), (replayed, bar - 10 * tf)):
-            ev = ev.model_copy(update={"data": ev.data.model_copy(update={"bar_time": bar_time})})
-            await pub.publish(ev)
+        await pub.publish(snapshot_event("BTC/USDT:USDT", 50_000.0, i=20))
+        await eventually(lambda: agent.market, what="bar 20")
+        replayed = approved_event(0.01)  # approved while the market was at bar 20 ...
+        later = [snapshot_event("BTC/USDT:USDT", 50_000.0, i=i) for i in range(21, 31)]
+        for snap in later:
+            await pub.publish(snap)
+        await eventually(
+            lambda: agent.marks.get(("binance", "BTC/USDT:USDT"), (None,))[0] == later[-1].data.bar.open_time,
+            what="bar 30",
+        )
+        fresh = approved_event(0.01)  # ... and one approved at bar 30
+        await pub.publish(replayed)  # ... delivered only now, ten bars later (a DLQ replay)
+        await pub.publish(fresh)
         await eventually(lambda: fresh.id in agent.done and replayed.id in agent.done, what="both decided")
         assert [e.type for e in agent.done[fresh.id]] == ["order.filled"]
         (rejection,) = agent.done[replayed.id]
         assert rejection.type == "order.rejected"
-        assert rejection.data.reason == "expired" and "10 bars past" in rejection.data.message  # type: ignore[attr-defined]
+        assert (
+            rejection.data.reason == "expired"
+            and "moved 10 bars since its approval" in rejection.data.message
+        )  # type: ignore[attr-defined]

@@ -38,6 +38,7 @@ from apextrader.execution.reconcile import Reported, rebuild
 from apextrader.runtime.agent import Agent
 from apextrader.runtime.context import AgentContext
 from apextrader.venues import ExecutionVenue, OrderState, OrderTracker, Outcome, PaperVenue
+from apextrader.venues.paper import BarHistory, BarMark
 
 #: Seconds between polls of open (and unknown) live orders.
 POLL_S = 2.0
@@ -69,10 +70,14 @@ class ExecutionAgent(Agent):
         self.bar_seconds = timeframe_seconds(spec.timeframe)
         #: Latest market time per instrument: (bar open time, closed), to date approvals.
         self.marks: dict[tuple[str, str], tuple[datetime, bool]] = {}
+        #: Recent live bars per instrument by publish time: the market when an order was approved.
+        self.market: dict[tuple[str, str], BarHistory] = {}
         self.open: dict[str, OpenOrder] = {}
         #: Orders whose submit outcome is unknown, looked up by the poller too.
         self.unknown: dict[str, OrderApprovedEvent] = {}
         self.reported: dict[str, Reported] = {}
+        #: Orders whose age was judged (fresh enough) in this process.
+        self.dated: set[str] = set()
         #: Results per client order id: a redelivered order gets the same events, never a new fill.
         self.done: OrderedDict[str, list[Envelope]] = OrderedDict()
 
@@ -106,7 +111,9 @@ class ExecutionAgent(Agent):
 
     async def start(self) -> None:
         self.ctx.log.info("execution mode", extra={"mode": self.mode.mode, "why": self.mode.why})
-        instruments: list[tuple[str, str]] = [(ex, sym) for ex in self.ctx.spec.exchanges for sym in self.ctx.spec.symbols]
+        instruments: list[tuple[str, str]] = [
+            (ex, sym) for ex in self.ctx.spec.exchanges for sym in self.ctx.spec.symbols
+        ]
         state = await rebuild(self.ctx, self.venue, self.events, instruments)
         self.reported = state.reported
         for coid, (ev, exid) in state.open.items():
@@ -136,21 +143,35 @@ class ExecutionAgent(Agent):
         mark = (snap.bar.open_time, snap.closed)
         if seen is None or mark > seen:
             self.marks[inst] = mark
+        if not snap.backfill:
+            hist = self.market.get(inst)
+            if hist is None:
+                hist = self.market[inst] = BarHistory()
+            hist.add(BarMark(ev.timestamp, snap.bar.open_time, snap.bar.open, snap.bar.close))
         self.venue.observe(ev.timestamp, snap)
 
     def _expired(self, ev: OrderApprovedEvent) -> str | None:
-        """Why the order is too old to execute (None: it is not). Whole bars the market has moved
-        since the signal's bar, as the risk gate counts them; without a mark yet, wall-clock age."""
+        """Why the order is too old to execute (None: it is not): the market has moved more than
+        `risk.signalExpiryBars` bars since the approval (the risk gate judged the signal's age at
+        approval). An approval older than the bars in memory (a DLQ replay, a restart) is dated by
+        its signal's bar, as the risk gate counts; with no market data at all, by wall-clock age."""
         o, limit = ev.data, self.ctx.spec.risk.signal_expiry_bars
-        seen = self.marks.get((o.exchange, o.symbol))
-        if o.bar_time is not None and seen is not None:
+        inst = (o.exchange, o.symbol)
+        seen, hist = self.marks.get(inst), self.market.get(inst)
+        then = hist.at(ev.timestamp) if hist is not None else None
+        if seen is not None and then is not None:
+            behind = (seen[0] - then.open_time).total_seconds() / self.bar_seconds
+            since = "its approval"
+        elif seen is not None and o.bar_time is not None:
             opened, closed = seen
             behind = (opened - o.bar_time).total_seconds() / self.bar_seconds - (0 if closed else 1)
+            since = "its signal's bar"
         else:
             behind = (utcnow() - ev.timestamp).total_seconds() / self.bar_seconds
+            since = "its approval (wall clock)"
         if behind <= limit:
             return None
-        return f"the market is {behind:.0f} bars past the order's signal (expires after {limit})"
+        return f"the market has moved {behind:.0f} bars since {since} (orders expire after {limit})"
 
     # --- orders --------------------------------------------------------------------------------
     async def on_order(self, ev: Envelope) -> Sequence[Envelope]:
@@ -161,7 +182,9 @@ class ExecutionAgent(Agent):
         rep = self.reported.get(coid)
         if rep is not None and rep.done:
             return self._settle(coid, [])  # settled before a restart: its events are on the stream
-        why = None if coid in self.unknown or rep is not None else self._expired(ev)
+        # Judged once per order: waiting for the venue (NotYet) does not make an order stale.
+        why = None if coid in self.dated or rep is not None else self._expired(ev)
+        self.dated.add(coid)
         if why is not None:
             # A live venue may hold it all the same (sent just before a crash): ask before refusing.
             found = await self.venue.refresh(ev.data, None) if self.venue.live else None
@@ -180,6 +203,7 @@ class ExecutionAgent(Agent):
 
     def _settle(self, coid: str, out: list[Envelope]) -> list[Envelope]:
         self.done[coid] = out
+        self.dated.discard(coid)
         if len(self.done) > 100_000:
             self.done.popitem(last=False)
         return out

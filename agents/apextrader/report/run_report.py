@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+from collections import Counter
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -144,6 +145,12 @@ def _steady_text(s: RunSummary) -> str:
     )
 
 
+def _fill_models(s: RunSummary) -> str:
+    """How the fills were priced: `book` walks an order book, `bar` is the bar model (no depth)."""
+    counts = Counter(f.fill_model for f in s.fills)
+    return ", ".join(f"{n} {model}-model" for model, n in sorted(counts.items())) or "none"
+
+
 def render_run_report(s: RunSummary) -> str:
     started = _ts(s.started_at).strftime("%Y-%m-%d %H:%M:%S UTC")
     track_rows = [
@@ -195,7 +202,8 @@ def render_run_report(s: RunSummary) -> str:
     sections = [
         f"<h1>ApexTrader run: {html.escape(s.pipeline)}</h1>",
         f'<p class="muted">{started} · {s.duration_s:.0f} s · source {html.escape(s.source)} · '
-        f"{sum(len(t.slippage_bps) for t in s.tracks)} fills · {s.dlq_total} DLQ entries</p>",
+        f"{sum(len(t.slippage_bps) for t in s.tracks)} fills ({_fill_models(s)}) · "
+        f"{s.dlq_total} DLQ entries</p>",
         "<h2>Go/No-Go</h2>",
         gonogo_section(s),
         "<h2>Tracks</h2>",

@@ -91,15 +91,19 @@ class PaperVenue:
 
     def _bar_fill(self, order: OrderApproved, approved_at: datetime) -> Outcome:
         bars = self.bars[(order.exchange, order.symbol)]
-        decision = bars.at(approved_at) or bars.first_after(approved_at)
-        if decision is None:
-            return Outcome.not_known(f"no bar for {order.symbol} on {order.exchange} yet")
-        if self.bar_model.price == "close":
-            base = decision.close
+        if order.bar_time is not None:  # the signal's own bar (the market may be ahead of it)
+            decision_time, close = order.bar_time, order.mid_at_decision
         else:
-            nxt = bars.after(decision.open_time)
+            mark = bars.at(approved_at) or bars.first_after(approved_at)
+            if mark is None:
+                return Outcome.not_known(f"no bar for {order.symbol} on {order.exchange} yet")
+            decision_time, close = mark.open_time, mark.close
+        if self.bar_model.price == "close":
+            base = close
+        else:
+            nxt = bars.after(decision_time)
             if nxt is None:
-                return Outcome.not_known(f"waiting for the bar after {decision.open_time:%H:%M:%S} to open")
+                return Outcome.not_known(f"waiting for the bar after {decision_time:%Y-%m-%d %H:%M} to open")
             base = nxt.open
         price = bar_price(order, base, self.bar_model)
         limit = self._limit(order)
