@@ -161,6 +161,7 @@ class BarHistory:
     """Recent bars of one instrument (forming or closed), by publish time."""
 
     def __init__(self, maxlen: int = 256) -> None:
+        self.maxlen = maxlen
         self._bars: deque[BarMark] = deque(maxlen=maxlen)
 
     def add(self, mark: BarMark) -> None:
@@ -183,6 +184,10 @@ class BarHistory:
     def after(self, open_time: datetime) -> BarMark | None:
         """The first bar that opened after `open_time`."""
         return next((b for b in self._bars if b.open_time > open_time), None)
+
+    def covers(self, open_time: datetime) -> bool:
+        """The bar after `open_time` is still kept (or has not opened yet)."""
+        return not self._bars or len(self._bars) < self.maxlen or self._bars[0].open_time <= open_time
 
     def first_after(self, moment: datetime) -> BarMark | None:
         return next((b for b in self._bars if b.at > moment), None)

@@ -24,6 +24,9 @@ from apextrader.venues.paper import (
 )
 
 Instrument = tuple[str, str]
+#: Bars kept per instrument for the bar model: an order whose signal's next bar is older than
+#: these arrived too late to be filled on it (a replay far ahead of its consumers).
+BAR_HISTORY = 4096
 
 
 class PaperVenue:
@@ -47,7 +50,7 @@ class PaperVenue:
             hist.add(at, snap.depth)
         bars = self.bars.get(key)
         if bars is None:
-            bars = self.bars[key] = BarHistory()
+            bars = self.bars[key] = BarHistory(BAR_HISTORY)
         bars.add(BarMark(at, snap.bar.open_time, snap.bar.open, snap.bar.close))
 
     def fee_rate(self, exchange: str) -> float:
@@ -91,20 +94,9 @@ class PaperVenue:
 
     def _bar_fill(self, order: OrderApproved, approved_at: datetime) -> Outcome:
         bars = self.bars[(order.exchange, order.symbol)]
-        if order.bar_time is not None:  # the signal's own bar (the market may be ahead of it)
-            decision_time, close = order.bar_time, order.mid_at_decision
-        else:
-            mark = bars.at(approved_at) or bars.first_after(approved_at)
-            if mark is None:
-                return Outcome.not_known(f"no bar for {order.symbol} on {order.exchange} yet")
-            decision_time, close = mark.open_time, mark.close
-        if self.bar_model.price == "close":
-            base = close
-        else:
-            nxt = bars.after(decision_time)
-            if nxt is None:
-                return Outcome.not_known(f"waiting for the bar after {decision_time:%Y-%m-%d %H:%M} to open")
-            base = nxt.open
+        base = self._bar_base(order, approved_at, bars)
+        if isinstance(base, Outcome):
+            return base
         price = bar_price(order, base, self.bar_model)
         limit = self._limit(order)
         if not within(order, price, limit):
@@ -117,6 +109,31 @@ class PaperVenue:
             )
         fee = order.amount * price * self.engine.fee_rate(order.exchange)
         return Outcome(OrderState.FILLED, filled=order.amount, avg_price=price, fee=fee, fill_model="bar")
+
+    def _bar_base(self, order: OrderApproved, approved_at: datetime, bars: BarHistory) -> float | Outcome:
+        """The bar price the model fills at: the decision bar's close, or the next bar's open. The
+        decision bar is the signal's (`bar_time`; the newest bar at approval for an order without)."""
+        if order.bar_time is not None:
+            decision_time, close = order.bar_time, order.mid_at_decision
+        else:
+            mark = bars.at(approved_at) or bars.first_after(approved_at)
+            if mark is None:
+                return Outcome.not_known(f"no bar for {order.symbol} on {order.exchange} yet")
+            decision_time, close = mark.open_time, mark.close
+        if self.bar_model.price == "close":
+            return close
+        if not bars.covers(decision_time):
+            return Outcome(
+                OrderState.REJECTED,
+                reason="expired",
+                message=f"the bar after {decision_time:%Y-%m-%d %H:%M} is older than the bars kept "
+                f"({bars.maxlen}): the order arrived too late for the bar model",
+                fill_model="bar",
+            )
+        nxt = bars.after(decision_time)
+        if nxt is None:
+            return Outcome.not_known(f"waiting for the bar after {decision_time:%Y-%m-%d %H:%M} to open")
+        return nxt.open
 
     def _limit(self, order: OrderApproved) -> float | None:
         return order.limit_price if order.order_type == "limit" else self.engine.protection(order)
