@@ -6,7 +6,6 @@ a restart, and a stale approval (a DLQ replay) is refused with its reason."""
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
