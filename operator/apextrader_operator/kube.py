@@ -54,14 +54,30 @@ class Credentials:
     namespace: str = "default"
 
 
-def _materialise(data: str | None, path: str | None) -> str | None:
-    """kubeconfig `*-data` fields are base64 PEM; ssl wants files."""
+def _materialise(data: str | None, path: str | None, tmp: str) -> str | None:
+    """kubeconfig `*-data` fields are base64 PEM; ssl wants files: written (0600) into `tmp`, a
+    private directory the caller removes as soon as the SSL context has read them."""
     if data:
-        fd, name = tempfile.mkstemp(prefix="apex-kube-", suffix=".pem")
+        fd, name = tempfile.mkstemp(prefix="apex-kube-", suffix=".pem", dir=tmp)
         with os.fdopen(fd, "wb") as fh:
             fh.write(base64.b64decode(data))
         return name
     return path
+
+
+def _tls_context(cluster: dict[str, Any], user: dict[str, Any]) -> ssl.SSLContext:
+    """The cluster CA and the client certificate, read from files that never outlive this call
+    (client keys must not be left behind in the temp directory)."""
+    with tempfile.TemporaryDirectory(prefix="apex-kube-") as tmp:
+        ca = _materialise(
+            cluster.get("certificate-authority-data"), cluster.get("certificate-authority"), tmp
+        )
+        verify = ssl.create_default_context(cafile=ca)
+        cert = _materialise(user.get("client-certificate-data"), user.get("client-certificate"), tmp)
+        key = _materialise(user.get("client-key-data"), user.get("client-key"), tmp)
+        if cert and key:
+            verify.load_cert_chain(cert, key)
+        return verify
 
 
 def load_credentials(kubeconfig: str | None = None, context: str | None = None) -> Credentials:
@@ -92,15 +108,7 @@ def load_credentials(kubeconfig: str | None = None, context: str | None = None) 
     server: str = cluster["server"]
     verify: ssl.SSLContext | bool = True
     if server.startswith("https"):
-        if cluster.get("insecure-skip-tls-verify"):
-            verify = False
-        else:
-            ca = _materialise(cluster.get("certificate-authority-data"), cluster.get("certificate-authority"))
-            verify = ssl.create_default_context(cafile=ca)
-            cert = _materialise(user.get("client-certificate-data"), user.get("client-certificate"))
-            key = _materialise(user.get("client-key-data"), user.get("client-key"))
-            if cert and key:
-                verify.load_cert_chain(cert, key)
+        verify = False if cluster.get("insecure-skip-tls-verify") else _tls_context(cluster, user)
     return Credentials(
         server=server.rstrip("/"),
         token=user.get("token"),
