@@ -1,5 +1,6 @@
 """`apex up --source replay:bars.parquet` with plain OHLCV bars (no book columns) trades: the paper
-venue fills on the bar model, says so in each fill and in the report, and nothing dead-letters."""
+venue fills on the bar model, says so in each fill and in the report, and nothing dead-letters.
+The same run checks that exchange keys in the user's environment reach only the execution agents."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.e2e.apex_cli import apex, finish, start_up
+from tests.e2e.apex_cli import apex, finish, start_up, wait_runtime
 
 pytestmark = pytest.mark.slow
 
@@ -27,10 +28,22 @@ def plain_bars(tmp: Path) -> Path:
     return path
 
 
-def test_plain_bars_replay_trades_on_both_tracks_with_no_dead_letters(tmp_path: Path) -> None:
+def environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def test_plain_bars_replay_trades_on_both_tracks_with_no_dead_letters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BINANCE_API_KEY", "e2e-key-4c3b2a1f")
+    monkeypatch.setenv("BINANCE_API_SECRET", "e2e-secret-9d8c7b6a")
     data_dir, report = tmp_path / "run", tmp_path / "report.html"
     source = f"replay:{plain_bars(tmp_path)}"
     proc = start_up(data_dir, "--source", source, "--duration", "30s", "--report", str(report))
+    runtime = wait_runtime(data_dir, proc)
+    keyed = {key for key, a in runtime["agents"].items() if "BINANCE_API_KEY" in environ_of(a["pid"])}
+    assert keyed == {"execution-stable", "execution-canary"}, keyed
     summary = finish(proc, data_dir)
     fills = {t["track"]: t["fills"] for t in summary["tracks"]}
     assert fills.get("stable", 0) > 0 and fills.get("canary", 0) > 0, fills

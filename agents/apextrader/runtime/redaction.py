@@ -12,11 +12,24 @@ from __future__ import annotations
 import logging
 import re
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^/\s@:]*(?::[^/\s@]*)?)@")
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+#: Variable suffixes that hold exchange credentials (`BINANCE_API_KEY`, `EXCHANGE_API_SECRET`, ...).
+CREDENTIAL_SUFFIXES = ("_API_KEY", "_API_SECRET", "_API_PASSWORD")
+
+
+def is_credential(name: str) -> bool:
+    return name.upper().endswith(CREDENTIAL_SUFFIXES)
+
+
+def env_secrets(environ: Mapping[str, str]) -> list[str]:
+    """The credential values in an environment (registered before anything can log them)."""
+    return [v for k, v in environ.items() if is_credential(k) and len(v) >= 4]
 
 
 def redact_url(text: str) -> str:

@@ -31,7 +31,9 @@ def check_optional(frame: pl.DataFrame, path: Path) -> None:
             continue
         col = frame.get_column(name)
         if not (col.dtype.is_numeric() or col.dtype == pl.Null):
-            raise InvalidMarketData("invalid", f"{path}: column '{name}' has type {col.dtype}: numbers expected")
+            raise InvalidMarketData(
+                "invalid", f"{path}: column '{name}' has type {col.dtype}: numbers expected"
+            )
         values = col.cast(pl.Float64)
         bad = values.is_not_null() & ~values.is_finite()
         if low is not None:
@@ -42,12 +44,14 @@ def check_optional(frame: pl.DataFrame, path: Path) -> None:
             when = hits.get_column("timestamp")[0]
             need = "finite" if low is None else f"{'>=' if inclusive else '>'} {low:g}"
             raise InvalidMarketData(
-                "invalid", f"{path}: column '{name}' is {value} at row {row} (timestamp {when}): must be {need}"
+                "invalid",
+                f"{path}: column '{name}' is {value} at row {row} (timestamp {when}): must be {need}",
             )
     if "buy_volume" in frame.columns and "volume" in frame.columns:
         over = frame.filter((pl.col("buy_volume") > pl.col("volume") * (1 + 1e-9)).fill_null(False))
         if over.height:
             row = int(over.get_column(ROW)[0])
             raise InvalidMarketData(
-                "invalid", f"{path}: column 'buy_volume' exceeds 'volume' at row {row}: buys are part of the volume"
+                "invalid",
+                f"{path}: column 'buy_volume' exceeds 'volume' at row {row}: buys are part of the volume",
             )
