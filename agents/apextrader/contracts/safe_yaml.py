@@ -55,9 +55,9 @@ class _CountingLoader(yaml.SafeLoader):
 
     def compose_document(self) -> Any:
         # PyYAML's own steps, keeping which nodes carried an anchor before it forgets them.
-        self.get_event()
+        self.get_event()  # type: ignore[no-untyped-call]
         node = self.compose_node(None, None)
-        self.get_event()
+        self.get_event()  # type: ignore[no-untyped-call]
         self.anchored = {id(n) for n in self.anchors.values()}
         self.anchors = {}
         return node
@@ -79,6 +79,8 @@ def safe_load_all_bounded(text: str) -> list[Any]:
         out = []
         while loader.check_node():
             node = loader.get_node()
+            if node is None:
+                break
             size, depth = _Measure(loader.anchored).visit(node)
             if depth > MAX_ALIAS_DEPTH:
                 raise YamlTooLarge(f"aliases nest {depth} deep (at most {MAX_ALIAS_DEPTH})")
