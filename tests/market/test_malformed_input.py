@@ -11,7 +11,7 @@ import pytest
 from apextrader.bus import metrics
 from apextrader.contracts.payloads import MarketSnapshot
 from tests.market.fake_exchanges import MINUTE, T0, FakeExchanges
-from tests.market.test_ccxt_source import Live, _ms, _source
+from tests.market.test_rest_source import Live, _ms, _source
 
 
 def zero_size(body: dict[str, Any]) -> None:

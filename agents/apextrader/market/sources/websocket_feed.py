@@ -32,7 +32,7 @@ from apextrader.contracts.payloads import MarketSnapshot, Quality
 from apextrader.market.snapshots import BookDict
 from apextrader.market.sources import intake
 from apextrader.market.sources.ccxt_client import describe, stream_book_limit
-from apextrader.market.sources.ccxt_feed import Candle, ExchangeFeed, _dt
+from apextrader.market.sources.rest_feed import Candle, ExchangeFeed, _dt
 
 log = logging.getLogger(__name__)
 #: `watcher(fresh)`: one watch call; `fresh` is True on the first call of a (re)subscription.

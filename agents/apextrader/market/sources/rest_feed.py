@@ -1,4 +1,4 @@
-"""One exchange's public data through ccxt: OHLCV history and polls with book, funding, liquidations.
+"""One exchange's public data through ccxt REST calls: OHLCV history and polls with book, funding, liquidations.
 
 Every value goes through ccxt's own parsers (`fetch_ohlcv`, `fetch_order_book`,
 `fetch_funding_rate`); OKX's liquidation orders, which ccxt has no unified call for, go through
