@@ -222,7 +222,7 @@ class OrderFilled(Payload):
     reduce_only: bool = False
     strategy: StrategyName | None = None
     #: How the price was found: walking an order book (paper with depth, or the exchange's own
-    #: fill), or the bar model of a market without depth (docs/execution.md).
+    #: fill), or the bar model of a market without depth (docs/risk-and-execution.md).
     fill_model: Literal["book", "bar"] = "book"
 
 

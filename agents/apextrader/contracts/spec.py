@@ -202,7 +202,7 @@ class ExecutionSpec(SpecModel):
     price_protection_bps: Annotated[float, Field(gt=0, le=10_000)] | None = 50.0
     cancel_on_stop: bool = True
     max_retries: Annotated[int, Field(ge=0, le=10)] = 3
-    #: Paper fills when a market has no depth (docs/execution.md).
+    #: Paper fills when a market has no depth (docs/risk-and-execution.md).
     bar_fill: BarFillSpec = Field(default_factory=BarFillSpec)
     #: Live: after a submit whose outcome is unknown, how long the venue must keep answering "not
     #: found" before the same client order id is submitted again.

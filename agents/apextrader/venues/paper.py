@@ -6,7 +6,7 @@ partial fill). Limit orders are immediate-or-cancel at the limit price. Both pay
 take liquidity.
 
 A market whose snapshots never carried depth (plain OHLCV replay, a venue without a book) fills on
-the bar model instead (`execution.barFill`, docs/execution.md): the next bar's open (or the decision
+the bar model instead (`execution.barFill`, docs/risk-and-execution.md): the next bar's open (or the decision
 bar's close) plus half the spread and the slippage, against the trader, whole amount, same fees and
 the same limit / price-protection bounds.
 """
