@@ -15,7 +15,7 @@ OBSERVABILITY = REPO / "manifests" / "observability"
 RULES_FILE = OBSERVABILITY / "rules" / "apextrader-alerts.yaml"
 DASHBOARDS = sorted((OBSERVABILITY / "dashboards").glob("*.json"))
 
-#: CONVENTIONS.md 3, metric -> label names (histograms also expose _bucket/_sum/_count).
+#: docs/conventions.md §3, metric -> label names (histograms also expose _bucket/_sum/_count).
 METRICS: Final[dict[str, set[str]]] = {
     "apex_events_total": {"agent", "track", "type", "outcome"},
     "apex_handler_seconds": {"agent", "track", "type"},
@@ -31,6 +31,9 @@ METRICS: Final[dict[str, set[str]]] = {
     "apex_source_up": {"exchange"},
     "apex_canary_phase": {"pipeline", "phase"},
     "apex_canary_weight": {"pipeline"},
+    "apex_canary_analysis_value": {"pipeline", "track", "criterion"},
+    "apex_canary_analysis_threshold": {"pipeline", "track", "criterion"},
+    "apex_canary_analysis_result": {"pipeline", "track", "criterion"},
 }
 HISTOGRAMS: Final = {"apex_handler_seconds", "apex_pipeline_latency_seconds", "apex_slippage_bps"}
 #: Labels the scrape adds (PodMonitor relabelling) on top of the metrics' own.

@@ -28,14 +28,13 @@ from datetime import datetime
 
 from apextrader.bus import metrics
 from apextrader.bus.errors import NotYet
-from apextrader.bus.middleware import Handler
 from apextrader.contracts import Envelope, MarketSnapshotEvent, OrderApprovedEvent, OrderFilledEvent, utcnow
 from apextrader.contracts.names import EventType
 from apextrader.contracts.units import timeframe_seconds
 from apextrader.execution.events import OrderEvents
 from apextrader.execution.guard import Credentials, LiveModeRefused, execution_mode
 from apextrader.execution.reconcile import Reported, rebuild
-from apextrader.runtime.agent import Agent
+from apextrader.runtime.agent import Agent, Handler
 from apextrader.runtime.context import AgentContext
 from apextrader.venues import ExecutionVenue, OrderState, OrderTracker, Outcome, PaperVenue
 from apextrader.venues.paper import BarHistory, BarMark

@@ -1,6 +1,6 @@
 """`apex up`: the whole TradingPipeline on one machine.
 
-Order (the seed's deploy.sh, with health checks): embedded nats-server with JetStream → streams,
+Order (docs/conventions.md §6, each step health-checked): embedded nats-server with JetStream → streams,
 consumers and KV from `bus.topology` → the seven agents in pipeline order, each `/ready` before the
 next → run (live view, canary loop, a watchdog that restarts a dead server or agent) → graceful stop
 → JetStream's own accounting collected into `summary.json` and the HTML report.
@@ -21,18 +21,23 @@ from rich.live import Live
 
 from apextrader.bus.client import connect, ensure_topology
 from apextrader.bus.kv import KV
+from apextrader.bus.metrics import MetricName as M
 from apextrader.bus.topology import KV_CANARY_REQUEST, KV_HALT, Topology, declare
-from apextrader.canary.machine import track_weights
+from apextrader.canary.analysis import thresholds
+from apextrader.canary.weights import track_weights
 from apextrader.contracts import AGENT_IDS, agent_tracks, load_pipeline
+from apextrader.contracts.canary_spec import CanaryAnalysis
 from apextrader.local import collect
-from apextrader.local.canary_driver import LocalCanary
+from apextrader.local.canary_driver import LocalCanary, attach, canary_record, serve_metrics
 from apextrader.local.monitor import LiveSnapshot, Monitor
 from apextrader.local.nats_server import EmbeddedNats
 from apextrader.local.options import UpOptions, effective_pipeline, write_pipeline
 from apextrader.local.supervisor import Supervisor
 from apextrader.local.view import make_progress, render
+from apextrader.report.gonogo import with_analysis
 from apextrader.report.run_report import write_run_report
 from apextrader.report.run_summary import AgentRecord, OutageRecord, RunSummary, TrackRecord
+from apextrader.report.tracks import gate_records
 
 #: Longest wait for in-flight events to drain through the pipeline before accounting.
 DRAIN_TIMEOUT_S = 60.0
@@ -77,7 +82,7 @@ async def run_up(
     await ensure_topology(js, topology)
     kv = KV(await js.key_value(topology.kv_bucket))
     await kv.put_json(KV_HALT, False)
-    canary = LocalCanary(kv=kv, canary=spec.canary)
+    canary = LocalCanary(kv=kv, spec=spec)
     await canary.tick()
     console.print(
         f"[green]✓[/] {len(topology.streams)} streams, {len(topology.consumers)} consumers, KV {topology.kv_bucket}"
@@ -86,6 +91,8 @@ async def run_up(
     supervisor = Supervisor(
         units, pipeline_file=pipeline_file, nats_url=server.url, log_dir=data_dir / "logs"
     )
+    attach(canary, supervisor, tp, js)
+    metrics_port = serve_metrics()  # apex_canary_* of this supervisor
     runtime_file = data_dir / "runtime.json"
     started = time.time()
     watchdog = ServerWatchdog(server)
@@ -104,8 +111,11 @@ async def run_up(
             "nats_url": server.url,
             "nats_pid": server.pid,
             "agents": supervisor.runtime_info(),
+            "supervisor": {"http_port": metrics_port},
         }
-        runtime_file.write_text(json.dumps(info, indent=2))
+        partial = runtime_file.with_suffix(".json.tmp")  # readers never see a half-written file
+        partial.write_text(json.dumps(info, indent=2))
+        partial.replace(runtime_file)
 
     try:
         with console.status("starting agents…") as status:
@@ -136,6 +146,7 @@ async def run_up(
                 while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                     status_now = await canary.tick()
                     snap = await monitor.poll()
+                    topology = declare(canary.spec, name)  # a promote retires the canary's consumers
                     if steady_since is None and await collect.outstanding(js, topology) <= flow_consumers:
                         steady_since = time.time()  # start-up backlog (backfill, warm-up) cleared
                     write_runtime()  # pids change when agents restart
@@ -157,6 +168,7 @@ async def run_up(
                                 progress,
                                 status_now.declared_weight if has_canary else None,
                                 status_now.phase,
+                                status_now.last_analysis,
                             )
                         )
                     with contextlib.suppress(asyncio.TimeoutError):
@@ -200,8 +212,13 @@ async def run_up(
                 "stage_latency": await collect.stage_latencies(
                     js, topology, since=steady_since or market_off
                 ),
+                "thresholds": thresholds(spec.canary.analysis if spec.canary else CanaryAnalysis()),
+                "canary": canary_record(
+                    canary, next((r.position_notional for r in last.tracks if r.track == "canary"), None)
+                ),
             }
         )
+        summary = with_analysis(summary)  # the Go/No-Go judgement, recorded in summary.json
     finally:
         background = [t for t in (watchdog_task, request_task) if t is not None]
         for t in background:
@@ -247,7 +264,7 @@ async def _summarise(
             s.labels["strategy"]: s.value
             for samples in last.samples.values()
             for s in samples
-            if s.name == "apex_expectancy" and s.labels.get("track") == row.track and "strategy" in s.labels
+            if s.name == M.EXPECTANCY and s.labels.get("track") == row.track and "strategy" in s.labels
         }
         tracks.append(
             TrackRecord(
@@ -291,6 +308,7 @@ async def _summarise(
         published=await collect.published_counts(js, topology),
         tracks=tracks,
         fills=fills,
+        gate=gate_records(s for samples in last.samples.values() for s in samples),
         prices=market.prices,
         weight_changes=list(canary.history),
         steady_snapshots=market.live_since,
@@ -308,7 +326,7 @@ def _latency_buckets(snap: LiveSnapshot, track: str) -> list[tuple[float, float]
     acc: dict[float, float] = {}
     for samples in snap.samples.values():
         for s in samples:
-            if s.name == "apex_pipeline_latency_seconds_bucket" and s.labels.get("track") == track:
+            if s.name == f"{M.PIPELINE_LATENCY}_bucket" and s.labels.get("track") == track:
                 le = float(s.labels["le"])
                 acc[le] = acc.get(le, 0.0) + s.value
     return sorted(acc.items())
