@@ -9,7 +9,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.e2e.apex_cli import apex, finish, start_up, wait_runtime
+from apextrader.contracts.pipeline import load_pipeline
+from apextrader.quant.datafile import write_market_file
+from apextrader.quant.synthetic import generate_long
+from tests.e2e.apex_cli import PIPELINE, finish, start_up, wait_runtime
 
 pytestmark = pytest.mark.slow
 
@@ -17,14 +20,16 @@ PLAIN = ["timestamp", "open", "high", "low", "close", "volume", "symbol", "excha
 
 
 def plain_bars(tmp: Path) -> Path:
-    """A user's own history: the documented columns only, for every exchange of the example."""
-    full = tmp / "full.parquet"
-    made = apex("data", "synth", "--bars", "3000", "--timeframe", "15m", "-o", str(full))
-    assert made.returncode == 0, made.stderr
-    bars = pl.read_parquet(full)
-    frame = pl.concat([bars.with_columns(exchange=pl.lit(ex)) for ex in ("binance", "bybit", "okx")])
+    """A user's own history: the documented columns only, for every exchange of the example. The
+    bars are the example's own market (its `source.regimes`, seed and timeframe), so a replay can
+    show what the demo shows; book columns are left out."""
+    spec = load_pipeline(PIPELINE).spec
+    bars = generate_long(
+        spec.symbols, 3000, seed=spec.source.seed, timeframe=spec.timeframe, structure=spec.source.regimes
+    )
+    frame = pl.concat([bars.with_columns(exchange=pl.lit(ex)) for ex in spec.exchanges])
     path = tmp / "bars.parquet"
-    frame.select(PLAIN).write_parquet(path)
+    write_market_file(frame.select(PLAIN), path)
     return path
 
 
