@@ -1,5 +1,6 @@
-"""`PaperVenue`: book fills where the market has depth, the bar model where it has none (next
-bar's open or the decision bar's close, plus half the spread and the slippage), UNKNOWN (never a
+"""`PaperVenue`: book fills where the market has depth, the bar model where it has none (the open
+of the first bar after the order reaches the venue, or the close in effect then, plus half the
+spread and the slippage; never a price from before the order existed), UNKNOWN (never a
 rejection) while the data it needs has not arrived."""
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ async def test_next_open_plus_half_spread_and_slippage_against_the_trader() -> N
     now = datetime.now(UTC)
     v.observe(now, snap(0, 99.0, 100.0))
     waiting = await v.submit(order(mid=101.0), now, 0.0)
-    assert waiting.state is OrderState.UNKNOWN and "waiting for the bar" in waiting.message
-    v.observe(now, snap(1, 101.0, 102.0))
+    assert waiting.state is OrderState.UNKNOWN and "waiting for the next bar" in waiting.message
+    v.observe(now + timedelta(seconds=1), snap(1, 101.0, 102.0))
     buy = await v.submit(order(mid=101.0), now, 0.0)
     assert buy.state is OrderState.FILLED and buy.fill_model == "bar" and buy.filled == 2.0
     assert buy.avg_price == pytest.approx(101.0 * (1 + 3e-4))  # 4/2 + 1 bps
@@ -81,11 +82,24 @@ async def test_decision_close_model_and_price_protection() -> None:
     assert filled.state is OrderState.FILLED and filled.avg_price == pytest.approx(100.0)
     gap = venue(price="next_open")
     gap.observe(now, snap(0, 99.0, 100.0))
-    gap.observe(now, snap(1, 110.0, 111.0))  # opens 10 % away: beyond the 50 bps protection
+    gap.observe(now + timedelta(seconds=1), snap(1, 110.0, 111.0))  # 10 % away: beyond the protection
     refused = await gap.submit(order(mid=100.0), now, 0.0)
     assert refused.state is OrderState.REJECTED and refused.reason == "no_liquidity"
     exit_ = await gap.submit(order("sell", mid=100.0, reduce_only=True), now, 0.0)
     assert exit_.state is OrderState.FILLED  # exits are never limited
+
+
+async def test_a_bar_that_opened_before_the_order_existed_is_never_its_price() -> None:
+    """A replay whose signals trail the market: the fill is at the market the order meets."""
+    v = venue(price="next_open", spreadBps=0.0, slippageBps=0.0)
+    now = datetime.now(UTC)
+    for k in range(5):  # bars 0..4 all published before the order was approved
+        v.observe(now - timedelta(seconds=5 - k), snap(k, 100.0 + k, 100.0 + k))
+    late = order(bar=0, mid=104.0)  # its signal was on bar 0; bar 1 opened long ago
+    assert (await v.submit(late, now, 0.0)).state is OrderState.UNKNOWN
+    v.observe(now + timedelta(seconds=1), snap(5, 104.2, 104.4))
+    filled = await v.submit(late, now, 0.0)
+    assert filled.avg_price == pytest.approx(104.2)
 
 
 async def test_depth_means_the_book_model_and_no_data_means_unknown() -> None:

@@ -269,8 +269,9 @@ class BarFillSpec(SpecModel):
     """Paper fills for a market without order-book depth (plain OHLCV replay, or a venue without
     a book): the price of a bar plus half the spread and the slippage, against the trader."""
 
-    #: `next_open`: the open of the bar after the decision bar (what `apex backtest` fills at);
-    #: `close`: the decision bar's close.
+    #: `next_open`: the open of the first bar opening after the order reaches the venue (the bar
+    #: after the signal's when the pipeline keeps up, what `apex backtest` fills at); `close`: the
+    #: close of the bar in effect then.
     price: Literal["next_open", "close"] = "next_open"
     spread_bps: Annotated[float, Field(ge=0, le=1000)] = 2.0
     slippage_bps: Annotated[float, Field(ge=0, le=1000)] = 1.0

@@ -168,8 +168,8 @@ class BarHistory:
         if self._bars and mark.open_time < self._bars[-1].open_time:
             return  # out of order: keep the market clock monotonic
         if self._bars and mark.open_time == self._bars[-1].open_time:
-            first = self._bars.pop()  # the same bar, later: keep its first open and the newest close
-            mark = BarMark(mark.at, mark.open_time, first.open, mark.close)
+            first = self._bars.pop()  # the same bar, later: keep when it opened and the newest close
+            mark = BarMark(first.at, mark.open_time, first.open, mark.close)
         self._bars.append(mark)
 
     def at(self, moment: datetime) -> BarMark | None:
@@ -185,11 +185,8 @@ class BarHistory:
         """The first bar that opened after `open_time`."""
         return next((b for b in self._bars if b.open_time > open_time), None)
 
-    def covers(self, open_time: datetime) -> bool:
-        """The bar after `open_time` is still kept (or has not opened yet)."""
-        return not self._bars or len(self._bars) < self.maxlen or self._bars[0].open_time <= open_time
-
     def first_after(self, moment: datetime) -> BarMark | None:
+        """The first bar published after `moment`."""
         return next((b for b in self._bars if b.at > moment), None)
 
 

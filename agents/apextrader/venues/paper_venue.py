@@ -24,9 +24,8 @@ from apextrader.venues.paper import (
 )
 
 Instrument = tuple[str, str]
-#: Bars kept per instrument for the bar model: an order whose signal's next bar is older than
-#: these arrived too late to be filled on it (a replay far ahead of its consumers).
-BAR_HISTORY = 4096
+#: Bars kept per instrument for the bar model.
+BAR_HISTORY = 256
 
 
 class PaperVenue:
@@ -65,7 +64,7 @@ class PaperVenue:
         if key in self.books:
             return self._book_fill(order, arrival)
         if key in self.bars:
-            return self._bar_fill(order, approved_at)
+            return self._bar_fill(order, arrival)
         return Outcome.not_known(f"no market data for {order.symbol} on {order.exchange} yet")
 
     def _book_fill(self, order: OrderApproved, arrival: datetime) -> Outcome:
@@ -92,9 +91,9 @@ class PaperVenue:
             OrderState.CANCELLED, filled=fill.filled, avg_price=fill.avg_price, fee=fill.fee, message=why
         )
 
-    def _bar_fill(self, order: OrderApproved, approved_at: datetime) -> Outcome:
+    def _bar_fill(self, order: OrderApproved, arrival: datetime) -> Outcome:
         bars = self.bars[(order.exchange, order.symbol)]
-        base = self._bar_base(order, approved_at, bars)
+        base = self._bar_base(order, arrival, bars)
         if isinstance(base, Outcome):
             return base
         price = bar_price(order, base, self.bar_model)
@@ -110,29 +109,23 @@ class PaperVenue:
         fee = order.amount * price * self.engine.fee_rate(order.exchange)
         return Outcome(OrderState.FILLED, filled=order.amount, avg_price=price, fee=fee, fill_model="bar")
 
-    def _bar_base(self, order: OrderApproved, approved_at: datetime, bars: BarHistory) -> float | Outcome:
-        """The bar price the model fills at: the decision bar's close, or the next bar's open. The
-        decision bar is the signal's (`bar_time`; the newest bar at approval for an order without)."""
-        if order.bar_time is not None:
-            decision_time, close = order.bar_time, order.mid_at_decision
-        else:
-            mark = bars.at(approved_at) or bars.first_after(approved_at)
+    def _bar_base(self, order: OrderApproved, arrival: datetime, bars: BarHistory) -> float | Outcome:
+        """The bar price the model fills at, never one from before the order reached the venue:
+        `next_open` is the open of the first bar that opens after the order's arrival (and after
+        its signal's bar); `close` is the close of the bar in effect at arrival."""
+        if self.bar_model.price == "close":
+            mark = bars.at(arrival)
             if mark is None:
                 return Outcome.not_known(f"no bar for {order.symbol} on {order.exchange} yet")
-            decision_time, close = mark.open_time, mark.close
-        if self.bar_model.price == "close":
-            return close
-        if not bars.covers(decision_time):
-            return Outcome(
-                OrderState.REJECTED,
-                reason="expired",
-                message=f"the bar after {decision_time:%Y-%m-%d %H:%M} is older than the bars kept "
-                f"({bars.maxlen}): the order arrived too late for the bar model",
-                fill_model="bar",
-            )
-        nxt = bars.after(decision_time)
+            return mark.close
+        after = order.bar_time
+        nxt = bars.first_after(arrival)
+        while nxt is not None and after is not None and nxt.open_time <= after:
+            nxt = bars.after(nxt.open_time)
         if nxt is None:
-            return Outcome.not_known(f"waiting for the bar after {decision_time:%Y-%m-%d %H:%M} to open")
+            return Outcome.not_known(
+                f"waiting for the next bar of {order.symbol} on {order.exchange} to open"
+            )
         return nxt.open
 
     def _limit(self, order: OrderApproved) -> float | None:
