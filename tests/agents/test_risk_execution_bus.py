@@ -121,7 +121,7 @@ async def test_1000_signals_with_forced_redelivery_one_order_and_one_fill_each(
             await pub.publish(snapshot_event(s, 100.0))
         execution = ex_run.agent
         assert isinstance(execution, ExecutionAgent)
-        await eventually(lambda: len(execution.books) == n, what="order books for every symbol")
+        await eventually(lambda: len(execution.venue.books) == n, what="order books for every symbol")
         signals = [validated(s) for s in symbols]
         for ev in signals:
             await pub.publish(ev)
@@ -215,7 +215,7 @@ async def test_kill_switch_after_the_configured_drawdown(nats_server: EmbeddedNa
         execution = ex_run.agent
         assert isinstance(execution, ExecutionAgent)
         await pub.publish(snapshot_event("ETH/USDT:USDT", 100.0, depth=10_000.0))
-        await eventually(lambda: len(execution.books) == 1, what="book")
+        await eventually(lambda: len(execution.venue.books) == 1, what="book")
         # Stop 0.1 away: the per-symbol cap binds, ~49.5k notional on 100k.
         await pub.publish(validated("ETH/USDT:USDT", stop=99.9))
         await eventually(lambda: ("binance", "ETH/USDT:USDT") in risk.book.positions, what="filled position")
@@ -336,7 +336,7 @@ async def test_execution_restart_never_fills_a_redelivered_order_twice(
         agent = first.agent
         assert isinstance(agent, ExecutionAgent)
         await Publisher(js).publish(snapshot_event("ETH/USDT:USDT", 100.0))
-        await eventually(lambda: len(agent.books) == 1, what="book")
+        await eventually(lambda: len(agent.venue.books) == 1, what="book")
         order = sig.derive(OrderApprovedEvent, _approval(sig), source_agent="risk-manager")
         await Publisher(js).publish(order)
         await eventually(lambda: order.data.client_order_id in agent.done, what="first fill")

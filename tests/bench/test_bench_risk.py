@@ -26,8 +26,8 @@ from apextrader.contracts import (
 )
 from apextrader.contracts.payloads import BookLevel
 from apextrader.execution.agent import ExecutionAgent
-from apextrader.execution.paper import BookHistory
 from apextrader.risk.agent import RiskManagerAgent
+from apextrader.venues.paper import BookHistory
 from tests.agents.harness import offline_context
 from tests.risk.helpers import signal
 
@@ -138,7 +138,7 @@ async def test_bench_risk_decision_and_paper_fill(capsys: pytest.CaptureFixture[
         asks=[BookLevel(price=100.0 + 0.01 * (k + 1), amount=2.0) for k in range(10)],
     )
     for sym in SYMBOLS:
-        hist = execution.books[("binance", sym)] = BookHistory()
+        hist = execution.venue.books[("binance", sym)] = BookHistory()  # type: ignore[attr-defined]
         hist.add(signals(1)[0].timestamp.replace(year=2000), book)
     sig_events, order_events = signals(N), approvals(N)
 

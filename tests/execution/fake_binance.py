@@ -100,12 +100,17 @@ ERRORS: dict[str, tuple[int, dict[str, Any]]] = {
 class FakeBinance:
     price: float = 50_000.0
     #: How to answer the next submits: "ok", "partial", "open", "insufficient", "ratelimit", "reject",
-    #: "accept_then_hang" (records the order, answers too late: the client times out).
+    #: "accept_then_hang" (records the order, answers too late: the client times out),
+    #: "drop" (answers too late and never records the order: lost before the matching engine).
     script: deque[str] = field(default_factory=deque)
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     submits: int = 0
     requests: list[tuple[str, str, dict[str, str], str]] = field(default_factory=list)
     hang_s: float = 2.0
+    #: Seconds a new order stays invisible to queries (order, openOrders, allOrders) after it is
+    #: recorded: the venue's read side trailing its matching engine.
+    lookup_lag_s: float = 0.0
+    _visible_at: dict[str, float] = field(default_factory=dict)
     _next_id: int = 4_000_000
 
     def app(self) -> web.Application:
@@ -172,6 +177,9 @@ class FakeBinance:
     async def new_order(self, request: web.Request) -> web.Response:
         p = await self._params(request)
         action = self.script.popleft() if self.script else "ok"
+        if action == "drop":
+            await asyncio.sleep(self.hang_s)
+            return self._json(*ERRORS["not_found"])
         if action in ERRORS:
             status, body = ERRORS[action]
             return self._json(status, body)
@@ -188,14 +196,20 @@ class FakeBinance:
         }[action]
         order = self._order(p, status, executed)
         self.orders[coid] = order
+        self._visible_at[coid] = time.monotonic() + self.lookup_lag_s
         if action == "accept_then_hang":
             await asyncio.sleep(self.hang_s)
         return self._json(200, order)
 
+    def visible(self) -> list[dict[str, Any]]:
+        """Orders the read side already shows."""
+        now = time.monotonic()
+        return [o for c, o in self.orders.items() if self._visible_at.get(c, 0.0) <= now]
+
     def _find(self, p: dict[str, str]) -> dict[str, Any] | None:
         if "origClientOrderId" in p:
-            return self.orders.get(p["origClientOrderId"])
-        return next((o for o in self.orders.values() if str(o["orderId"]) == p.get("orderId")), None)
+            return next((o for o in self.visible() if o["clientOrderId"] == p["origClientOrderId"]), None)
+        return next((o for o in self.visible() if str(o["orderId"]) == p.get("orderId")), None)
 
     async def query_order(self, request: web.Request) -> web.Response:
         order = self._find(await self._params(request))
@@ -212,10 +226,8 @@ class FakeBinance:
 
     async def open_orders(self, request: web.Request) -> web.Response:
         await self._params(request)
-        return self._json(
-            200, [o for o in self.orders.values() if o["status"] in ("NEW", "PARTIALLY_FILLED")]
-        )
+        return self._json(200, [o for o in self.visible() if o["status"] in ("NEW", "PARTIALLY_FILLED")])
 
     async def all_orders(self, request: web.Request) -> web.Response:
         await self._params(request)
-        return self._json(200, list(self.orders.values()))
+        return self._json(200, self.visible())

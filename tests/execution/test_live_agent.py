@@ -15,8 +15,8 @@ from apextrader.bus.publisher import Publisher
 from apextrader.contracts import OrderApproved, OrderApprovedEvent, SignalValidated, SignalValidatedEvent
 from apextrader.execution.agent import ExecutionAgent
 from apextrader.execution.guard import Credentials, LiveModeRefused
-from apextrader.execution.live import build_exchange
 from apextrader.local.nats_server import EmbeddedNats
+from apextrader.venues.ccxt_venue import build_exchange
 from tests.agents.harness import eventually, read, running, write_pipeline
 from tests.risk.helpers import signal
 
@@ -87,8 +87,9 @@ async def test_live_agent_orders_cancels_on_stop_and_never_leaks_secrets(
 
     served.fake.script.extend(["ok", "insufficient", "open"])
     pfile = live_pipeline(tmp_path)
-    filled, poor, resting = approved_event(0.01), approved_event(0.02), approved_event(0.03, "limit")
     async with running(LocalLive, "execution", nats_server, pfile) as run:
+        # Approved after the agent started (an older approval waits the lookup grace period).
+        filled, poor, resting = approved_event(0.01), approved_event(0.02), approved_event(0.03, "limit")
         assert run.nc is not None
         js = run.nc.jetstream()
         agent = run.agent

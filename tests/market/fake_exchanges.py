@@ -50,6 +50,8 @@ class FakeExchanges:
         self.book_update_ids: dict[str, int] = {}
         self._runner: web.AppRunner | None = None
         self.base = ""
+        #: Changes applied to OKX's recorded liquidation body before serving it (malformed input).
+        self.liquidation_edits: list[Any] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -217,5 +219,8 @@ class FakeExchanges:
             body["data"][0]["ts"] = str(self.now_ms)
             return body
         if path == "api/v5/public/liquidation-orders":
-            return _load("okx", f"liquidation-orders_{q.get('instFamily')}")
+            body = _load("okx", f"liquidation-orders_{q.get('instFamily')}")
+            for edit in self.liquidation_edits:
+                edit(body)
+            return body
         return None

@@ -134,3 +134,28 @@ async def test_replay_rejects_a_bad_file_naming_the_problem(tmp_path: Path) -> N
     write_market_file(frame, path)
     with pytest.raises(InvalidMarketData, match=r"missing column.*volume"):
         await ReplaySource(path, exchanges=["binance"], symbols=SYMBOLS).open()
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("depth", -1.0, r"column 'depth' is -1.0 at row 7 .*must be > 0"),
+        ("spread_bps", float("nan"), r"column 'spread_bps' is nan at row 7"),
+        ("funding_rate", float("inf"), r"column 'funding_rate' is inf at row 7"),
+        ("liq_long", -5.0, r"column 'liq_long' is -5.0 at row 7"),
+    ],
+)
+async def test_replay_names_the_bad_optional_value_before_publishing_anything(
+    tmp_path: Path, column: str, value: float, message: str
+) -> None:
+    frame = generate_long(SYMBOLS[:1], 20, seed=1)
+    frame = frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 7).then(pl.lit(value)).otherwise(pl.col(column)).alias(column)
+        if column in frame.columns
+        else pl.when(pl.int_range(pl.len()) == 7).then(pl.lit(value)).otherwise(None).alias(column)
+    )
+    path = tmp_path / "bad.parquet"
+    write_market_file(frame, path)
+    source = ReplaySource(path, exchanges=["binance"], symbols=SYMBOLS, backfill_bars=5)
+    with pytest.raises(InvalidMarketData, match=message):
+        await source.open()

@@ -13,7 +13,7 @@ from apextrader.contracts import MarketAlert, MarketSnapshot, TradingPipeline
 from apextrader.local.nats_server import EmbeddedNats
 from apextrader.market.agent import MarketScannerAgent, snapshot_id
 from apextrader.market.sources.ccxt_client import Backoff
-from apextrader.market.sources.ccxt_source import CcxtSource
+from apextrader.market.sources.rest_source import CcxtSource
 from apextrader.runtime import AgentContext
 from tests.market.agents_on_bus import count, eventually, pipeline_with, read_all, running
 from tests.market.fake_exchanges import FakeExchanges

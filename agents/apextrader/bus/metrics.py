@@ -88,6 +88,12 @@ ORDERS: Final = Counter(
     ["track", "state"],
     registry=REGISTRY,
 )
+INPUT_DROPPED: Final = Counter(
+    "apex_input_dropped_total",
+    "Malformed messages from a venue, dropped (each with one log line) so later data flows on.",
+    ["exchange", "kind"],
+    registry=REGISTRY,
+)
 POSITION_NOTIONAL: Final = Gauge(
     MetricName.POSITION_NOTIONAL,
     "Open position notional in quote currency (signed: long > 0).",

@@ -196,6 +196,9 @@ class OrderApproved(Payload):
     weight_applied: Weight
     #: Why the risk manager sent it when no signal did (e.g. `abort_flatten`: abortPolicy flatten).
     reason: str | None = None
+    #: Open time of the bar the signal was computed on: execution refuses an order the market has
+    #: left more than `risk.signalExpiryBars` bars behind (a late redelivery or a DLQ replay).
+    bar_time: datetime | None = None
 
 
 class OrderSubmitted(Payload):
@@ -233,6 +236,9 @@ class OrderFilled(Payload):
     paper: bool = True
     reduce_only: bool = False
     strategy: StrategyName | None = None
+    #: How the price was found: walking an order book (paper with depth, or the exchange's own
+    #: fill), or the bar model of a market without depth (docs/risk-and-execution.md).
+    fill_model: Literal["book", "bar"] = "book"
 
 
 class OrderCancelled(Payload):
@@ -259,6 +265,7 @@ class OrderRejected(Payload):
         "no_liquidity",
         "invalid",
         "halted",
+        "expired",
     ]
     message: str
     retryable: bool = False

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from apextrader.contracts.names import Track
+from apextrader.contracts.safe_yaml import YamlTooLarge, safe_load_all_bounded
 from apextrader.contracts.spec import TradingPipelineSpec
 from apextrader.contracts.status import TradingPipelineStatus
 
@@ -79,7 +80,9 @@ def load_pipeline(path: str | Path) -> TradingPipeline:
     """Read one TradingPipeline from a YAML file (the first document of kind TradingPipeline)."""
     p = Path(path)
     try:
-        docs = [d for d in yaml.safe_load_all(p.read_text()) if d is not None]
+        docs = [d for d in safe_load_all_bounded(p.read_text()) if d is not None]
+    except YamlTooLarge as exc:
+        raise PipelineError([f"YAML too large: {exc}"], str(p)) from None
     except OSError as exc:
         raise PipelineError([f"cannot read file: {exc.strerror}"], str(p)) from None
     except yaml.YAMLError as exc:

@@ -265,6 +265,18 @@ def _default_exchanges() -> list[Exchange]:
     return ["binance"]
 
 
+class BarFillSpec(SpecModel):
+    """Paper fills for a market without order-book depth (plain OHLCV replay, or a venue without
+    a book): the price of a bar plus half the spread and the slippage, against the trader."""
+
+    #: `next_open`: the open of the first bar opening after the order reaches the venue (the bar
+    #: after the signal's when the pipeline keeps up, what `apex backtest` fills at); `close`: the
+    #: close of the bar in effect then.
+    price: Literal["next_open", "close"] = "next_open"
+    spread_bps: Annotated[float, Field(ge=0, le=1000)] = 2.0
+    slippage_bps: Annotated[float, Field(ge=0, le=1000)] = 1.0
+
+
 class ExecutionSpec(SpecModel):
     #: Kubernetes Secret with `<EXCHANGE>_API_KEY`/`_API_SECRET`/`_API_PASSWORD` and `DRY_RUN`.
     credentials_secret: str | None = None
@@ -279,6 +291,11 @@ class ExecutionSpec(SpecModel):
     price_protection_bps: Annotated[float, Field(gt=0, le=10_000)] | None = 50.0
     cancel_on_stop: bool = True
     max_retries: Annotated[int, Field(ge=0, le=10)] = 3
+    #: Paper fills when a market has no depth (docs/risk-and-execution.md).
+    bar_fill: BarFillSpec = Field(default_factory=BarFillSpec)
+    #: Live: after a submit whose outcome is unknown, how long the venue must keep answering "not
+    #: found" before the same client order id is submitted again.
+    lookup_grace_s: Annotated[float, Field(ge=0, le=600)] = 10.0
 
 
 class WatcherThresholds(SpecModel):

@@ -14,33 +14,24 @@ their values.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import SecretStr
 
+from apextrader.runtime.redaction import redact
+from apextrader.venues.credentials import Credentials
+from apextrader.venues.profiles import PROFILES
+
+__all__ = ["Credentials", "ExecutionMode", "LiveModeRefused", "credentials_for", "execution_mode", "redact"]
+
 _FALSE = frozenset({"false", "0", "no", "off"})
-_NEEDS_PASSWORD = frozenset({"okx"})
+_NEEDS_PASSWORD = frozenset(ex for ex, p in PROFILES.items() if p.needs_password)
 
 
 class LiveModeRefused(RuntimeError):
     """Live mode was asked for but a lock is closed; the agent must not start."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    api_key: SecretStr
-    secret: SecretStr
-    password: SecretStr | None = None
-
-    def secrets(self) -> list[str]:
-        """The raw values, for redaction only."""
-        vals = [self.api_key.get_secret_value(), self.secret.get_secret_value()]
-        if self.password is not None:
-            vals.append(self.password.get_secret_value())
-        return [v for v in vals if v]
 
 
 @dataclass(frozen=True)
@@ -92,41 +83,3 @@ def execution_mode(spec_mode: str, exchanges: Sequence[str], env: Mapping[str, s
             "spec.execution.credentialsSecret (or the environment), or set DRY_RUN=true to paper-trade."
         )
     return ExecutionMode("live", "spec mode is live, DRY_RUN=false and credentials are present", creds)
-
-
-def redact(text: str, secrets: Sequence[str]) -> str:
-    """Replace every secret value in `text` (exception messages can echo request data)."""
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    return text
-
-
-class RedactingFilter(logging.Filter):
-    """Rewrites any log record whose text contains a secret (ccxt logs request headers, including
-    the API key, at DEBUG)."""
-
-    def __init__(self, secrets: Sequence[str]) -> None:
-        super().__init__()
-        self.secrets = [s for s in secrets if s]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if any(s in text for s in self.secrets):
-            record.msg, record.args = redact(text, self.secrets), None
-        return True
-
-
-#: Loggers that can see request data: ccxt's own, and ours.
-SENSITIVE_LOGGERS = ("ccxt", "ccxt.base.exchange", "apextrader")
-
-
-def install_redaction(secrets: Sequence[str]) -> RedactingFilter:
-    """Attach a redacting filter to every logger that can see credentials (idempotent per secret set)."""
-    filt = RedactingFilter(secrets)
-    for name in SENSITIVE_LOGGERS:
-        logger = logging.getLogger(name)
-        for old in [f for f in logger.filters if isinstance(f, RedactingFilter)]:
-            logger.removeFilter(old)
-        logger.addFilter(filt)
-    return filt

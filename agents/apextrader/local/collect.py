@@ -176,6 +176,7 @@ async def orders(
                     slippage_bps=d.slippage_bps,
                     correlation_id=ev.correlation_id,
                     traced=ev.correlation_id in snapshot_ids,
+                    fill_model=d.fill_model,
                 )
             )
     duplicates: Counter[str] = Counter()

@@ -19,6 +19,7 @@ import aiohttp
 
 from apextrader.bus.topology import process_key
 from apextrader.contracts.names import AgentId, Track
+from apextrader.local.agent_env import agent_env
 from apextrader.local.nats_server import free_port
 
 
@@ -107,7 +108,7 @@ class Supervisor:
 
     async def _spawn(self, ap: AgentProcess) -> None:
         env = {
-            **os.environ,
+            **agent_env(os.environ, ap.agent),
             **self.extra_env,
             "APEX_HTTP_PORT": str(ap.http_port),
             "APEX_NATS_URL": self.nats_url,

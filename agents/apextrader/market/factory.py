@@ -46,9 +46,9 @@ def build_source(spec: TradingPipelineSpec) -> MarketSource:
         return ReplaySource(src.path, speed=offline_speed(spec), **common)  # type: ignore[arg-type]
     stale_after = parse_duration(spec.watcher.stale_after).total_seconds()
     if src.transport == "websocket":  # ccxt (~100 MB) is imported only when used
-        from apextrader.market.sources.ccxt_stream_source import CcxtStreamSource
+        from apextrader.market.sources.websocket_source import CcxtStreamSource
 
         return CcxtStreamSource(stale_after_s=stale_after, **common)  # type: ignore[arg-type]
-    from apextrader.market.sources.ccxt_source import CcxtSource
+    from apextrader.market.sources.rest_source import CcxtSource
 
     return CcxtSource(stale_after_s=stale_after, **common)  # type: ignore[arg-type]

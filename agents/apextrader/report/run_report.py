@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+from collections import Counter
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -145,6 +146,12 @@ def _steady_text(s: RunSummary) -> str:
     )
 
 
+def _fill_models(s: RunSummary) -> str:
+    """How the fills were priced: `book` walks an order book, `bar` is the bar model (no depth)."""
+    counts = Counter(f.fill_model for f in s.fills)
+    return ", ".join(f"{n} {model}-model" for model, n in sorted(counts.items())) or "none"
+
+
 def _num(value: float | None, fmt: str) -> str:
     return "–" if value is None else fmt.format(value)
 
@@ -246,7 +253,8 @@ def render_run_report(s: RunSummary) -> str:
     sections = [
         f"<h1>ApexTrader run: {html.escape(s.pipeline)}</h1>",
         f'<p class="muted">{started} · {s.duration_s:.0f} s · source {html.escape(s.source)} · '
-        f"{sum(len(t.slippage_bps) for t in s.tracks)} fills · {s.dlq_total} DLQ entries</p>",
+        f"{sum(len(t.slippage_bps) for t in s.tracks)} fills ({_fill_models(s)}) · "
+        f"{s.dlq_total} DLQ entries</p>",
         "<h2>Go/No-Go</h2>",
         gonogo_section(s),
         "<h2>Tracks</h2>",

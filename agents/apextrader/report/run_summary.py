@@ -6,6 +6,8 @@ JetStream's own stream/consumer state, the events in the streams, or the agents'
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -83,6 +85,8 @@ class FillRecord(Frozen):
     slippage_bps: float
     correlation_id: str
     traced: bool  # the correlation id is the id of a market.snapshot in the MARKET stream
+    #: `book`: walked an order book; `bar`: the bar model of a market without depth.
+    fill_model: Literal["book", "bar"] = "book"
 
 
 class LatencyStats(Frozen):

@@ -42,7 +42,9 @@ from apextrader.risk.portfolio import Portfolio
 from apextrader.runtime.agent import Agent, Handler
 from apextrader.runtime.context import AgentContext
 
-#: Seconds after which an approved order the execution never reported stops counting as exposure.
+#: Seconds after which a paper order the execution never reported stops counting as exposure. A
+#: live spec never expires one: silence there can be an outcome the venue has not told yet (the
+#: order may be working), so only a fill, a rejection or a cancellation releases it.
 PENDING_TTL_S = 300.0
 HISTORY_FILLS = 20_000
 #: Decisions remembered per signal event id, so a redelivered signal gets the same answer.
@@ -239,7 +241,8 @@ class RiskManagerAgent(Agent):
         sig = ev.data.signal
         # When the MARKET consumer trails the signals, the signal's close is the freshest price known.
         self._mark((sig.exchange, sig.symbol), sig.price, (sig.bar_time, True))
-        self.book.expire(time.monotonic(), PENDING_TTL_S)
+        if self.ctx.spec.mode != "live":
+            self.book.expire(time.monotonic(), PENDING_TTL_S)
         coid = derive_id(ev.id, OrderApprovedEvent.event_type, self.ctx.track, 0)
         if not self.killed and self.book.drawdown(self.track_capital) >= self.limits.max_drawdown:
             self.killed = True
@@ -262,7 +265,8 @@ class RiskManagerAgent(Agent):
             sig, coid, self.book, state, self.limits, self.alerts, self.ctx.spec.execution.order_type
         )
         if isinstance(decision, Approved):
-            order = decision.order
+            # The signal's bar dates the order: execution refuses it once the market has moved on.
+            order = decision.order.model_copy(update={"bar_time": sig.bar_time})
             signed = order.amount if order.side == "buy" else -order.amount
             self.book.add_pending(
                 coid, (order.exchange, order.symbol), signed, order.reduce_only, time.monotonic()

@@ -2,40 +2,25 @@
 first tier, lot step and minimum notional. Initial margin = notional / leverage used; maintenance
 margin = notional x maintenance rate (first bracket: the position sizes this gate allows stay in it).
 
-Rates are the exchanges' published tier-1 values for USDT-margined linear perpetuals; an unknown
-contract falls back to the spec's `risk.maintenanceMarginRate` and conservative defaults.
+Rates are the exchanges' published tier-1 values for USDT-margined linear perpetuals (owned by
+`apextrader.venues.profiles`); an unknown contract falls back to the spec's `risk.maintenanceMarginRate` and conservative defaults.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
-from typing import Final
 
 from apextrader.contracts.spec import RiskLimits
+from apextrader.venues.profiles import (
+    DEFAULT_MAX_LEVERAGE,
+    DEFAULT_MIN_NOTIONAL,
+    DEFAULT_STEP,
+    ContractTerms,
+    known_terms,
+)
 
-
-@dataclass(frozen=True)
-class ContractTerms:
-    max_leverage: float
-    maintenance_rate: float
-    amount_step: float
-    min_notional: float
-
-
-#: (exchange, base asset) -> tier-1 terms (Binance USDⓈ-M, Bybit linear, OKX USDT swap).
-_KNOWN: Final[dict[tuple[str, str], ContractTerms]] = {
-    ("binance", "BTC"): ContractTerms(125.0, 0.004, 0.001, 100.0),
-    ("binance", "ETH"): ContractTerms(100.0, 0.005, 0.001, 20.0),
-    ("bybit", "BTC"): ContractTerms(100.0, 0.005, 0.001, 5.0),
-    ("bybit", "ETH"): ContractTerms(100.0, 0.005, 0.01, 5.0),
-    ("okx", "BTC"): ContractTerms(100.0, 0.004, 0.0001, 5.0),
-    ("okx", "ETH"): ContractTerms(100.0, 0.005, 0.001, 5.0),
-}
-_DEFAULT_STEP: Final = 0.001
-_DEFAULT_MIN_NOTIONAL: Final = 5.0
-_DEFAULT_MAX_LEVERAGE: Final = 20.0
+__all__ = ["ContractTerms", "contract_terms", "leverage_used", "round_down"]
 
 
 def contract_terms(exchange: str, symbol: str, limits: RiskLimits) -> ContractTerms:
@@ -46,10 +31,9 @@ def contract_terms(exchange: str, symbol: str, limits: RiskLimits) -> ContractTe
 
 @functools.lru_cache(maxsize=4096)
 def _terms(exchange: str, symbol: str, maintenance_floor: float) -> ContractTerms:
-    base = symbol.split("/", 1)[0]
-    known = _KNOWN.get((exchange, base))
+    known = known_terms(exchange, symbol)
     if known is None:
-        return ContractTerms(_DEFAULT_MAX_LEVERAGE, maintenance_floor, _DEFAULT_STEP, _DEFAULT_MIN_NOTIONAL)
+        return ContractTerms(DEFAULT_MAX_LEVERAGE, maintenance_floor, DEFAULT_STEP, DEFAULT_MIN_NOTIONAL)
     return ContractTerms(
         known.max_leverage,
         max(known.maintenance_rate, maintenance_floor),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import orjson
 
 from apextrader.bus.middleware import current_correlation_id
+from apextrader.runtime.redaction import env_secrets, install_redaction
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -35,6 +37,8 @@ class JsonFormatter(logging.Formatter):
                 doc[key] = value
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # already formatted (and redacted) by the root handlers' filter
+            doc["exc"] = record.exc_text
         return orjson.dumps(doc, default=str).decode()
 
 
@@ -44,6 +48,9 @@ def setup_logging(level: str, **static: Any) -> logging.Logger:
     handler.setFormatter(JsonFormatter(static))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    # Every record of every logger, tracebacks included, passes the redaction; the credentials in
+    # the environment are known to it before anything (a crash, a ccxt debug line) can log them.
+    install_redaction(env_secrets(os.environ))
     root.setLevel(level.upper())
     logging.getLogger("nats").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

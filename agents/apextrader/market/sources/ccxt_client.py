@@ -15,34 +15,21 @@ import ccxt
 import ccxt.async_support as ccxt_async
 
 from apextrader.contracts.payloads import Exchange
+from apextrader.venues.profiles import PROFILES, book_limit, profile, stream_book_limit, streaming_venues
 
-#: ccxt class and the market types to load (only the linear perpetual books the pipeline trades).
-_CONFIG: dict[Exchange, tuple[str, dict[str, Any]]] = {
-    "binance": ("binance", {"defaultType": "swap", "fetchMarkets": {"types": ["linear"]}}),
-    "bybit": ("bybit", {"defaultType": "swap", "fetchMarkets": {"types": ["linear"]}}),
-    "okx": ("okx", {"defaultType": "swap", "fetchMarkets": {"types": ["swap"]}}),
-}
-#: Order-book depths each venue accepts (Binance USDⓈ-M only takes these).
-_BOOK_LIMITS: dict[Exchange, tuple[int, ...]] = {
-    "binance": (5, 10, 20, 50, 100, 500, 1000),
-    "bybit": (1, 25, 50, 100, 200, 500),
-    "okx": (1, 5, 10, 20, 50, 100, 400),
-}
+__all__ = ["OHLCV_PAGE", "STREAMING", "book_limit", "make_exchange", "stream_book_limit"]
+
 #: Venues the `websocket` transport streams (candles, book, trades, liquidations through ccxt.pro).
-#: OKX stays on REST polling for now (its REST path already carries liquidations); ccxt.pro has
-#: its streams too, but they are not wired and tested here yet.
-STREAMING: frozenset[Exchange] = frozenset({"binance", "bybit"})
-#: Book depths each venue's stream accepts (Bybit linear: 1, 50, 200, 1000; Binance diffs any).
-_STREAM_BOOK_LIMITS: dict[Exchange, tuple[int, ...]] = {"bybit": (50, 200, 1000)}
+STREAMING: frozenset[Exchange] = streaming_venues()  # type: ignore[assignment]
 #: Most candles one OHLCV request returns.
-OHLCV_PAGE: dict[Exchange, int] = {"binance": 1500, "bybit": 1000, "okx": 300}
+OHLCV_PAGE: dict[str, int] = {ex: p.ohlcv_page for ex, p in PROFILES.items()}
 
 
 def market_types_for(exchange: Exchange, symbol: str) -> list[str]:
     """Only the market type a symbol needs: `BTC/USDT` is spot, `BTC/USDT:USDT` a linear perpetual."""
     if ":" not in symbol:
         return ["spot"]
-    return list(_CONFIG[exchange][1]["fetchMarkets"]["types"])
+    return list(profile(exchange).data_options["fetchMarkets"]["types"])
 
 
 def make_exchange(
@@ -56,7 +43,8 @@ def make_exchange(
     """A public-data client: ccxt's own rate limiter on (at the venue's published pace unless
     `rate_limit_ms` says otherwise), no credentials, loading only `market_types` (default: the
     linear perpetuals the pipeline trades); the ccxt.pro class when `streaming`."""
-    cls_name, options = _CONFIG[exchange]
+    p = profile(exchange)
+    cls_name, options = p.data_class, p.data_options
     if streaming:
         import ccxt.pro as ccxt_pro  # the websocket classes only for the websocket transport
 
@@ -88,20 +76,6 @@ def point_at(client: ccxt_async.Exchange, base_url: str) -> None:
 def point_ws_at(client: ccxt_async.Exchange, base_url: str) -> None:
     """Open every websocket at `base_url` (`ws://host:port/prefix`) + the venue's path."""
     client.urls["api"] = _rewrite_hosts(client.urls["api"], "ws", base_url.rstrip("/"))
-
-
-def book_limit(exchange: Exchange, levels: int) -> int:
-    """The smallest depth the venue accepts that covers `levels`."""
-    allowed = _BOOK_LIMITS[exchange]
-    return next((n for n in allowed if n >= levels), allowed[-1])
-
-
-def stream_book_limit(exchange: Exchange, levels: int) -> int | None:
-    """The book depth to subscribe to (None: the venue's default, a full diff-synced book)."""
-    allowed = _STREAM_BOOK_LIMITS.get(exchange)
-    if allowed is None:
-        return None
-    return next((n for n in allowed if n >= levels), allowed[-1])
 
 
 def is_transient(exc: BaseException) -> bool:

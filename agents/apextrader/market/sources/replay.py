@@ -21,6 +21,7 @@ from apextrader.contracts.units import timeframe_seconds
 from apextrader.market.snapshots import bar_close_time, liquidations, snapshot, synthetic_book
 from apextrader.market.sources.base import Batch, MarketSource, SourceHealth
 from apextrader.market.sources.pacing import ticks
+from apextrader.market.sources.replay_checks import ROW, check_optional
 from apextrader.quant.datafile import read_market_file
 from apextrader.quant.market_data import InvalidMarketData, validate_ohlcv
 
@@ -50,7 +51,8 @@ class ReplaySource(MarketSource):
         self.finished = False
 
     async def open(self) -> None:
-        frame = read_market_file(self.path)
+        frame = read_market_file(self.path).with_row_index(ROW)
+        check_optional(frame, self.path)
         if "symbol" not in frame.columns:
             frame = frame.with_columns(symbol=pl.lit(self.symbols[0]))
         if "exchange" not in frame.columns:

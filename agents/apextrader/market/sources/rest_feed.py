@@ -1,4 +1,4 @@
-"""One exchange's public data through ccxt: OHLCV history and polls with book, funding, liquidations.
+"""One exchange's public data through ccxt REST calls: OHLCV history and polls with book, funding, liquidations.
 
 Every value goes through ccxt's own parsers (`fetch_ohlcv`, `fetch_order_book`,
 `fetch_funding_rate`); OKX's liquidation orders, which ccxt has no unified call for, go through
@@ -16,6 +16,7 @@ A stale or crossed book is never published (depth is left out).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from pydantic import ValidationError
 from apextrader.contracts.payloads import Exchange, MarketSnapshot, Quality
 from apextrader.contracts.units import timeframe_seconds
 from apextrader.market.snapshots import BookDict, snapshot
+from apextrader.market.sources import intake
 from apextrader.market.sources.ccxt_client import OHLCV_PAGE, book_limit
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,16 @@ def wall_clock_ms() -> int:
 
 def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _okx_liquidation(d: dict[str, Any], size: float) -> dict[str, Any]:
+    """One entry of OKX's `details` (contracts `sz` at bankruptcy price `bkPx`)."""
+    return {
+        "side": d["side"],
+        "price": float(d["bkPx"]),
+        "amount": float(d["sz"]) * size,
+        "time": _dt(int(d["ts"])),
+    }
 
 
 @dataclass
@@ -180,10 +192,10 @@ class ExchangeFeed:
                 liqs=st.pending_liqs if last and not backfill else None,
             )
             st.last_closed = c[0]
+            if last and not backfill:
+                st.pending_liqs = []  # published with this bar, or dropped with it: never carried on
             if snap is not None:
                 out.append(snap)
-                if last and not backfill:
-                    st.pending_liqs = []
         return out
 
     def _snapshot(
@@ -259,10 +271,15 @@ class ExchangeFeed:
             if entry.get("instId") != market["id"]:
                 continue
             for d in entry.get("details", []):
-                ts = int(d["ts"])
-                if ts <= st.liq_seen:
+                try:
+                    ts = int(d["ts"])
+                except (KeyError, TypeError, ValueError):
+                    intake.dropped(self.exchange, "liquidation", "no timestamp", d)
                     continue
+                if ts <= st.liq_seen:
+                    continue  # seen (or dropped) at an earlier look
                 newest = max(newest, ts)
-                st.pending_liqs.append({"side": d["side"], "price": float(d["bkPx"]),
-                                        "amount": float(d["sz"]) * size, "time": _dt(ts)})  # fmt: skip
+                liq = intake.liquidation(self.exchange, d, functools.partial(_okx_liquidation, size=size))
+                if liq is not None:
+                    st.pending_liqs.append(liq)
         st.liq_seen = newest

@@ -1,4 +1,4 @@
-"""The `ccxt` source: Binance, Bybit and OKX public data, one polling loop per exchange.
+"""The `ccxt` source over REST (`source.transport: rest`): Binance, Bybit and OKX public data, one polling loop per exchange.
 
 Each exchange runs independently (a slow or failing venue never delays the others): it polls at
 `hz`, and on an error it backs off exponentially (transient errors: rate limits, timeouts,
@@ -21,7 +21,7 @@ import ccxt.async_support as ccxt_async
 from apextrader.contracts.payloads import Exchange
 from apextrader.market.sources.base import Batch, MarketSource, SourceHealth
 from apextrader.market.sources.ccxt_client import Backoff, describe, is_transient, make_exchange
-from apextrader.market.sources.ccxt_feed import ExchangeFeed, wall_clock_ms
+from apextrader.market.sources.rest_feed import ExchangeFeed, wall_clock_ms
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

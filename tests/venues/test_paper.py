@@ -9,8 +9,8 @@ import pytest
 from apextrader.contracts import OrderApproved, OrderBook
 from apextrader.contracts.payloads import BookLevel
 from apextrader.contracts.spec import ExecutionSpec
-from apextrader.execution.orders import IllegalTransition, OrderState, OrderTracker
-from apextrader.execution.paper import (
+from apextrader.venues.orders import IllegalTransition, OrderState, OrderTracker
+from apextrader.venues.paper import (
     BookHistory,
     LatencyModel,
     PaperEngine,

@@ -30,8 +30,9 @@ from typing import Any
 
 from apextrader.contracts.payloads import MarketSnapshot, Quality
 from apextrader.market.snapshots import BookDict
+from apextrader.market.sources import intake
 from apextrader.market.sources.ccxt_client import describe, stream_book_limit
-from apextrader.market.sources.ccxt_feed import Candle, ExchangeFeed, _dt
+from apextrader.market.sources.rest_feed import Candle, ExchangeFeed, _dt
 
 log = logging.getLogger(__name__)
 #: `watcher(fresh)`: one watch call; `fresh` is True on the first call of a (re)subscription.
@@ -117,15 +118,20 @@ class StreamFeed(ExchangeFeed):
 
     async def _liquidations_stream(self, symbol: str, fresh: bool) -> None:
         ss, size = self.streamed[symbol], self._size(symbol)
-        for liq in await self.client.watch_liquidations(symbol):
-            side = str(liq["side"])
-            if self.exchange == "bybit":  # Bybit names the liquidated position's side
-                side = "sell" if side == "buy" else "buy"
-            ts = int(liq["timestamp"])
-            amount = float(liq["contracts"]) * float(liq.get("contractSize") or size)
-            ss.liqs.append((ts, {"side": side, "price": float(liq["price"]), "amount": amount,
-                                 "time": _dt(ts)}))  # fmt: skip
+        parse = functools.partial(self._liquidation, size=size)
+        for raw in await self.client.watch_liquidations(symbol):
+            liq = intake.liquidation(self.exchange, raw, parse)
+            if liq is not None:
+                ss.liqs.append((int(raw["timestamp"]), liq))
         self.messages += 1
+
+    def _liquidation(self, liq: dict[str, Any], size: float) -> dict[str, Any]:
+        side = str(liq["side"])
+        if self.exchange == "bybit":  # Bybit names the liquidated position's side
+            side = "sell" if side == "buy" else "buy"
+        ts = int(liq["timestamp"])
+        amount = float(liq["contracts"]) * float(liq.get("contractSize") or size)
+        return {"side": side, "price": float(liq["price"]), "amount": amount, "time": _dt(ts)}
 
     # -- snapshots ------------------------------------------------------------------------------
     async def drain(self) -> list[MarketSnapshot]:

@@ -19,8 +19,8 @@ from apextrader.local.nats_server import EmbeddedNats
 from apextrader.market.agent import MarketScannerAgent
 from apextrader.market.factory import build_source
 from apextrader.market.sources.ccxt_client import Backoff
-from apextrader.market.sources.ccxt_source import CcxtSource
-from apextrader.market.sources.ccxt_stream_source import CcxtStreamSource
+from apextrader.market.sources.rest_source import CcxtSource
+from apextrader.market.sources.websocket_source import CcxtStreamSource
 from apextrader.runtime import AgentContext, AgentRunner
 from tests.market.agents_on_bus import count, eventually, pipeline_with, read_all, running
 from tests.market.fake_exchanges import FIXTURES, MINUTE, T0, FakeExchanges

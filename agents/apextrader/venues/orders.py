@@ -13,6 +13,9 @@ class OrderState(StrEnum):
     FILLED = "filled"
     CANCELLED = "cancelled"
     REJECTED = "rejected"
+    #: The venue may or may not have the order (a timeout after it may have accepted): never a
+    #: state an order is tracked in, only what a venue call can answer.
+    UNKNOWN = "unknown"
 
 
 TERMINAL = frozenset({OrderState.FILLED, OrderState.CANCELLED, OrderState.REJECTED})
@@ -26,6 +29,7 @@ _ALLOWED: dict[OrderState, frozenset[OrderState]] = {
     OrderState.FILLED: frozenset(),
     OrderState.CANCELLED: frozenset(),
     OrderState.REJECTED: frozenset(),
+    OrderState.UNKNOWN: frozenset(),
 }
 
 

@@ -23,9 +23,9 @@ from typing import Any
 from apextrader.contracts.payloads import Exchange
 from apextrader.market.sources.base import Batch
 from apextrader.market.sources.ccxt_client import STREAMING, describe, make_exchange
-from apextrader.market.sources.ccxt_feed import ExchangeFeed
-from apextrader.market.sources.ccxt_source import CcxtSource, ClientFactory
-from apextrader.market.sources.ccxt_stream import TRADE_GRACE_S, StreamFeed, Watcher
+from apextrader.market.sources.rest_feed import ExchangeFeed
+from apextrader.market.sources.rest_source import CcxtSource, ClientFactory
+from apextrader.market.sources.websocket_feed import TRADE_GRACE_S, StreamFeed, Watcher
 
 log = logging.getLogger(__name__)
 _pro_client: ClientFactory = functools.partial(make_exchange, streaming=True)

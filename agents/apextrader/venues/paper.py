@@ -4,6 +4,11 @@
 Market orders walk every level until filled; when the depth runs out the rest is cancelled (a
 partial fill). Limit orders are immediate-or-cancel at the limit price. Both pay the taker fee: they
 take liquidity.
+
+A market whose snapshots never carried depth (plain OHLCV replay, a venue without a book) fills on
+the bar model instead (`execution.barFill`, docs/risk-and-execution.md): the next bar's open (or the decision
+bar's close) plus half the spread and the slippage, against the trader, whole amount, same fees and
+the same limit / price-protection bounds.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from apextrader.contracts.payloads import Exchange, OrderApproved, OrderBook
-from apextrader.contracts.spec import ExecutionSpec
+from apextrader.contracts.spec import BarFillSpec, ExecutionSpec
 
 
 @dataclass(frozen=True)
@@ -142,3 +147,57 @@ class PaperEngine:
             remaining=max(0.0, order.amount - walk.filled),
             levels=walk.levels,
         )
+
+
+@dataclass(frozen=True)
+class BarMark:
+    at: datetime  # wall-clock publish time
+    open_time: datetime
+    open: float
+    close: float
+
+
+class BarHistory:
+    """Recent bars of one instrument (forming or closed), by publish time."""
+
+    def __init__(self, maxlen: int = 256) -> None:
+        self.maxlen = maxlen
+        self._bars: deque[BarMark] = deque(maxlen=maxlen)
+
+    def add(self, mark: BarMark) -> None:
+        if self._bars and mark.open_time < self._bars[-1].open_time:
+            return  # out of order: keep the market clock monotonic
+        if self._bars and mark.open_time == self._bars[-1].open_time:
+            first = self._bars.pop()  # the same bar, later: keep when it opened and the newest close
+            mark = BarMark(first.at, mark.open_time, first.open, mark.close)
+        self._bars.append(mark)
+
+    def at(self, moment: datetime) -> BarMark | None:
+        """The newest bar published at or before `moment`."""
+        best = None
+        for b in self._bars:
+            if b.at > moment:
+                break
+            best = b
+        return best
+
+    def after(self, open_time: datetime) -> BarMark | None:
+        """The first bar that opened after `open_time`."""
+        return next((b for b in self._bars if b.open_time > open_time), None)
+
+    def first_after(self, moment: datetime) -> BarMark | None:
+        """The first bar published after `moment`."""
+        return next((b for b in self._bars if b.at > moment), None)
+
+
+def bar_price(order: OrderApproved, price: float, model: BarFillSpec) -> float:
+    """A bar's price moved against the trader by half the spread and the slippage."""
+    bps = model.spread_bps / 2 + model.slippage_bps
+    sign = 1.0 if order.side == "buy" else -1.0
+    return price * (1.0 + sign * bps / 1e4)
+
+
+def within(order: OrderApproved, price: float, limit: float | None) -> bool:
+    if limit is None:
+        return True
+    return price <= limit if order.side == "buy" else price >= limit

@@ -11,7 +11,7 @@ import pytest
 
 from apextrader.contracts.payloads import Exchange, MarketSnapshot
 from apextrader.market.sources.ccxt_client import Backoff
-from apextrader.market.sources.ccxt_source import CcxtSource
+from apextrader.market.sources.rest_source import CcxtSource
 from tests.market.fake_exchanges import FIXTURES, MINUTE, T0, FakeExchanges
 
 EXCHANGES: list[Exchange] = ["binance", "bybit", "okx"]
