@@ -88,10 +88,11 @@ def cluster(request: pytest.FixtureRequest) -> ClusterAccess:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The journey is one story (install, apply, edit, restart, delete, uninstall): its tests keep
-    the order of the file even when pytest-randomly shuffles the rest of the suite."""
+    """Tests on the cluster run last and in the order of their files: the journey is one story
+    (install, apply, edit, restart, delete, uninstall), then the benchmark reinstalls the chart.
+    pytest-randomly still shuffles everything else."""
     here = Path(__file__).parent
-    slots = [i for i, item in enumerate(items) if Path(str(item.path)).parent == here]
-    ordered = sorted((items[i] for i in slots), key=lambda item: (str(item.path), item.location[1]))
-    for slot, item in zip(slots, ordered, strict=True):
-        items[slot] = item
+    on_cluster = [item for item in items if "cluster" in getattr(item, "fixturenames", ())]
+    rest = [item for item in items if "cluster" not in getattr(item, "fixturenames", ())]
+    on_cluster.sort(key=lambda item: (Path(str(item.path)).parent != here, str(item.path), item.location[1]))
+    items[:] = rest + on_cluster
