@@ -23,6 +23,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from apextrader.bus.client import ensure_kv, ensure_topology
 from apextrader.bus.history import history
 from apextrader.bus.kv import KV
+from apextrader.bus.users import inbox_prefix
 from apextrader.bus.topology import KV_CANARY_WEIGHT, declare, kv_applied_key, stream_name, subject
 from apextrader.contracts import Envelope, TradingPipeline, load_pipeline
 from apextrader.contracts.names import EventType
@@ -94,6 +95,7 @@ async def login(
         error_cb=session._error,
         allow_reconnect=False,
         connect_timeout=2,
+        inbox_prefix=inbox_prefix(user),
     )
     try:
         yield session

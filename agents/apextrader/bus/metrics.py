@@ -106,3 +106,21 @@ CANARY_WEIGHT: Final = Gauge(
     ["pipeline"],
     registry=REGISTRY,
 )
+STREAM_GAP: Final = Counter(
+    "apex_stream_gap_total",
+    "Messages a consumer never received because its stream discarded them first (MARKET, FEATURES).",
+    ["agent", "stream"],
+    registry=REGISTRY,
+)
+STREAM_DISCARDED: Final = Counter(
+    "apex_stream_discarded_total",
+    "Messages a stream removed under its limits (age, size) since this process started watching.",
+    ["stream"],
+    registry=REGISTRY,
+)
+STREAM_FILL: Final = Gauge(
+    "apex_stream_fill_ratio",
+    "Bytes stored / max_bytes of a stream; a protected stream refuses new events at 1.",
+    ["stream"],
+    registry=REGISTRY,
+)
