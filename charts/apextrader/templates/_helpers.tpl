@@ -100,6 +100,10 @@ seccompProfile:
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+# The managed NATS cluster's disruption budget (3 replicas).
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "create", "patch"]
 {{- if .Values.rbac.manageSecrets }}
 # Per-agent NATS user credentials; never list/watch, so other Secrets stay unread.
 - apiGroups: [""]
