@@ -51,9 +51,13 @@ async def _login(url: str, pipeline: TradingPipeline, user: str, errors: list[st
     )
 
 
-async def test_no_agent_reaches_another_agents_durables_or_inbox(server: str, pipeline: TradingPipeline) -> None:
+async def test_no_agent_reaches_another_agents_durables_or_inbox(
+    server: str, pipeline: TradingPipeline
+) -> None:
     topology = declare(pipeline.spec, pipeline.name)
-    admin = await connect_once(server, user=OPERATOR_USER, password=user_password(KEY, pipeline.name, OPERATOR_USER))
+    admin = await connect_once(
+        server, user=OPERATOR_USER, password=user_password(KEY, pipeline.name, OPERATOR_USER)
+    )
     js = admin.jetstream(timeout=10)
     await ensure_topology(js, topology)
     before = {(c.stream, c.durable): await js.consumer_info(c.stream, c.durable) for c in topology.consumers}

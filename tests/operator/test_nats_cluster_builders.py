@@ -56,7 +56,9 @@ def test_three_replicas_spread_budget_readiness_and_rolling() -> None:
     assert "affinity" not in one["StatefulSet"]["spec"]["template"]["spec"]
 
 
-def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name | None, signer: Any, ca: bool) -> x509.Certificate:
+def _cert(
+    subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name | None, signer: Any, ca: bool
+) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     now = datetime.datetime.now(datetime.UTC)
     builder = (
@@ -71,7 +73,9 @@ def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name | Non
     )
     if not ca:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
             critical=False,
         )
     return builder.sign(signer, hashes.SHA256())
@@ -92,6 +96,13 @@ def _write_tls(d: Path) -> None:
     )
 
 
+def _serve(tmp_path: Path) -> subprocess.Popen[bytes]:
+    log = (tmp_path / "nats.log").open("w")
+    env = {**os.environ, "POD_NAME": "btc-perp-nats-0"}
+    conf = str(tmp_path / "nats.conf")
+    return subprocess.Popen([nats_server_binary(), "-c", conf], stdout=log, stderr=log, env=env)
+
+
 async def test_managed_tls_with_a_ca_the_test_generates(tmp_path: Path) -> None:
     tp = _pipeline(tls={"secretName": "btc-perp-nats-tls"})
     assert nats_url(tp).startswith("tls://")
@@ -105,15 +116,15 @@ async def test_managed_tls_with_a_ca_the_test_generates(tmp_path: Path) -> None:
     conf = conf.replace(TLS_DIR, str(tls_dir)).replace("/data/jetstream", str(tmp_path / "js"))
     conf = conf.replace("port: 4222", f"port: {port}").replace("http_port: 8222", f"http_port: {free_port()}")
     (tmp_path / "nats.conf").write_text(conf)
-    log = (tmp_path / "nats.log").open("w")
-    env = {**os.environ, "POD_NAME": "btc-perp-nats-0"}
-    proc = subprocess.Popen([nats_server_binary(), "-c", str(tmp_path / "nats.conf")], stdout=log, stderr=log, env=env)
+    proc = _serve(tmp_path)
     try:
         ctx = ssl.create_default_context(cafile=str(tls_dir / "ca.crt"))
         nc = None
         for _ in range(50):
             try:
-                nc = await nats.connect(f"tls://127.0.0.1:{port}", tls=ctx, allow_reconnect=False, connect_timeout=1)
+                nc = await nats.connect(
+                    f"tls://127.0.0.1:{port}", tls=ctx, allow_reconnect=False, connect_timeout=1
+                )
                 break
             except Exception:  # not listening yet
                 await asyncio.sleep(0.1)
@@ -123,7 +134,9 @@ async def test_managed_tls_with_a_ca_the_test_generates(tmp_path: Path) -> None:
             await nats.connect(f"nats://127.0.0.1:{port}", allow_reconnect=False, connect_timeout=1)
         untrusting = ssl.create_default_context()
         with pytest.raises(Exception):  # noqa: B017
-            await nats.connect(f"tls://127.0.0.1:{port}", tls=untrusting, allow_reconnect=False, connect_timeout=1)
+            await nats.connect(
+                f"tls://127.0.0.1:{port}", tls=untrusting, allow_reconnect=False, connect_timeout=1
+            )
     finally:
         proc.terminate()
         proc.wait(10)

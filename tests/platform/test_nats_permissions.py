@@ -23,8 +23,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from apextrader.bus.client import ensure_kv, ensure_topology
 from apextrader.bus.history import history
 from apextrader.bus.kv import KV
-from apextrader.bus.users import inbox_prefix
 from apextrader.bus.topology import KV_CANARY_WEIGHT, declare, kv_applied_key, stream_name, subject
+from apextrader.bus.users import inbox_prefix
 from apextrader.contracts import Envelope, TradingPipeline, load_pipeline
 from apextrader.contracts.names import EventType
 from apextrader.local.nats_server import free_port

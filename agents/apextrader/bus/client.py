@@ -27,7 +27,8 @@ _DELIVER: dict[str, js_api.DeliverPolicy] = {
 
 
 async def connect(url: str, *, name: str = "apextrader", **options: Any) -> NatsClient:
-    """Connect with endless reconnects (a restarted server is picked up again) and quiet logs."""
+    """Connect with endless reconnects (a restarted server is picked up again) and quiet logs.
+    `url` may list a cluster's servers comma-separated (any of them will do)."""
 
     async def _error(exc: Exception) -> None:
         log.warning("nats: %s", exc)
@@ -39,7 +40,7 @@ async def connect(url: str, *, name: str = "apextrader", **options: Any) -> Nats
         log.info("nats: reconnected to %s", url)
 
     params: dict[str, Any] = {
-        "servers": [url],
+        "servers": server_list(url),
         "name": name,
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 0.25,
@@ -50,6 +51,10 @@ async def connect(url: str, *, name: str = "apextrader", **options: Any) -> Nats
     }
     params.update(options)
     return await nats.connect(**with_inbox(params))
+
+
+def server_list(url: str) -> list[str]:
+    return [u.strip() for u in url.split(",") if u.strip()]
 
 
 def with_inbox(params: dict[str, Any]) -> dict[str, Any]:
@@ -68,7 +73,7 @@ async def connect_once(url: str, *, name: str = "apextrader", **options: Any) ->
         return None
 
     params: dict[str, Any] = {
-        "servers": [url],
+        "servers": server_list(url),
         "name": name,
         "allow_reconnect": False,
         "max_reconnect_attempts": 1,

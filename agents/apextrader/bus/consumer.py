@@ -78,7 +78,9 @@ class PullConsumer:
             missed = seq - last - 1
             self.gaps += missed
             STREAM_GAP.labels(self.decl.agent, self.decl.stream).inc(missed)
-            log.warning("%s/%s: %d messages discarded before delivery", self.decl.stream, self.decl.durable, missed)
+            log.warning(
+                "%s/%s: %d messages discarded before delivery", self.decl.stream, self.decl.durable, missed
+            )
         if last is None or seq > last:
             self._last_seq = seq
 

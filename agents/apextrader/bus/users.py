@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from typing import Final
 
 from apextrader.bus.advisories import max_deliveries_subject
-from apextrader.bus.topology import declare, dlq_subject, durable_name, kv_applied_key, subject
+from apextrader.bus.topology import (
+    EVENT_DOMAIN,
+    declare,
+    dlq_subject,
+    durable_name,
+    kv_applied_key,
+    stream_name,
+    subject,
+)
 from apextrader.contracts.names import AGENT_IDS, DECISION_TRACKS, AgentId, EventType, Track, agent_tracks
 from apextrader.contracts.pipeline import TradingPipeline
 
@@ -34,6 +42,23 @@ EMITS: Final[dict[AgentId, tuple[EventType, ...]]] = {
 #: signal on with the track it came from).
 TRACK_FORWARDING: Final[frozenset[AgentId]] = frozenset({"backtester"})
 OPERATOR_USER: Final = "apextrader-operator"
+#: What each agent reads back with `bus.history` at start (beyond what its durables read):
+#: (event type, own track only?). Decision agents rebuild from their own track's orders.
+HISTORY_READS: Final[dict[AgentId, tuple[tuple[EventType, bool], ...]]] = {
+    "market-scanner": (),
+    "feature-engineer": (("features.computed", False),),
+    "event-watcher": (("market.alert", False), ("market.snapshot", False)),
+    "strategy-builder": (("features.computed", False),),
+    "backtester": (("features.computed", False),),
+    "risk-manager": (
+        ("order.approved", True),
+        ("order.filled", True),
+        ("order.rejected", True),
+        ("order.cancelled", True),
+        ("market.alert", False),
+    ),
+    "execution": (("order.filled", True), ("order.rejected", True), ("order.cancelled", True)),
+}
 
 
 @dataclass(frozen=True)
@@ -85,6 +110,14 @@ def _jetstream_permissions(tp: TradingPipeline, agent: AgentId, track: Track) ->
             # the runtime dead-letters what hit max_deliver: it reads the message by sequence
             f"$JS.API.STREAM.MSG.GET.{c.stream}",
         ]
+    for event, own_track in HISTORY_READS[agent]:
+        stream = stream_name(tp.name, EVENT_DOMAIN[event])
+        last = track if own_track else ">"
+        allow += [
+            f"$JS.API.STREAM.INFO.{stream}",
+            f"$JS.API.CONSUMER.CREATE.{stream}.*.apex.{tp.name}.{event}.{last}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.*",
+        ]
     applied = kv_applied_key(agent, track, "x").removesuffix(".x")
     allow += [
         f"$JS.API.STREAM.INFO.{kv_stream}",
@@ -93,6 +126,7 @@ def _jetstream_permissions(tp: TradingPipeline, agent: AgentId, track: Track) ->
         # KV watches: ordered push consumers delivering to its own inbox (no deletes: they expire)
         f"$JS.API.CONSUMER.CREATE.{kv_stream}",
         f"$JS.API.CONSUMER.CREATE.{kv_stream}.>",
+        f"$JS.API.CONSUMER.INFO.{kv_stream}.*",
         f"$JS.FC.{kv_stream}.>",
         # KV writes: only its own `applied.<agent>.<track>.<instance>` echo
         f"$KV.{topology.kv_bucket}.{applied}.*",
@@ -104,7 +138,10 @@ def _other_durables(agent: AgentId, track: Track) -> list[str]:
     """Create, fetch from or ack any other agent's durable (every track a pipeline may run)."""
     own = durable_name(agent, track)
     others = [
-        durable_name(a, t) for a in AGENT_IDS for t in agent_tracks(a, has_canary=True) if (a, t) != (agent, track)
+        durable_name(a, t)
+        for a in AGENT_IDS
+        for t in agent_tracks(a, has_canary=True)
+        if (a, t) != (agent, track)
     ]
     deny: list[str] = []
     for name in others:

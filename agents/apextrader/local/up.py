@@ -1,6 +1,7 @@
 """`apex up`: the whole TradingPipeline on one machine.
 
-Order (the seed's deploy.sh, with health checks): embedded nats-server with JetStream → streams,
+Order (the seed's deploy.sh, with health checks): embedded nats-server(s) with JetStream and the
+pipeline's per-agent users (`--bus-replicas 3`: a 3-server cluster on loopback) → streams,
 consumers and KV from `bus.topology` → the seven agents in pipeline order, each `/ready` before the
 next → run (live view, canary loop, a watchdog that restarts a dead server or agent) → graceful stop
 → JetStream's own accounting collected into `summary.json` and the HTML report.
@@ -26,8 +27,8 @@ from apextrader.canary.machine import track_weights
 from apextrader.contracts import AGENT_IDS, agent_tracks, load_pipeline
 from apextrader.local import collect
 from apextrader.local.canary_driver import LocalCanary
+from apextrader.local.localbus import ServerWatchdog, start_local_bus
 from apextrader.local.monitor import LiveSnapshot, Monitor
-from apextrader.local.nats_server import EmbeddedNats
 from apextrader.local.options import UpOptions, effective_pipeline, write_pipeline
 from apextrader.local.supervisor import Supervisor
 from apextrader.local.view import make_progress, render
@@ -36,24 +37,6 @@ from apextrader.report.run_summary import AgentRecord, OutageRecord, RunSummary,
 
 #: Longest wait for in-flight events to drain through the pipeline before accounting.
 DRAIN_TIMEOUT_S = 60.0
-
-
-class ServerWatchdog:
-    """Restarts a dead nats-server on the same port and store; records the downtime."""
-
-    def __init__(self, server: EmbeddedNats) -> None:
-        self.server = server
-        self.downtime_s = 0.0
-        self.restarts = 0
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(0.2)
-            if not self.server.running:
-                down_at = time.monotonic()
-                await asyncio.to_thread(self.server.start)
-                self.downtime_s += time.monotonic() - down_at + 0.2
-                self.restarts += 1
 
 
 async def run_up(
@@ -69,9 +52,13 @@ async def run_up(
     tracks = ["stable", "canary"] if has_canary else ["stable"]
     units = [(a, t) for a in AGENT_IDS for t in agent_tracks(a, has_canary)]
 
-    server = EmbeddedNats(data_dir / "jetstream", log_file=data_dir / "nats-server.log").start()
-    console.print(f"[green]✓[/] nats-server with JetStream on {server.url} (store {server.store_dir})")
-    nc = await connect(server.url, name="apex-up")
+    bus, logins = await asyncio.to_thread(
+        start_local_bus, tp, data_dir, spec.bus.managed.replicas if spec.bus.managed else 1
+    )
+    admin_file = logins.write_admin(data_dir)
+    all_urls = ",".join(bus.urls)
+    console.print(f"[green]✓[/] {len(bus.servers)} nats-server(s) with JetStream on {all_urls}")
+    nc = await connect(all_urls, name="apex-up", **logins.admin_options())
     js = nc.jetstream()
     topology = declare(spec, name)
     await ensure_topology(js, topology)
@@ -84,11 +71,15 @@ async def run_up(
     )
 
     supervisor = Supervisor(
-        units, pipeline_file=pipeline_file, nats_url=server.url, log_dir=data_dir / "logs"
+        units,
+        pipeline_file=pipeline_file,
+        nats_url=all_urls,
+        log_dir=data_dir / "logs",
+        agent_env=logins.agent_env,
     )
     runtime_file = data_dir / "runtime.json"
     started = time.time()
-    watchdog = ServerWatchdog(server)
+    watchdog = ServerWatchdog(bus)
     watchdog_task: asyncio.Task[None] | None = None
     request_task: asyncio.Task[None] | None = None
     stop = asyncio.Event()
@@ -101,8 +92,11 @@ async def run_up(
     def write_runtime() -> None:  # where `apex canary --local` and the tests find the processes
         info = {
             "pipeline": name,
-            "nats_url": server.url,
-            "nats_pid": server.pid,
+            "nats_url": bus.url,
+            "nats_pid": bus.pids[0],
+            "nats_urls": bus.urls,
+            "nats_pids": bus.pids,
+            "nats_admin": str(admin_file),
             "agents": supervisor.runtime_info(),
         }
         runtime_file.write_text(json.dumps(info, indent=2))
@@ -210,8 +204,9 @@ async def run_up(
         await supervisor.stop()
         with contextlib.suppress(Exception):
             await nc.close()
-        server.stop()
+        bus.stop()
         runtime_file.unlink(missing_ok=True)
+        admin_file.unlink(missing_ok=True)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     (data_dir / "summary.json").write_text(summary.model_dump_json(indent=2))
@@ -289,6 +284,7 @@ async def _summarise(
         dlq_total=sum(reasons.values()),
         dlq_by_reason=dict(reasons),
         published=await collect.published_counts(js, topology),
+        discarded=await collect.discarded_counts(js, topology),
         tracks=tracks,
         fills=fills,
         prices=market.prices,

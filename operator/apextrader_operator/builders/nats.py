@@ -227,7 +227,10 @@ def _spread(tp: TradingPipeline, bus: ManagedBus) -> Manifest:
                 "preferredDuringSchedulingIgnoredDuringExecution": [
                     {
                         "weight": 100,
-                        "podAffinityTerm": {"labelSelector": selector, "topologyKey": "kubernetes.io/hostname"},
+                        "podAffinityTerm": {
+                            "labelSelector": selector,
+                            "topologyKey": "kubernetes.io/hostname",
+                        },
                     }
                 ]
             }
