@@ -117,7 +117,9 @@ def consumer_config(decl: ConsumerDecl) -> js_api.ConsumerConfig:
         filter_subject=decl.filter_subjects[0] if single else None,
         filter_subjects=None if single else list(decl.filter_subjects),
         max_ack_pending=decl.max_ack_pending,
-        num_replicas=decl.replicas,
+        # 0 = the stream's replicas: a stream scaled in place takes its consumers (and their ack
+        # state) along; an explicit count would make the update refuse and force a recreate.
+        num_replicas=0,
     )
 
 

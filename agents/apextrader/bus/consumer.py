@@ -69,18 +69,28 @@ class PullConsumer:
         else:
             self.bound = True
 
-    def _note_sequence(self, msg: Msg) -> None:
-        """Count a jump in stream sequence: on a whole-stream filter, each skipped sequence is a
-        message the stream discarded before delivery (redeliveries go backwards and are ignored)."""
+    async def _note_sequence(self, msg: Msg) -> None:
+        """Count messages the stream discarded before this consumer got them. On a whole-stream
+        filter consecutive deliveries have consecutive stream sequences; a jump is a gap only for
+        the sequences now below the stream's first one (the others are deliveries lost in flight
+        during a reconnect, which come back as redeliveries)."""
         seq = msg.metadata.sequence.stream
         last = self._last_seq
         if last is not None and seq > last + 1:
-            missed = seq - last - 1
-            self.gaps += missed
-            STREAM_GAP.labels(self.decl.agent, self.decl.stream).inc(missed)
-            log.warning(
-                "%s/%s: %d messages discarded before delivery", self.decl.stream, self.decl.durable, missed
-            )
+            try:
+                first = (await self.js.stream_info(self.decl.stream)).state.first_seq
+            except Exception:  # unknown now; the next jump will look again
+                first = last + 1
+            missed = max(0, min(seq, first) - last - 1)
+            if missed:
+                self.gaps += missed
+                STREAM_GAP.labels(self.decl.agent, self.decl.stream).inc(missed)
+                log.warning(
+                    "%s/%s: %d messages discarded before delivery",
+                    self.decl.stream,
+                    self.decl.durable,
+                    missed,
+                )
         if last is None or seq > last:
             self._last_seq = seq
 
@@ -117,7 +127,7 @@ class PullConsumer:
                         await rest.nak()
                     break
                 if self.decl.track_gaps:
-                    self._note_sequence(msg)
+                    await self._note_sequence(msg)
                 await self.on_message(msg)
                 self.handled += 1
         with contextlib.suppress(Exception):  # the connection may already be closing

@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
+import nats.errors
 from nats.js import JetStreamContext
 from rich.console import Console
 from rich.live import Live
@@ -34,6 +37,9 @@ from apextrader.local.supervisor import Supervisor
 from apextrader.local.view import make_progress, render
 from apextrader.report.run_report import write_run_report
 from apextrader.report.run_summary import AgentRecord, OutageRecord, RunSummary, TrackRecord
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: Longest wait for in-flight events to drain through the pipeline before accounting.
 DRAIN_TIMEOUT_S = 60.0
@@ -128,9 +134,10 @@ async def run_up(
                     live.stop()
                 flow_consumers = sum(c.deliver_policy == "all" for c in topology.consumers)
                 while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-                    status_now = await canary.tick()
+                    status_now = await _bus_tolerant(canary.tick(), canary.status)
                     snap = await monitor.poll()
-                    if steady_since is None and await collect.outstanding(js, topology) <= flow_consumers:
+                    left = await _bus_tolerant(collect.outstanding(js, topology), flow_consumers + 1)
+                    if steady_since is None and left <= flow_consumers:
                         steady_since = time.time()  # start-up backlog (backfill, warm-up) cleared
                     write_runtime()  # pids change when agents restart
                     weights = track_weights(status_now.effective_weight, has_canary)
@@ -293,11 +300,26 @@ async def _summarise(
     )
 
 
+async def _bus_tolerant(call: Awaitable[T], fallback: T) -> T:
+    """A bus request of the run loop; while a server is down or a leader is being elected it may time
+    out: the loop keeps going with `fallback` (the watchdog restarts servers, the next tick retries)."""
+    try:
+        return await call
+    except (TimeoutError, nats.errors.Error) as exc:
+        log.info("bus request failed (%s); retrying next tick", exc)
+        return fallback
+
+
 async def _serve_requests(kv: KV, canary: LocalCanary) -> None:
     """Apply `apex canary ... --local` requests the moment they land, not at the next view refresh."""
-    async for value in kv.watch(KV_CANARY_REQUEST):
-        if value:
-            await canary.tick()
+    while True:
+        try:
+            async for value in kv.watch(KV_CANARY_REQUEST):
+                if value:
+                    await _bus_tolerant(canary.tick(), canary.status)
+        except (TimeoutError, nats.errors.Error) as exc:  # the watch died with its server: watch again
+            log.info("canary request watch ended (%s); watching again", exc)
+            await asyncio.sleep(0.5)
 
 
 def _latency_buckets(snap: LiveSnapshot, track: str) -> list[tuple[float, float]]:
