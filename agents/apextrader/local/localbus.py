@@ -20,6 +20,9 @@ from apextrader.contracts.pipeline import TradingPipeline
 from apextrader.local.nats_server import LocalCluster
 
 ADMIN_FILE = "nats-admin.json"
+#: A file of this name in a server's store dir holds it down (maintenance, chaos tests): the
+#: watchdog does not restart it until the file is gone.
+HOLD_FILE = "hold"
 
 
 @dataclass(frozen=True)
@@ -88,14 +91,13 @@ class ServerWatchdog:
         self.max_backoff = max_backoff
         self.downtime_s = 0.0
         self.restarts = 0
-        self.paused = False  # chaos tests hold restarts while a server is meant to stay down
 
     async def run(self) -> None:
         backoff = [0.25] * len(self.cluster.servers)
         while True:
             await asyncio.sleep(0.2)
             for i, server in enumerate(self.cluster.servers):
-                if server.running or self.paused:
+                if server.running or (server.store_dir / HOLD_FILE).exists():
                     continue
                 down_at = time.monotonic()
                 await asyncio.sleep(backoff[i])

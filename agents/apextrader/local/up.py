@@ -102,6 +102,7 @@ async def run_up(
             "nats_pid": bus.pids[0],
             "nats_urls": bus.urls,
             "nats_pids": bus.pids,
+            "nats_store_dirs": [str(srv.store_dir) for srv in bus.servers],
             "nats_admin": str(admin_file),
             "agents": supervisor.runtime_info(),
         }
