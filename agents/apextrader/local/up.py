@@ -106,7 +106,10 @@ async def run_up(
             "nats_admin": str(admin_file),
             "agents": supervisor.runtime_info(),
         }
-        runtime_file.write_text(json.dumps(info, indent=2))
+        # atomically: `--local` commands and tests read it while it is rewritten every second
+        tmp = runtime_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info, indent=2))
+        tmp.replace(runtime_file)
 
     try:
         with console.status("starting agents…") as status:
