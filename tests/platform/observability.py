@@ -31,6 +31,9 @@ METRICS: Final[dict[str, set[str]]] = {
     "apex_source_up": {"exchange"},
     "apex_canary_phase": {"pipeline", "phase"},
     "apex_canary_weight": {"pipeline"},
+    "apex_stream_gap_total": {"agent", "stream"},
+    "apex_stream_discarded_total": {"stream"},
+    "apex_stream_fill_ratio": {"stream"},
 }
 HISTOGRAMS: Final = {"apex_handler_seconds", "apex_pipeline_latency_seconds", "apex_slippage_bps"}
 #: Labels the scrape adds (PodMonitor relabelling) on top of the metrics' own.
