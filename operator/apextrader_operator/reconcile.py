@@ -222,6 +222,7 @@ async def reconcile(
             if memory.needs_provisioning(digest, time.monotonic()):
                 await bus.provision(topology)
                 memory.provisioned = (digest, time.monotonic())
+            await bus.observe_streams(topology)
         except BusUnavailable as exc:
             bus, bus_ready, bus_reason, bus_message = None, False, exc.reason, str(exc)
         except KubeError as exc:  # bus.credentialsSecret missing or incomplete
