@@ -23,7 +23,7 @@ from apextrader.local.localbus import admin_login
 from tests.e2e.apex_cli import finish, start_up, wait_runtime
 from tests.e2e.test_apex_up import assert_clean_flow
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def _runtime(data_dir: Path) -> dict[str, Any]:
