@@ -173,7 +173,7 @@ def _add_rules(spec: dict[str, Any]) -> dict[str, Any]:
 def pipeline_values_schema() -> dict[str, Any]:
     spec, source = spec_schema_source()
     spec = _add_rules(_strict(spec))
-    spec["description"] = f"TradingPipeline spec (CONVENTIONS.md 1), generated from {source}."
+    spec["description"] = f"TradingPipeline spec (docs/conventions.md §1), generated from {source}."
     string_map = {"type": "object", "additionalProperties": {"type": "string"}}
     return {
         "$schema": "https://json-schema.org/draft-07/schema#",

@@ -17,6 +17,9 @@ from apextrader.local.nats_server import EmbeddedNats
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_PIPELINE = ROOT / "manifests" / "pipeline.yaml"
+#: The real-cluster fixtures (`cluster`: the local control plane or kind), shared by tests/cluster
+#: and tests/bench.
+pytest_plugins = ["tests.cluster.fixtures"]
 
 
 @pytest.fixture

@@ -4,30 +4,24 @@ step the pure state machine, write KV `canary.weight`/`canary.state`, read back 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, get_args
 
-from apextrader.bus import metrics
 from apextrader.bus.topology import KV_CANARY_STATE, KV_CANARY_WEIGHT, deployment_name
-from apextrader.canary import advance, analysis_due, kv_state, parse_metrics, window_values
-from apextrader.canary.analysis import TrackCounters, judge
-from apextrader.canary.sources import prometheus_values, scrape
+from apextrader.canary import advance, analysis_due, kv_state
+from apextrader.canary.export import export_analysis, export_canary_metrics
+from apextrader.canary.machine import latest_echo, with_positions
+from apextrader.canary.sources import AnalysisMemory
+from apextrader.canary.sources import run_analysis as analyse
 from apextrader.contracts.names import AGENT_IDS, agent_tracks
 from apextrader.contracts.pipeline import TradingPipeline
-from apextrader.contracts.status import AnalysisRun, CanaryPhase, CanaryStatus
+from apextrader.contracts.status import AnalysisRun, CanaryStatus
 from apextrader_operator.builders.labels import HTTP_PORT
 from apextrader_operator.natsbus import PipelineBus
 
 #: The agent whose echo is the applied weight of a track (it sizes positions from it).
 WEIGHT_AGENT = "risk-manager"
 
-
-@dataclass
-class AnalysisMemory:
-    """Per pipeline, in the operator's memory: the previous scrape, to difference counters."""
-
-    previous: dict[str, TrackCounters] | None = None
+__all__ = ["AnalysisMemory", "export_canary_metrics", "run_analysis", "step_canary"]
 
 
 def metrics_urls(tp: TradingPipeline) -> list[str]:
@@ -48,18 +42,7 @@ async def run_analysis(
     tp: TradingPipeline, memory: AnalysisMemory, now: datetime, urls: MetricsUrls = metrics_urls
 ) -> AnalysisRun:
     assert tp.spec.canary is not None
-    spec = tp.spec.canary.analysis
-    if spec.prometheus_url:
-        values = await prometheus_values(spec.prometheus_url, "canary", spec.interval)
-        return judge(spec, values, now)
-    pages = await scrape(urls(tp))
-    current = parse_metrics(pages)
-    previous = memory.previous
-    memory.previous = current
-    if previous is None:
-        # the first scrape is the baseline: counters since process start are not "the interval"
-        return judge(spec, dict.fromkeys(window_values(None, None)), now)
-    return judge(spec, window_values(current.get("canary"), previous.get("canary")), now)
+    return await analyse(tp.spec.canary.analysis, urls(tp), memory, now)
 
 
 async def step_canary(
@@ -76,24 +59,16 @@ async def step_canary(
     run = None
     if analyse and canary is not None and analysis_due(canary, previous, now):
         run = await run_analysis(tp, memory, now, urls)
+        export_analysis(tp.name, run)
     status = advance(canary, previous, now, run)
     export_canary_metrics(tp.name, status)
     if bus is not None:
         await bus.put_json(KV_CANARY_WEIGHT, status.effective_weight)
         await bus.put_json(KV_CANARY_STATE, kv_state(status.phase))
         status.applied_weight = await applied_weights(bus, canary is not None)
+        if canary is not None:
+            status = with_positions(status, await bus.entries(f"applied.{WEIGHT_AGENT}.canary."))
     return status
-
-
-def export_canary_metrics(pipeline: str, status: CanaryStatus) -> None:
-    """`apex_canary_weight` and `apex_canary_phase` (1 for the current phase) for dashboards/alerts."""
-    metrics.CANARY_WEIGHT.labels(pipeline=pipeline).set(status.effective_weight)
-    for phase in get_args(CanaryPhase):
-        metrics.CANARY_PHASE.labels(pipeline=pipeline, phase=phase).set(1 if phase == status.phase else 0)
-
-
-def _latest(entries: dict[str, Any]) -> Any:
-    return max(entries.values(), key=lambda v: str(v.get("at", "")) if isinstance(v, dict) else "")
 
 
 async def applied_weights(bus: PipelineBus, has_canary: bool) -> dict[str, int | None]:
@@ -102,7 +77,7 @@ async def applied_weights(bus: PipelineBus, has_canary: bool) -> dict[str, int |
     out: dict[str, int | None] = {}
     for track in ("stable", "canary") if has_canary else ("stable",):
         entries = await bus.entries(f"applied.{WEIGHT_AGENT}.{track}.")
-        latest = _latest(entries) if entries else None
+        latest = latest_echo(entries)
         weight = latest.get("weight") if isinstance(latest, dict) else latest
         if isinstance(weight, int | float):
             out[track] = int(weight)

@@ -64,6 +64,19 @@ CEL: Final[dict[str, list[dict[str, str]]]] = {
             "!has(self.kind) || self.kind != 'replay' || has(self.path)",
             "source.path is required when kind is replay",
             ".path",
+        ),
+        _rule(
+            "!has(self.regimes) || (has(self.model) && self.model == 'regimes')",
+            "source.regimes needs source.model: regimes",
+            ".regimes",
+        ),
+    ],
+    "RegimesSpec": [
+        _rule(
+            "(has(self.trend) && has(self.trend.share) ? self.trend.share : 1) + "
+            "(has(self.meanReversion) && has(self.meanReversion.share) ? self.meanReversion.share : 1) + "
+            "(has(self.random) && has(self.random.share) ? self.random.share : 1) > 0",
+            "regimes: at least one of trend, meanReversion, random needs share > 0",
         )
     ],
     "CanarySpec": [
@@ -91,14 +104,21 @@ CEL: Final[dict[str, list[dict[str, str]]]] = {
 }
 
 
-def _agents_rules(agent_ids: list[str]) -> list[dict[str, str]]:
-    return [
-        _rule(f"self.all(k, k in {agent_ids})", f"agents: keys must be agent ids ({', '.join(agent_ids)})"),
-        _rule(
-            "self.all(k, k == 'strategy-builder' || !has(self[k].replicas) || self[k].replicas <= 1)",
-            "only strategy-builder may run more than 1 replica",
-        ),
-    ]
+def _map_key_rules(keys: list[str], values: Any) -> list[dict[str, str]]:
+    """CEL for a map with a closed key set: the agents map, or per-exchange maps (fees, ...).
+
+    The replicas rule exists only where the values are agent specs: CEL is type-checked when the
+    API server loads the CRD, and a field selection on a number would make it refuse the CRD."""
+    what = "agent ids" if "strategy-builder" in keys else "exchange ids"
+    rules = [_rule(f"self.all(k, k in {keys})", f"keys must be {what} ({', '.join(keys)})")]
+    if isinstance(values, dict) and "replicas" in values.get("properties", {}):
+        rules.append(
+            _rule(
+                "self.all(k, k == 'strategy-builder' || !has(self[k].replicas) || self[k].replicas <= 1)",
+                "only strategy-builder may run more than 1 replica",
+            )
+        )
+    return rules
 
 
 def _structural(node: Any, defs: dict[str, Schema]) -> Any:
@@ -143,7 +163,8 @@ def _structural(node: Any, defs: dict[str, Schema]) -> Any:
         kinds = {type(v) for v in out["enum"]}
         out["type"] = "integer" if kinds == {int} else "string"
     if "propertyNames" in node:
-        out["x-kubernetes-validations"] = _agents_rules(list(node["propertyNames"]["enum"]))
+        keys = list(node["propertyNames"]["enum"])
+        out["x-kubernetes-validations"] = _map_key_rules(keys, out.get("additionalProperties"))
     if title in CEL:
         out["x-kubernetes-validations"] = CEL[title]
     if out.get("type") == "array" and out.get("items", {}).get("type") in ("string", "integer"):

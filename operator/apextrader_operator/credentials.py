@@ -19,6 +19,7 @@ from typing import Any, Final
 import kopf
 
 from apextrader.contracts.pipeline import TradingPipeline
+from apextrader_operator.apply import ForeignObject, owned_by
 from apextrader_operator.builders.nats import nats_url
 from apextrader_operator.builders.security import (
     KEY_BYTES,
@@ -43,9 +44,13 @@ def _key_of(secret: Mapping[str, Any]) -> bytes:
 
 
 async def ensure_pipeline_key(kube: KubeClient, tp: TradingPipeline, owner: Mapping[str, Any]) -> bytes:
-    """The pipeline key: read it, or create it once when the Secret does not exist yet."""
+    """The pipeline key: read it, or create it once when the Secret does not exist yet. A Secret of
+    that name this pipeline did not create is never read for a key: ForeignObject."""
     ns, name = tp.metadata.namespace, key_secret_name(tp.name)
+    uid = (owner.get("metadata") or {}).get("uid")
     current = await kube.get("Secret", ns, name)
+    if current is not None and not owned_by(current, uid):
+        raise ForeignObject(f"Secret/{name}")
     if current is None:
         obj = build_pipeline_key_secret(tp, secrets.token_bytes(KEY_BYTES))
         kopf.adopt(obj, owner=owner)  # type: ignore[arg-type]  # removed with the pipeline
@@ -57,6 +62,8 @@ async def ensure_pipeline_key(kube: KubeClient, tp: TradingPipeline, owner: Mapp
             current = await kube.get("Secret", ns, name)  # another writer won: use its key
             if current is None:
                 raise
+            if not owned_by(current, uid):
+                raise ForeignObject(f"Secret/{name}") from None
     return _key_of(current)
 
 

@@ -44,6 +44,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.finalizer = FINALIZER
     settings.posting.level = 20  # INFO and above become Events on the CR
     settings.execution.max_workers = 4
+    # No cluster scanning: with --namespace kopf would LIST namespaces (which the chart's Role does
+    # not grant) and retry for a minute before falling back, and it needs no CRD watch either, as
+    # the chart installs the CRD before the operator starts. Found on a real API server.
+    settings.scanning.disabled = True
     memo.kube = KubeClient(load_credentials())
     memo.pool = BusPool()
 

@@ -1,6 +1,6 @@
 """One idempotent reconcile for create, resume, update and the timer.
 
-Order (the seed's deploy.sh): the pipeline key (managed bus), the bus with its users; once it is
+Order (docs/conventions.md §6): the pipeline key (managed bus), the bus with its users; once it is
 ready, streams/consumers/KV; then config and agents (each with its NATS credentials) upstream to
 downstream. An invalid spec changes no child. Ready follows the children's own status
 (Deployments' and the StatefulSet's readyReplicas), never the fact that they were applied.
@@ -23,17 +23,32 @@ from apextrader.bus.topology import declare, deployment_name, kv_bucket
 from apextrader.contracts.names import AGENT_IDS, agent_tracks
 from apextrader.contracts.pipeline import PipelineError, TradingPipeline, parse_pipeline, track_spec
 from apextrader.contracts.status import AgentStatus, TradingPipelineStatus
-from apextrader_operator.apply import apply, merge_diff
-from apextrader_operator.builders import Telemetry, build_agent_children, build_bus_children
-from apextrader_operator.builders.labels import MANAGED_BY, Manifest
+from apextrader_operator.apply import FieldConflict, ForeignObject, apply, merge_diff, object_key, owned_by
+from apextrader_operator.builders import (
+    NetworkScope,
+    Telemetry,
+    build_agent_children,
+    build_bus_children,
+    build_children,
+)
+from apextrader_operator.builders.agents import DEFAULT_IMAGE, default_image
+from apextrader_operator.builders.labels import Manifest
 from apextrader_operator.canary_ops import AnalysisMemory, MetricsUrls, metrics_urls, step_canary
 from apextrader_operator.credentials import PipelineKeyInvalid, bus_login, ensure_pipeline_key
 from apextrader_operator.kube import KubeClient, KubeError
 from apextrader_operator.natsbus import BusPool, BusUnavailable, PipelineBus
+from apextrader_operator.policy import (
+    allowed_images_from_env,
+    credentials_violations,
+    default_allowed_images,
+    image_violations,
+)
 from apextrader_operator.status import condition, dump, load, set_condition
 
 #: Kinds the operator prunes when it stops rendering them (e.g. canary Deployments after a promote).
 PRUNED_KINDS = ("Deployment", "Service")
+#: Builds the children's names before the pipeline key exists (names never depend on the key).
+PLACEHOLDER_KEY = bytes(32)
 #: Re-check streams and consumers this often even without spec changes (someone may delete them).
 REPROVISION_S = 60.0
 
@@ -48,13 +63,28 @@ class OperatorConfig:
     telemetry: Telemetry = field(default_factory=Telemetry)
     #: Where the built-in analysis scrapes /metrics (default: every agent Service of the pipeline).
     metrics_urls: MetricsUrls = metrics_urls
+    #: Image references a CR may choose (policy.py): repository prefixes, `@sha256:` digests of them.
+    #: Where the operator's and the monitoring's pods run (the bus's NetworkPolicy admits them).
+    network: NetworkScope = field(default_factory=NetworkScope)
+    #: Empty: the default (the repository of `image`, else of APEX_AGENT_IMAGE, and `nats`).
+    allowed_images: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.allowed_images:
+            self.allowed_images = default_allowed_images(self.image or default_image())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
         """`apex operator`'s settings (docs/operator.md, "Settings"); the chart sets them."""
         env = os.environ if env is None else env
+        image = env.get("APEX_AGENT_IMAGE") or None
         return cls(
-            image=env.get("APEX_AGENT_IMAGE") or None,
+            image=image,
+            allowed_images=allowed_images_from_env(env, image or DEFAULT_IMAGE),
+            network=NetworkScope(
+                operator_namespace=env.get("APEX_NAMESPACE") or None,
+                monitoring_namespace=env.get("APEX_MONITORING_NAMESPACE") or None,
+            ),
             nats_url=env.get("APEX_OPERATOR_NATS_URL") or None,
             telemetry=Telemetry(
                 endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
@@ -119,28 +149,50 @@ async def _existing(kube: KubeClient, tp: TradingPipeline, kinds: set[str]) -> d
     }
 
 
+@dataclass
+class Children:
+    """What the server holds under every child's name (None: absent), and what carried our labels."""
+
+    current: dict[str, Manifest | None]
+    listed: dict[str, Manifest]
+
+    def conflicts(self, uid: str | None) -> list[str]:
+        return sorted(k for k, obj in self.current.items() if obj is not None and not owned_by(obj, uid))
+
+
+async def _children(kube: KubeClient, tp: TradingPipeline, names: list[tuple[str, str]]) -> Children:
+    """Every planned child, before anything is written: a LIST per kind (our instance label), then a
+    GET by name for the rest, so an object someone else made under a child's name is seen too.
+    Secrets are only ever read one by one: the operator may get them, never list them (RBAC)."""
+    listed = await _existing(kube, tp, {kind for kind, _ in names} - {"Secret"})
+    missing = [(k, n) for k, n in names if f"{k}/{n}" not in listed]
+    got = await asyncio.gather(*(kube.get(k, tp.metadata.namespace, n) for k, n in missing))
+    current: dict[str, Manifest | None] = {f"{k}/{n}": listed.get(f"{k}/{n}") for k, n in names}
+    current.update({f"{k}/{n}": obj for (k, n), obj in zip(missing, got, strict=True)})
+    return Children(current, listed)
+
+
 #: Children are applied in waves, each wave concurrently: what others reference (accounts, Secrets,
 #: ConfigMaps) before what routes to pods, before the workloads themselves.
 _WAVE = {"ServiceAccount": 0, "Secret": 0, "ConfigMap": 0, "Service": 1, "NetworkPolicy": 1}
 
 
 async def _apply_all(
-    kube: KubeClient, tp: TradingPipeline, objs: list[Manifest], owner: Mapping[str, Any]
-) -> tuple[list[str], dict[str, Manifest], dict[str, Manifest]]:
-    """Apply in order; returns the changes, the children as now held, and what existed before."""
+    kube: KubeClient, objs: list[Manifest], owner: Mapping[str, Any], children: Children
+) -> tuple[list[str], dict[str, Manifest]]:
+    """Apply in order; returns the changes and the children as now held."""
     kopf.adopt(objs, owner=owner)  # type: ignore[arg-type]  # a Body or its raw mapping
-    # Secrets are read one by one: the operator may get its own, never list anyone's (RBAC)
-    existing = await _existing(kube, tp, {o["kind"] for o in objs} - {"Secret"})
-    keys = [f"{obj['kind']}/{obj['metadata']['name']}" for obj in objs]
+    uid = (owner.get("metadata") or {}).get("uid")
+    keys = [object_key(obj) for obj in objs]
     results: dict[str, tuple[str, Manifest]] = {}
     for wave in sorted({_WAVE.get(obj["kind"], 2) for obj in objs}):
         batch = [(k, o) for k, o in zip(keys, objs, strict=True) if _WAVE.get(o["kind"], 2) == wave]
         done = await asyncio.gather(
-            *(apply(kube, o) if o["kind"] == "Secret" else apply(kube, o, existing.get(k)) for k, o in batch)
+            *(apply(kube, o, children.current.get(k), owner_uid=uid) for k, o in batch)
         )
         results.update(zip((k for k, _ in batch), done, strict=True))
     changes = [f"{results[k][0]} {k}" for k in keys if results[k][0] != "unchanged"]
-    return changes, {k: results[k][1] for k in keys}, existing
+    return changes, {k: results[k][1] for k in keys}
 
 
 async def _prune(
@@ -149,10 +201,7 @@ async def _prune(
     removed = []
     for key, obj in existing.items():
         kind = key.split("/", 1)[0]
-        labels = obj["metadata"].get("labels") or {}
-        owners = {o.get("uid") for o in obj["metadata"].get("ownerReferences", [])}
-        ours = labels.get("app.kubernetes.io/managed-by") == MANAGED_BY and (uid is None or uid in owners)
-        if kind in PRUNED_KINDS and key not in keep and ours:
+        if kind in PRUNED_KINDS and key not in keep and owned_by(obj, uid):
             await kube.delete(kind, tp.metadata.namespace, obj["metadata"]["name"])
             removed.append(f"deleted {key}")
     return removed
@@ -187,13 +236,40 @@ async def reconcile(
         cond("InvalidSpec", "True", "SpecInvalid", message)
         cond("Ready", "False", "InvalidSpec", "the spec is invalid; no child was changed")
         return _outcome(previous, status, events=[("Warning", "InvalidSpec", message)])
+    refused = image_violations(tp, config.allowed_images) + await credentials_violations(kube, tp)
+    if refused:
+        message = "; ".join(refused)
+        status.phase, status.message = "Invalid", message
+        cond("InvalidSpec", "True", "SpecRefused", message)
+        cond("Ready", "False", "InvalidSpec", "the spec is refused; no child was changed")
+        return _outcome(previous, status, events=_once(previous, "InvalidSpec", message))
     cond("InvalidSpec", "False", "SpecValid")
 
-    # 0. the pipeline key every NATS password derives from (created once, never rewritten)
+    def conflict(keys: list[str], detail: str = "") -> Outcome:
+        message = detail or (
+            f"{', '.join(keys)}: exists but was not created by this TradingPipeline (no "
+            "app.kubernetes.io/managed-by: apextrader-operator label with an owner reference to it); "
+            "nothing was changed; delete or rename it"
+        )
+        cond("Ready", "False", "Conflict", message)
+        was_running = previous.phase in ("Running", "Degraded")
+        status.phase, status.message = ("Degraded" if was_running else "Provisioning"), message
+        return _outcome(previous, status, events=_once(previous, "Conflict", message))
+
+    # 0. every child's name is checked before anything is written: a foreign object stops it all
+    uid = meta.get("uid")
+    planned = build_children(tp, config.image, config.telemetry, key=PLACEHOLDER_KEY, scope=config.network)
+    children = await _children(kube, tp, [(o["kind"], o["metadata"]["name"]) for o in planned])
+    if foreign := children.conflicts(uid):
+        return conflict(foreign)
+
+    # the pipeline key every NATS password derives from (created once, never rewritten)
     key: bytes | None = None
     if tp.spec.bus.managed is not None:
         try:
             key = await ensure_pipeline_key(kube, tp, body)
+        except ForeignObject as exc:
+            return conflict([exc.key])
         except PipelineKeyInvalid as exc:
             message = str(exc)  # names the Secret, never its content
             cond("BusReady", "False", "PipelineKeyInvalid", message)
@@ -203,8 +279,13 @@ async def reconcile(
             return _outcome(previous, status, events=[("Warning", "PipelineKeyInvalid", message)])
 
     # 1. the bus
-    bus_objs = build_bus_children(tp, key)
-    changes, current, _ = await _apply_all(kube, tp, bus_objs, body)
+    bus_objs = build_bus_children(tp, key, config.network)
+    try:
+        changes, current = await _apply_all(kube, bus_objs, body, children)
+    except ForeignObject as exc:  # created under a child's name since the check above
+        return conflict([exc.key])
+    except FieldConflict as exc:
+        return conflict([exc.key], f"{exc} (another field manager owns these fields; not forced)")
     managed = tp.spec.bus.managed
     bus_ready, bus_reason, bus_message = True, "BusReady", ""
     if managed is not None:
@@ -231,12 +312,17 @@ async def reconcile(
 
     # 2. config and agents, only on a ready bus (agents bind to consumers that must exist)
     agent_objs = build_agent_children(tp, config.image, config.telemetry, key=key)
-    keep = {f"{o['kind']}/{o['metadata']['name']}" for o in bus_objs + agent_objs}
+    keep = {object_key(o) for o in bus_objs + agent_objs}
     if bus_ready:
-        more, agents_current, existed = await _apply_all(kube, tp, agent_objs, body)
+        try:
+            more, agents_current = await _apply_all(kube, agent_objs, body, children)
+        except ForeignObject as exc:
+            return conflict([exc.key])
+        except FieldConflict as exc:
+            return conflict([exc.key], f"{exc} (another field manager owns these fields; not forced)")
         changes += more
         current.update(agents_current)
-        changes += await _prune(kube, tp, meta.get("uid"), keep, existed)
+        changes += await _prune(kube, tp, uid, keep, children.listed)
 
     # 3. readiness from the children's own status
     status.agents = {}
@@ -293,6 +379,13 @@ async def reconcile(
     status.phase = "Running" if ready else ("Degraded" if was_running else "Provisioning")
     status.message = "" if ready else (bus_message or condition(status, "AgentsReady").message)  # type: ignore[union-attr]
     return _outcome(previous, status, changes=changes, events=events)
+
+
+def _once(previous: TradingPipelineStatus, reason: str, message: str) -> list[tuple[str, str, str]]:
+    """A Warning Event when the refusal is new, not again on every timer tick while it lasts."""
+    if any(c.message == message for c in previous.conditions if c.type in ("Ready", "InvalidSpec")):
+        return []
+    return [("Warning", reason, message)]
 
 
 def _outcome(

@@ -222,7 +222,7 @@ async def test_kill_switch_after_the_configured_drawdown(nats_server: EmbeddedNa
         await pub.publish(
             snapshot_event("ETH/USDT:USDT", 95.0, i=1, depth=10_000.0)
         )  # -5 % on ~50 % of equity: -2.5 %
-        await eventually(lambda: risk.book.drawdown(risk.share) >= 0.02, what="drawdown past 2 %")
+        await eventually(lambda: risk.book.drawdown(risk.track_capital) >= 0.02, what="drawdown past 2 %")
         after = validated("BTC/USDT:USDT", price=50_000.0, stop=49_000.0)
         await pub.publish(after)
         await eventually(lambda: _count(js, "signal.rejected", 1), what="refusal")
@@ -243,14 +243,14 @@ async def test_canary_weight_is_read_from_kv_applied_and_echoed(
         assert isinstance(risk, RiskManagerAgent)
         kv = await KV.open(js, kv_bucket(PIPE))
         key = kv_applied_key("risk-manager", "canary", "test-0")
-        assert risk.canary_weight == 5 and risk.share == 5_000.0  # declared until KV says otherwise
+        assert risk.canary_weight == 5 and risk.track_capital == 5_000.0  # declared until KV says otherwise
         await kv.put_json(KV_CANARY_WEIGHT, 25)
         await eventually(lambda: risk.canary_weight == 25, what="weight applied")
         await eventually(lambda: _applied(kv, key, 25), what="weight echoed")
         assert metrics.CANARY_WEIGHT_APPLIED.labels(track="canary")._value.get() == 25
-        assert risk.share == 25_000.0
+        assert risk.track_capital == 25_000.0
         await kv.put_json(KV_CANARY_WEIGHT, 0)  # aborted: the canary opens nothing
-        await eventually(lambda: risk.weight == 0, what="abort applied")
+        await eventually(lambda: risk.track_weight == 0, what="abort applied")
         sig = SignalValidatedEvent.new(
             validated("ETH/USDT:USDT").data, pipeline=PIPE, source_agent="backtester", track="canary"
         )

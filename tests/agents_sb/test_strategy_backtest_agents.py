@@ -209,6 +209,12 @@ async def test_backtester_gate_matches_the_offline_walk_forward(
     if stable_bo.expectancy is not None:
         gauge = EXPECTANCY.labels(track="stable", strategy="breakout")._value.get()
         assert gauge == pytest.approx(stable_bo.expectancy)
+    from apextrader.bus.metrics import GATE_ACCEPTED, GATE_THRESHOLD
+
+    labels = {"track": "stable", "strategy": "breakout", "exchange": "binance", "symbol": SYMBOL}
+    assert GATE_ACCEPTED.labels(**labels)._value.get() == float(stable_bo.accepted)
+    if stable_bo.threshold is not None:
+        assert GATE_THRESHOLD.labels(**labels)._value.get() == pytest.approx(stable_bo.threshold)
 
     await publish_many(js, [proposal(t, n, 999) for (t, n) in outcomes])
     validated = await collect(
@@ -223,9 +229,12 @@ async def test_backtester_gate_matches_the_offline_walk_forward(
     for ev in validated:
         v = outcomes[(ev.track, ev.data.signal.strategy)]  # type: ignore[attr-defined, index]
         assert v.accepted and ev.data.expectancy == v.expectancy and ev.data.trades == v.trades  # type: ignore[attr-defined]
+        test = (ev.data.statistic, ev.data.threshold, ev.data.trials, ev.data.method)  # type: ignore[attr-defined]
+        assert test == (v.statistic, v.threshold, v.trials, "oos-t-bonferroni") and v.trials == 4
     for ev in rejected[1:] if rejected and rejected[0].id == first[0].id else rejected:
         v = outcomes[(ev.track, ev.data.strategy)]  # type: ignore[attr-defined, index]
         assert not v.accepted and ev.data.reason == v.reason and ev.data.stage == "backtester"  # type: ignore[attr-defined]
+        assert (ev.data.threshold, ev.data.trials) == (v.threshold, v.trials)  # type: ignore[attr-defined]
 
 
 async def test_strategy_builder_rebuilds_its_windows_after_a_restart(

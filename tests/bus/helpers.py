@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 from nats.js import JetStreamContext
 
 from apextrader.bus.consumer import PullConsumer
-from apextrader.bus.middleware import ChainConfig, CompletedIds, Handler, build_chain
+from apextrader.bus.middleware import ChainConfig, CompletedIds, build_chain
 from apextrader.bus.publisher import Publisher, event_headers
 from apextrader.bus.topology import ConsumerDecl, Topology, subject
-from apextrader.contracts import Bar, Envelope, MarketSnapshot, MarketSnapshotEvent
+from apextrader.contracts import Bar, Envelope, Handler, MarketSnapshot, MarketSnapshotEvent
 from apextrader.contracts.names import AgentId, EventType, Track
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -1,5 +1,6 @@
-"""`apex backtest` end to end through the CLI: files written per CONVENTIONS §5, a self-contained
-report, `--signals` equal to the engine, and one-line errors for bad input."""
+"""`apex backtest` end to end through the CLI: files written as docs/backtest.md says, a
+self-contained report, `--signals` equal to the engine, open positions listed (or closed with
+`--close-at-end`), and one-line errors for bad input."""
 
 from __future__ import annotations
 
@@ -36,6 +37,12 @@ def test_walk_forward_writes_files_and_a_self_contained_report(tmp_path: Path) -
                 "expectancy", "expectancy_se", "trades", "exposure", "folds"):  # fmt: skip
         assert key in stats
     assert len(stats["folds"]) == 3 * 2 * 2  # folds x symbols x strategies
+    assert len(stats["verdicts"]) == 2 * 2 and stats["open_trades"] == 0  # folds close at their end
+    for v in stats["verdicts"]:
+        assert v["method"] == "oos-t-bonferroni" and v["trials"] == 4 and v["threshold"] > 0
+        assert v["accepted"] == (
+            v["trades"] >= 5 and v["statistic"] is not None and v["statistic"] > v["threshold"]
+        )
     trades = pl.read_parquet(out / "trades.parquet")
     assert {"entry_time", "exit_time", "side", "size", "entry_price", "exit_price", "fees", "pnl"} <= set(
         trades.columns
@@ -49,6 +56,25 @@ def test_walk_forward_writes_files_and_a_self_contained_report(tmp_path: Path) -
     page = report.read_text()
     assert re.search(r"<script[^>]+src=", page) is None and "<link" not in page
     assert "Plotly" in page and "Walk-forward folds" in page and "Drawdown" in page
+    assert "oos-t-bonferroni" in page and "threshold" in page
+
+
+def test_open_positions_are_listed_or_closed_at_the_end(tmp_path: Path) -> None:
+    bars = random_bars(400, seed=23)
+    data = tmp_path / "b.parquet"
+    bars.write_parquet(data)
+    sig = pl.DataFrame({"timestamp": bars["timestamp"], "entry_long": np.arange(400) == 300})
+    sig.write_parquet(tmp_path / "sig.parquet")
+    for flag, status in (([], "open"), (["--close-at-end"], "closed")):
+        out = tmp_path / status
+        code, text = invoke("backtest", PIPELINE, "--data", data, "--signals", tmp_path / "sig.parquet",
+                            "--out", out, *flag)  # fmt: skip
+        assert code == 0, text
+        trades = pl.read_parquet(out / "trades.parquet")
+        stats = json.loads((out / "stats.json").read_text())
+        assert trades["status"].to_list() == [status]
+        assert (stats["trades"], stats["open_trades"]) == ((0, 1) if status == "open" else (1, 0))
+        assert f"{stats['trades']} closed, {stats['open_trades']} open" in text
 
 
 def test_signals_mode_equals_the_engine(tmp_path: Path) -> None:
@@ -98,3 +124,12 @@ def test_grid_with_no_valid_point_is_one_line(tmp_path: Path) -> None:
         "backtest", path, "--synthetic", "--bars", "3000", "--walk-forward", "2", "--out", tmp_path
     )
     assert code == 1 and "no valid point" in text and len(text.strip().splitlines()) == 1, text
+
+
+def test_help_cites_only_documents_in_the_repository() -> None:
+    code, text = invoke("backtest", "--help")
+    assert code == 0 and "CONVENTIONS" not in text
+    cited = set(re.findall(r"[\w./-]+\.md", text))
+    assert cited, "the help points at the backtest docs"
+    root = PIPELINE.parents[1]
+    assert all((root / c).is_file() for c in cited), cited

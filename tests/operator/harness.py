@@ -1,6 +1,6 @@
 """kopf against kmock over real HTTP, with a real nats-server.
 
-kmock's gaps (ENVIRONMENT.md) are closed here: the emulator stamps uid, resourceVersion, generation
+kmock's gaps (it stamps no metadata, filters no label selectors) are closed here: the emulator stamps uid, resourceVersion, generation
 (bumped on spec changes only) and creationTimestamp, and filters LISTs by equality label selectors
 (the operator filters client-side as well). The operator never relies on PUT, server-side apply or
 owner-reference GC. kmock runs no controllers: tests mark Deployments and
@@ -33,6 +33,8 @@ from apextrader_operator.kube import Credentials, KubeClient
 from apextrader_operator.reconcile import OperatorConfig
 
 NAMESPACE = "trading"
+#: The kubeconfig's token (the operator under test); the tests' own client sends another.
+OPERATOR_TOKEN = "operator"
 RESOURCES = {
     "apextrader.io/v1alpha1/tradingpipelines": kmock.ResourceInfo(
         kind="TradingPipeline",
@@ -105,13 +107,39 @@ class StampingEmulator(kmock.KubernetesEmulator):
             ]
         return payload
 
+    #: Every API call as RBAC sees it: (API group, resource[/subresource], verb); see `rbac_verb`.
+    calls: set[tuple[str, str, str]]
+
+    def record(self, request: Any) -> None:
+        if (
+            request.resource is None
+            or request.resource.plural is None
+            or request.headers.get("Authorization") != f"Bearer {OPERATOR_TOKEN}"
+        ):
+            return  # discovery (/api, /apis/...), which every user may read, or the test's own calls
+        if not hasattr(self, "calls"):
+            self.calls = set()
+        plural = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
+        self.calls.add((request.resource.group or "", plural, rbac_verb(request)))
+
     async def _handle(self, request: Any) -> Any:
+        self.record(request)
         # kmock matches every request against its whole request history (O(n) per request); the
         # operator's tests never assert on that history, so keep only in-flight requests.
         if len(self._requests) > 16:
             del self._requests[:-8]
         self._stamp(request)
         return await super()._handle(request)
+
+
+def rbac_verb(request: Any) -> str:
+    """The verb the API server authorizes an HTTP request as (kube-apiserver's RequestInfo)."""
+    method = str(request.method.value if hasattr(request.method, "value") else request.method).upper()
+    if method == "GET":
+        if (request.params or {}).get("watch") in ("true", "1"):
+            return "watch"
+        return "get" if request.name else "list"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
 
 
 def write_kubeconfig(path: Path, server: str) -> None:
@@ -121,7 +149,8 @@ def write_kubeconfig(path: Path, server: str) -> None:
                 "apiVersion": "v1",
                 "kind": "Config",
                 "clusters": [{"name": "kmock", "cluster": {"server": server}}],
-                "users": [{"name": "kmock", "user": {"token": "test"}}],
+                # the operator's own token: `StampingEmulator.calls` records only its requests
+                "users": [{"name": "kmock", "user": {"token": OPERATOR_TOKEN}}],
                 "contexts": [
                     {
                         "name": "kmock",

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from apextrader.contracts import TradingPipeline, load_pipeline, parse_pipeline
-from apextrader_operator.builders import Telemetry, build_children
+from apextrader_operator.builders import Telemetry, build_agent_children, build_children
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -176,7 +176,7 @@ def test_managed_bus_statefulset_with_jetstream_storage() -> None:
     objs = build_children(example(), IMAGE, key=KEY)
     sts = by_kind(objs, "StatefulSet")["btc-perp-nats"]
     claim = sts["spec"]["volumeClaimTemplates"][0]
-    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
     conf = by_kind(objs, "ConfigMap")["btc-perp-nats-config"]["data"]["nats.conf"]
     assert "jetstream {" in conf and "store_dir: /data/jetstream" in conf
     svc = by_kind(objs, "Service")["btc-perp-nats"]
@@ -299,3 +299,43 @@ def test_agents_export_traces_to_the_operators_collector() -> None:
             for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]
             if e["name"].startswith("OTEL_")
         ]
+
+
+def test_credentials_only_for_a_live_tracks_execution_agent() -> None:
+    doc = yaml.safe_load((ROOT / "manifests" / "pipeline.yaml").read_text())
+    doc["spec"]["execution"] = {"credentialsSecret": "exchange-keys"}  # paper mode: never mounted
+    paper = parse_pipeline(doc)
+    doc["spec"]["mode"] = "live"
+    live = parse_pipeline(doc)
+
+    def mounted(tp: Any) -> set[str]:
+        return {
+            o["metadata"]["name"]
+            for o in build_agent_children(tp, "img:1", key=b"k")
+            if o["kind"] == "Deployment" and "envFrom" in o["spec"]["template"]["spec"]["containers"][0]
+        }
+
+    assert mounted(paper) == set()
+    assert mounted(live) == {"btc-perp-execution-stable", "btc-perp-execution-canary"}
+
+
+def test_every_agent_container_has_memory_requests_and_limits_by_default() -> None:
+    doc = yaml.safe_load((ROOT / "manifests" / "pipeline.yaml").read_text())
+    doc["spec"]["agents"] = {"risk-manager": {"resources": {"requests": {"memory": "1Gi"}}}}
+    for obj in build_agent_children(parse_pipeline(doc), "img:1", key=b"k"):
+        if obj["kind"] != "Deployment":
+            continue
+        res = obj["spec"]["template"]["spec"]["containers"][0]["resources"]
+        assert res["requests"]["cpu"], obj["metadata"]["name"]
+        if obj["metadata"]["labels"]["app.kubernetes.io/component"] == "risk-manager":
+            # the spec's memory is kept as given, no default limit below its request is added
+            assert res == {"requests": {"cpu": "50m", "memory": "1Gi"}}
+        else:
+            assert res["requests"]["memory"] and res["limits"]["memory"], obj["metadata"]["name"]
+
+
+def test_the_nats_container_has_requests_and_a_memory_limit() -> None:
+    tp = load_pipeline(ROOT / "manifests" / "pipeline.yaml")
+    (sts,) = [o for o in build_children(tp, key=b"k") if o["kind"] == "StatefulSet"]
+    res = sts["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert res["requests"]["cpu"] and res["requests"]["memory"] and res["limits"]["memory"]

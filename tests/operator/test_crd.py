@@ -104,6 +104,19 @@ GOOD = [
     {"mode": "live", "execution": {"credentialsSecret": "keys"}},
     {"agents": {"strategy-builder": {"replicas": 3}, "risk-manager": {"replicas": 1}}},
     {"bus": {"url": "nats://nats.infra:4222"}},
+    {"source": {"model": "regimes"}},
+    {"source": {"kind": "replay", "path": "x.parquet", "model": "regimes"}},  # ignored off synthetic
+    {
+        "source": {
+            "model": "regimes",
+            "regimes": {
+                "meanBars": 300,
+                "trend": {"share": 1, "drift": 0.3},
+                "meanReversion": {"share": 0},
+                "random": {"share": 0},
+            },
+        }
+    },
 ]
 BAD = [
     ({"canary": {"weight": 5, "steps": [{"setWeight": 5}]}}, "exactly one of weight"),
@@ -117,6 +130,16 @@ BAD = [
     ({"agents": {"trader": {}}}, "agent ids"),
     ({"bus": {"url": "nats://x:4222", "managed": {}}}, "not both"),
     ({"source": {"kind": "replay"}}, "source.path"),
+    ({"source": {"regimes": {"meanBars": 100}}}, "needs source.model: regimes"),
+    (
+        {
+            "source": {
+                "model": "regimes",
+                "regimes": {"trend": {"share": 0}, "meanReversion": {"share": 0}, "random": {"share": 0}},
+            }
+        },
+        "share > 0",
+    ),
 ]
 
 

@@ -225,15 +225,29 @@ async def test_key_survives_spec_edits_and_a_second_reconcile_writes_nothing(env
 
 async def test_an_unusable_key_secret_stops_the_reconcile_without_saying_what_it_holds(env: Env) -> None:  # noqa: F811
     junk = base64.b64encode(b"short").decode()
+    cr = example_cr()
+    cr["metadata"]["uid"] = "4f1e0c6a-0000-4000-8000-000000000001"  # kept by the emulator
+    owner = {
+        "apiVersion": cr["apiVersion"],
+        "kind": "TradingPipeline",
+        "name": NAME,
+        "uid": cr["metadata"]["uid"],
+    }
     await env.kube.create(
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": KEY_SECRET, "namespace": NAMESPACE},
+            # the pipeline's own key Secret (its label and owner), spoilt: not a foreign object
+            "metadata": {
+                "name": KEY_SECRET,
+                "namespace": NAMESPACE,
+                "labels": {"app.kubernetes.io/managed-by": "apextrader-operator"},
+                "ownerReferences": [owner],
+            },
             "data": {"key": junk},
         }
     )
-    await env.kube.create(example_cr())
+    await env.kube.create(cr)
 
     async def refused() -> dict[str, Any] | None:
         conds = {c["type"]: c for c in (await env.status()).get("conditions", [])}

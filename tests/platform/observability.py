@@ -15,7 +15,7 @@ OBSERVABILITY = REPO / "manifests" / "observability"
 RULES_FILE = OBSERVABILITY / "rules" / "apextrader-alerts.yaml"
 DASHBOARDS = sorted((OBSERVABILITY / "dashboards").glob("*.json"))
 
-#: CONVENTIONS.md 3, metric -> label names (histograms also expose _bucket/_sum/_count).
+#: docs/conventions.md §3, metric -> label names (histograms also expose _bucket/_sum/_count).
 METRICS: Final[dict[str, set[str]]] = {
     "apex_events_total": {"agent", "track", "type", "outcome"},
     "apex_handler_seconds": {"agent", "track", "type"},
@@ -34,6 +34,9 @@ METRICS: Final[dict[str, set[str]]] = {
     "apex_stream_gap_total": {"agent", "stream"},
     "apex_stream_discarded_total": {"stream"},
     "apex_stream_fill_ratio": {"stream"},
+    "apex_canary_analysis_value": {"pipeline", "track", "criterion"},
+    "apex_canary_analysis_threshold": {"pipeline", "track", "criterion"},
+    "apex_canary_analysis_result": {"pipeline", "track", "criterion"},
 }
 HISTOGRAMS: Final = {"apex_handler_seconds", "apex_pipeline_latency_seconds", "apex_slippage_bps"}
 #: Labels the scrape adds (PodMonitor relabelling) on top of the metrics' own.

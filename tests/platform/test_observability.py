@@ -1,5 +1,5 @@
 """Alert rules (promtool check + unit tests), dashboards (structure, PromQL through promtool, metric
-names from CONVENTIONS.md 3), and the scrape objects' relabelling."""
+names from docs/conventions.md §3), and the scrape objects' relabelling."""
 
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ def test_every_metric_and_label_read_is_a_conventions_metric() -> None:
         for group in re.findall(r"\bby \(([^)]*)\)", expr):
             for label in (x.strip() for x in group.split(",") if x.strip()):
                 assert label in allowed, f"{where}: groups by {label}, which {sorted(names)} lack"
-    # The dashboards and alerts together cover every metric of CONVENTIONS.md 3.
+    # The dashboards and alerts together cover every metric of docs/conventions.md §3.
     assert read == set(METRICS)
 
 

@@ -15,6 +15,7 @@ from apextrader_operator.builders import build_children
 from apextrader_operator.builders.security import (
     EMITS,
     OPERATOR_USER,
+    NetworkScope,
     agent_user,
     build_agent_nats_secret,
     build_agent_network_policy,
@@ -137,7 +138,7 @@ def test_network_policies_reach_only_dns_and_the_bus_in_paper_mode(demo: Trading
         _validate(policy)
         assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
         assert _egress_ports(policy) == {53, 4222}, agent
-        nats_rule = next(r for r in policy["spec"]["egress"] if "to" in r)
+        nats_rule = next(r for r in policy["spec"]["egress"] if r["ports"][0]["port"] == 4222)
         assert nats_rule["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "nats"
         assert policy["spec"]["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
 
@@ -177,3 +178,59 @@ def test_security_children_of_a_managed_bus(demo: TradingPipeline) -> None:
     names = [d["metadata"]["name"] for d in children if d["kind"] == "Secret"]
     assert "btc-perp-nats-auth" in names and "btc-perp-risk-manager-canary-nats" in names
     assert len(names) == 1 + 4 + 3 * 2
+
+
+def test_dns_egress_goes_only_to_the_cluster_dns_pods(demo: TradingPipeline) -> None:
+    for agent in AGENT_IDS:
+        egress = build_agent_network_policy(demo, agent)["spec"]["egress"]
+        dns = [r for r in egress if any(p["port"] == 53 for p in r["ports"])]
+        assert dns == [
+            {
+                "to": [
+                    {
+                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                    }
+                ],
+                "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+            }
+        ], agent
+
+
+def _nats_policy(demo: TradingPipeline, scope: NetworkScope) -> dict[str, Any]:
+    (policy,) = [
+        d
+        for d in build_children(demo, key=KEY, scope=scope)
+        if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "btc-perp-nats"
+    ]
+    _validate(policy)
+    return policy
+
+
+def _peers(policy: dict[str, Any], port: int) -> list[dict[str, Any]]:
+    return [peer for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == port for peer in r["from"]]
+
+
+def test_the_bus_admits_its_pipeline_and_the_operators_namespace_only(demo: TradingPipeline) -> None:
+    scope = NetworkScope(operator_namespace="apextrader", monitoring_namespace="monitoring")
+    policy = _nats_policy(demo, scope)
+    operator = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "apextrader"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "apextrader-operator"}},
+    }
+    pipeline = {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "btc-perp"}}}
+    assert _peers(policy, 4222) == [pipeline, operator]
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    assert _peers(policy, 8222) == [operator, monitoring]
+    # no rule admits a port from everyone, nor pods of every namespace
+    for rule in policy["spec"]["ingress"]:
+        assert rule.get("from"), rule
+        assert all(peer.get("namespaceSelector") != {} for peer in rule["from"]), rule
+
+
+def test_without_namespaces_the_monitoring_port_is_closed(demo: TradingPipeline) -> None:
+    policy = _nats_policy(demo, NetworkScope())
+    assert [r["ports"][0]["port"] for r in policy["spec"]["ingress"]] == [4222]
+    assert _peers(policy, 4222) == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "btc-perp"}}}
+    ]

@@ -111,9 +111,15 @@ def test_funding_settles_at_funding_times_on_the_carried_position() -> None:
 
 def test_close_at_end_closes_the_open_position() -> None:
     f = frame([FLAT, FLAT, (100.0, 101.0, 99.0, 101.0)], entry_long=[True, False, False])
-    assert run_backtest(f, NO_COST).trades.height == 0
+    left = run_backtest(f, NO_COST).trades.row(0, named=True)  # listed, open, marked at the close
+    assert (left["status"], left["exit_price"], left["exit_reason"], left["pnl"]) == (
+        "open",
+        101.0,
+        None,
+        10.0,
+    )
     t = run_backtest(f, NO_COST.model_copy(update={"close_at_end": True})).trades.row(0, named=True)
-    assert (t["exit_price"], t["exit_reason"]) == (101.0, "end")
+    assert (t["exit_price"], t["exit_reason"], t["status"]) == (101.0, "end", "closed")
 
 
 def test_stats_on_known_equity() -> None:

@@ -61,9 +61,9 @@ def test_equity_and_trades_equal_vectorbt(fees: float, slip: float, pct: float) 
     print(f"\nvectorbt fees={fees} slip={slip} pct={pct}: max rel equity diff {rel:.3e}")
     np.testing.assert_allclose(equity, theirs, rtol=RTOL)
 
-    vt = pf.trades.records_readable
-    vt = vt[vt["Status"] == "Closed"]
+    vt = pf.trades.records_readable  # an open position at the end is vectorbt's "Open" trade
     assert ours.trades.height == len(vt) > 20
+    assert list(ours.trades["status"]) == [st.lower() for st in vt["Status"]]
     np.testing.assert_allclose(ours.trades["entry_price"].to_numpy(), vt["Avg Entry Price"], rtol=RTOL)
     np.testing.assert_allclose(ours.trades["exit_price"].to_numpy(), vt["Avg Exit Price"], rtol=RTOL)
     np.testing.assert_allclose(ours.trades["size"].to_numpy(), vt["Size"], rtol=RTOL)
@@ -123,6 +123,7 @@ def test_trade_list_equals_backtesting_py(fees: float) -> None:
     sig = random_signals(2000, seed=8)
     cfg = BacktestConfig(fees_bps=fees, slippage_bps=0.0, size_pct=0.5, capital=10_000.0)
     ours = run_backtest(pl.concat([bars, sig], how="horizontal"), cfg).trades
+    ours = ours.filter(pl.col("status") == "closed")  # finalize_trades=False: closed trades only
     theirs = _backtesting_trades(bars, sig, cfg)
     assert ours.height == len(theirs) > 20
     ts = bars["timestamp"].to_numpy()
@@ -135,3 +136,39 @@ def test_trade_list_equals_backtesting_py(fees: float) -> None:
     size_rel = np.max(np.abs(np.abs(theirs["Size"].to_numpy()) / ours["size"].to_numpy() - 1))
     pnl_rel = np.max(np.abs(theirs["PnL"].to_numpy() / ours["pnl"].to_numpy() - 1))
     print(f"\nbacktesting.py fees={fees}: max rel size diff {size_rel:.3e}, pnl diff {pnl_rel:.3e}")
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+def test_open_position_at_the_end_equals_vectorbts_open_trade(side: str) -> None:
+    """An entry with no exit: listed as `status: open` with vectorbt's exit price (the last close),
+    fees (entry only) and PnL (unrealised); the stats count it apart; `close_at_end` closes it."""
+    bars = random_bars(500, seed=11)
+    sig = pl.DataFrame({f"entry_{side}": np.arange(500) == 100})
+    cfg = BacktestConfig(fees_bps=5.0, slippage_bps=2.0, size_pct=1.0, capital=10_000.0)
+    frame = pl.concat([bars, sig], how="horizontal")
+    ours = run_backtest(frame, cfg)
+    full = sig.with_columns(
+        *(
+            pl.lit(False).alias(c)
+            for c in ("entry_long", "exit_long", "entry_short", "exit_short")
+            if c not in sig.columns
+        )
+    )
+    vt = _vectorbt(bars, full, cfg).trades.records_readable  # type: ignore[attr-defined]
+    assert list(vt["Status"]) == ["Open"] and ours.trades["status"].to_list() == ["open"]
+    row = ours.trades.row(0, named=True)
+    assert row["exit_reason"] is None and row["exit_price"] == bars["close"][-1]
+    for ours_col, theirs_col in (("entry_price", "Avg Entry Price"), ("exit_price", "Avg Exit Price"),
+                                 ("size", "Size"), ("fees", "Entry Fees"), ("pnl", "PnL")):  # fmt: skip
+        assert row[ours_col] == pytest.approx(float(vt[theirs_col].iloc[0]), rel=RTOL)
+    assert float(vt["Exit Fees"].iloc[0]) == 0.0
+    equity = ours.equity["equity"].to_numpy()
+    assert equity[-1] - cfg.capital == pytest.approx(row["pnl"], rel=1e-9)  # equity carries it
+
+    from apextrader.quant.backtest.runner import run_signals
+
+    stats = run_signals(frame, cfg).stats
+    assert (stats.trades, stats.open_trades, stats.expectancy) == (0, 1, None)
+    assert stats.open_pnl == pytest.approx(row["pnl"])
+    closed = run_backtest(frame, cfg.model_copy(update={"close_at_end": True})).trades
+    assert closed["status"].to_list() == ["closed"] and closed["exit_reason"].to_list() == ["end"]

@@ -100,7 +100,9 @@ def test_gate_rejects_negative_edge_and_passes_a_real_edge() -> None:
     bad = run(bars, inverted(BREAKOUT), plan).verdict
     assert good.accepted and good.expectancy is not None and good.expectancy > 0 and good.confidence > 0.99
     assert not bad.accepted and bad.expectancy is not None and bad.expectancy < 0
-    assert "<= 0" in bad.reason and bad.trades >= 20
+    assert bad.reason.startswith("not significant") and bad.trades >= 20
+    assert bad.statistic is not None and bad.threshold is not None and bad.statistic < 0 < bad.threshold
+    assert good.statistic is not None and good.threshold is not None and good.statistic > good.threshold
 
 
 def test_too_few_trades_is_rejected_with_the_count() -> None:

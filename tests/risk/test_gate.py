@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from apextrader.contracts import MarketAlert, derive_id
-from apextrader.contracts.spec import RiskLimits, TradingPipelineSpec
+from apextrader.contracts.spec import RiskLimits
 from apextrader.risk.alerts import ActiveAlerts
-from apextrader.risk.capital import capital_share, declared_canary_weight, track_weight
 from apextrader.risk.gate import Approved, GateState, Refused, decide
 from apextrader.risk.limits import breaches, exposure
 from apextrader.risk.margin import contract_terms, round_down
@@ -48,7 +47,7 @@ def test_short_uses_stop_above_and_atr_fallback() -> None:
 
 
 def test_capital_share_scales_size() -> None:
-    d = gate(signal(), share=capital_share(100_000.0, 5), weight=5)
+    d = gate(signal(), share=100_000.0 * 5 / 100, weight=5)
     assert isinstance(d, Approved)
     assert d.order.amount == pytest.approx(12.5)  # 5 % of the 100 % size
     assert d.order.weight_applied == 5
@@ -183,13 +182,7 @@ def test_fills_are_idempotent_and_realise_pnl() -> None:
     assert book.pnl() == pytest.approx(20.0 + 10.0 - 0.2)
 
 
-def test_weights_and_contract_terms() -> None:
-    spec = TradingPipelineSpec.model_validate({"symbols": ["BTC/USDT:USDT"], "canary": {"weight": 5}})
-    assert declared_canary_weight(spec) == 5
-    assert track_weight("canary", 5, True) == 5
-    assert track_weight("stable", 5, True) == 95
-    assert track_weight("stable", None, False) == 100
-    assert track_weight("canary", None, True) == 0
+def test_contract_terms() -> None:
     terms = contract_terms("binance", "BTC/USDT:USDT", RiskLimits(maintenance_margin_rate=0.01))
     assert terms.maintenance_rate == 0.01 and terms.max_leverage == 125
     assert round_down(0.3, 0.1) == pytest.approx(0.3)

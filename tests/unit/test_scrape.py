@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from apextrader.canary.analysis import histogram_quantile as quantile_of_buckets
-from apextrader.local.scrape import histogram_quantile, increase, parse_metrics, total
+from apextrader.local.scrape import increase, parse_samples, quantile_of, total
 
 
 def test_totals_and_quantiles_from_exposition_text() -> None:
@@ -18,16 +18,16 @@ def test_totals_and_quantiles_from_exposition_text() -> None:
     for v in [0.005] * 50 + [0.05] * 40 + [0.5] * 10:
         lat.labels("stable").observe(v)
     lat.labels("canary").observe(5.0)
-    samples = parse_metrics(generate_latest(reg).decode())
+    samples = parse_samples(generate_latest(reg).decode())
     assert total(samples, "apex_events_total", outcome="acked") == 10
     assert total(samples, "apex_events_total", agent="risk-manager") == 9
     # 50 of 100 in the first bucket: the median is its upper bound; p95 interpolates in (0.1, 1.0]
-    assert histogram_quantile(0.5, samples, "apex_pipeline_latency_seconds", track="stable") == 0.01
-    p95 = histogram_quantile(0.95, samples, "apex_pipeline_latency_seconds", track="stable")
+    assert quantile_of(0.5, samples, "apex_pipeline_latency_seconds", track="stable") == 0.01
+    p95 = quantile_of(0.95, samples, "apex_pipeline_latency_seconds", track="stable")
     assert p95 is not None and abs(p95 - 0.55) < 1e-9
     # above the highest finite bucket: Prometheus answers that bucket's bound
-    assert histogram_quantile(0.99, samples, "apex_pipeline_latency_seconds", track="canary") == 1.0
-    assert histogram_quantile(0.5, samples, "apex_pipeline_latency_seconds", track="none") is None
+    assert quantile_of(0.99, samples, "apex_pipeline_latency_seconds", track="canary") == 1.0
+    assert quantile_of(0.5, samples, "apex_pipeline_latency_seconds", track="none") is None
 
 
 def test_live_view_latency_covers_the_recent_window_only() -> None:
@@ -41,7 +41,7 @@ def test_live_view_latency_covers_the_recent_window_only() -> None:
     monitor = Monitor(supervisor=None, tracks=["stable"])  # type: ignore[arg-type]
 
     def poll(at: float) -> float | None:
-        recent = monitor._recent_latency(at, parse_metrics(generate_latest(reg).decode()))
+        recent = monitor._recent_latency(at, parse_samples(generate_latest(reg).decode()))
         return quantile_of_buckets(0.99, recent["stable"])
 
     for _ in range(100):

@@ -3,20 +3,24 @@
 It keeps the latest closed bars (with features) per (exchange, symbol) from `features.computed`,
 backfill included, and every `backtest.refreshBars` new bars recomputes a walk-forward record per
 strategy and track with that track's own spec (`track_spec`). A `signal.proposed` is forwarded as
-`signal.validated` (expectancy, its standard error, trades, confidence) only when its record's
-out-of-sample expectancy exceeds `backtest.minExpectancy` over at least `backtest.minTrades` trades;
-otherwise `signal.rejected` with the reason (including "no record yet"). `apex_expectancy{track,
-strategy}` is the lowest out-of-sample expectancy of the strategy over the symbols with trades.
+`signal.validated` only when its record's out-of-sample evidence is significant: at least
+`backtest.minTrades` trades whose t-statistic against `backtest.minExpectancy` beats the threshold
+corrected for the grid's trials at `backtest.significance` (docs/backtest.md). Otherwise
+`signal.rejected` with the reason (including "no record yet"). Both carry the statistic, the
+threshold, the trials and the method. `apex_expectancy{track,strategy}` is the lowest out-of-sample
+expectancy of the strategy over the symbols with trades; `apex_walkforward_statistic`, `_threshold`
+and `_accepted{track,strategy,exchange,symbol}` are each record's test.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from apextrader.bus.errors import Reject
-from apextrader.bus.metrics import EXPECTANCY
+from apextrader.bus.metrics import EXPECTANCY, GATE_ACCEPTED, GATE_STATISTIC, GATE_THRESHOLD
 from apextrader.contracts import (
     Envelope,
     FeaturesComputed,
@@ -88,6 +92,7 @@ class BacktesterAgent(Agent):
                 if record is not None:
                     self.records[(market, name, track)] = record
                     self._update_gauge(track, name)
+                    self._update_test_gauges(market, track, name, record)
 
     def _update_gauge(self, track: Track, name: StrategyName) -> None:
         values = [
@@ -97,6 +102,18 @@ class BacktesterAgent(Agent):
         ]
         if values:
             EXPECTANCY.labels(track=track, strategy=name).set(min(values))
+
+    @staticmethod
+    def _update_test_gauges(market: Market, track: Track, name: StrategyName, record: Record) -> None:
+        labels = {"track": track, "strategy": name, "exchange": market[0], "symbol": market[1]}
+        v = record.verdict
+        GATE_ACCEPTED.labels(**labels).set(1.0 if v.accepted else 0.0)
+        for gauge, value in ((GATE_STATISTIC, v.statistic), (GATE_THRESHOLD, v.threshold)):
+            if value is None:  # undefined (too few trades): no sample rather than a made-up number
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*labels.values())
+            else:
+                gauge.labels(**labels).set(value)
 
     async def on_features(self, ev: Envelope) -> None:
         data = ev.data
@@ -123,17 +140,20 @@ class BacktesterAgent(Agent):
             need = bars_needed(self.specs.get(track, self.ctx.pipeline.spec))
             return [self._reject(ev, sig, "no_record", f"no walk-forward record yet ({have} of {need} bars)")]
         v = record.verdict
+        test = {"statistic": v.statistic, "threshold": v.threshold, "trials": v.trials, "method": v.method}
         if not v.accepted or v.expectancy is None:
-            return [self._reject(ev, sig, "walk_forward", v.reason)]
+            return [self._reject(ev, sig, "walk_forward", v.reason, test)]
         payload = SignalValidated(
             signal=sig, expectancy=v.expectancy, expectancy_se=v.expectancy_se or 0.0,
-            trades=v.trades, confidence=v.confidence,
+            trades=v.trades, confidence=v.confidence, **test,
         )  # fmt: skip
         return [ev.derive(SignalValidatedEvent, payload, source_agent=self.agent_id, track=ev.track)]
 
-    def _reject(self, ev: Envelope, sig: SignalProposed, rule: str, reason: str) -> Envelope:
+    def _reject(
+        self, ev: Envelope, sig: SignalProposed, rule: str, reason: str, test: dict[str, Any] | None = None
+    ) -> Envelope:
         payload = SignalRejected(
             stage="backtester", rule=rule, reason=reason, strategy=sig.strategy,
-            exchange=sig.exchange, symbol=sig.symbol, side=sig.side,
+            exchange=sig.exchange, symbol=sig.symbol, side=sig.side, **(test or {}),
         )  # fmt: skip
         return ev.derive(SignalRejectedEvent, payload, source_agent=self.agent_id, track=ev.track)

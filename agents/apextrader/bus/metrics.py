@@ -1,4 +1,4 @@
-"""Every metric of CONVENTIONS.md 3, defined once in one registry. Agents import these objects and
+"""Every metric of docs/conventions.md §3, defined once in one registry. Agents import these objects and
 update them; nobody defines a metric with these names elsewhere. `/metrics` serves `REGISTRY`."""
 
 from __future__ import annotations
@@ -6,6 +6,33 @@ from __future__ import annotations
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class MetricName:
+    """Every metric's exposition name, for code that reads `/metrics` text or writes PromQL (a
+    histogram adds `_bucket`, `_sum`, `_count`)."""
+
+    EVENTS: Final = "apex_events_total"
+    HANDLER_SECONDS: Final = "apex_handler_seconds"
+    PIPELINE_LATENCY: Final = "apex_pipeline_latency_seconds"
+    DLQ: Final = "apex_dlq_total"
+    SLIPPAGE_BPS: Final = "apex_slippage_bps"
+    MARGIN_VIOLATIONS: Final = "apex_margin_violations_total"
+    ORDERS: Final = "apex_orders_total"
+    POSITION_NOTIONAL: Final = "apex_position_notional"
+    PNL: Final = "apex_pnl"
+    EXPECTANCY: Final = "apex_expectancy"
+    CANARY_WEIGHT_APPLIED: Final = "apex_canary_weight_applied"
+    SOURCE_UP: Final = "apex_source_up"
+    CANARY_PHASE: Final = "apex_canary_phase"
+    CANARY_WEIGHT: Final = "apex_canary_weight"
+    CANARY_ANALYSIS_VALUE: Final = "apex_canary_analysis_value"
+    CANARY_ANALYSIS_THRESHOLD: Final = "apex_canary_analysis_threshold"
+    CANARY_ANALYSIS_RESULT: Final = "apex_canary_analysis_result"
+    STREAM_GAP: Final = "apex_stream_gap_total"
+    STREAM_DISCARDED: Final = "apex_stream_discarded_total"
+    STREAM_FILL: Final = "apex_stream_fill_ratio"
+
 
 REGISTRY: Final = CollectorRegistry(auto_describe=True)
 
@@ -20,107 +47,144 @@ _LATENCY_BUCKETS: Final = (
 )  # fmt: skip
 
 EVENTS: Final = Counter(
-    "apex_events_total",
+    MetricName.EVENTS,
     "Events consumed, by outcome (acked, retried, dlq, duplicate, invalid).",
     ["agent", "track", "type", "outcome"],
     registry=REGISTRY,
 )
 HANDLER_SECONDS: Final = Histogram(
-    "apex_handler_seconds",
+    MetricName.HANDLER_SECONDS,
     "Handler time per event, including publishing its derived events.",
     ["agent", "track", "type"],
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
 PIPELINE_LATENCY: Final = Histogram(
-    "apex_pipeline_latency_seconds",
+    MetricName.PIPELINE_LATENCY,
     "origin_ts of the originating snapshot to the execution decision.",
     ["track"],
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
 DLQ: Final = Counter(
-    "apex_dlq_total",
+    MetricName.DLQ,
     "Events sent to the dead-letter queue, by reason.",
     ["agent", "track", "stream", "reason"],
     registry=REGISTRY,
 )
 SLIPPAGE_BPS: Final = Histogram(
-    "apex_slippage_bps",
+    MetricName.SLIPPAGE_BPS,
     "Adverse fill slippage in bps against mid at decision (improvement records 0).",
     ["track", "exchange", "symbol"],
     buckets=(0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 25.0, 50.0, 100.0),
     registry=REGISTRY,
 )
 MARGIN_VIOLATIONS: Final = Counter(
-    "apex_margin_violations_total",
+    MetricName.MARGIN_VIOLATIONS,
     "Orders or positions that broke a margin/leverage limit.",
     ["track"],
     registry=REGISTRY,
 )
 ORDERS: Final = Counter(
-    "apex_orders_total",
+    MetricName.ORDERS,
     "Orders by state (approved, submitted, filled, partially_filled, cancelled, rejected).",
     ["track", "state"],
     registry=REGISTRY,
 )
 POSITION_NOTIONAL: Final = Gauge(
-    "apex_position_notional",
+    MetricName.POSITION_NOTIONAL,
     "Open position notional in quote currency (signed: long > 0).",
     ["track", "symbol"],
     registry=REGISTRY,
 )
 PNL: Final = Gauge(
-    "apex_pnl",
+    MetricName.PNL,
     "Profit and loss in quote currency (realised + unrealised).",
     ["track", "symbol"],
     registry=REGISTRY,
 )
 EXPECTANCY: Final = Gauge(
-    "apex_expectancy",
+    MetricName.EXPECTANCY,
     "Out-of-sample expectancy per trade from the backtester's walk-forward record.",
     ["track", "strategy"],
     registry=REGISTRY,
 )
+#: The walk-forward gate's test per market (docs/backtest.md): accepted when statistic > threshold.
+GATE_STATISTIC: Final = Gauge(
+    "apex_walkforward_statistic",
+    "t-statistic of the out-of-sample per-trade returns in the backtester's walk-forward record.",
+    ["track", "strategy", "exchange", "symbol"],
+    registry=REGISTRY,
+)
+GATE_THRESHOLD: Final = Gauge(
+    "apex_walkforward_threshold",
+    "Threshold the walk-forward t-statistic must exceed (Student-t at 1 - significance / trials).",
+    ["track", "strategy", "exchange", "symbol"],
+    registry=REGISTRY,
+)
+GATE_ACCEPTED: Final = Gauge(
+    "apex_walkforward_accepted",
+    "1 when the backtester's walk-forward record accepts the strategy on the market, else 0.",
+    ["track", "strategy", "exchange", "symbol"],
+    registry=REGISTRY,
+)
 CANARY_WEIGHT_APPLIED: Final = Gauge(
-    "apex_canary_weight_applied",
+    MetricName.CANARY_WEIGHT_APPLIED,
     "The canary weight (0-100) a risk manager currently sizes with.",
     ["track"],
     registry=REGISTRY,
 )
 SOURCE_UP: Final = Gauge(
-    "apex_source_up",
+    MetricName.SOURCE_UP,
     "1 while the scanner's market data source for an exchange is up.",
     ["exchange"],
     registry=REGISTRY,
 )
 CANARY_PHASE: Final = Gauge(
-    "apex_canary_phase",
+    MetricName.CANARY_PHASE,
     "1 for the canary's current phase, 0 for the others.",
     ["pipeline", "phase"],
     registry=REGISTRY,
 )
 CANARY_WEIGHT: Final = Gauge(
-    "apex_canary_weight",
+    MetricName.CANARY_WEIGHT,
     "The effective canary weight (0-100) the operator or local supervisor set.",
     ["pipeline"],
     registry=REGISTRY,
 )
 STREAM_GAP: Final = Counter(
-    "apex_stream_gap_total",
+    MetricName.STREAM_GAP,
     "Messages a consumer never received because its stream discarded them first (MARKET, FEATURES).",
     ["agent", "stream"],
     registry=REGISTRY,
 )
 STREAM_DISCARDED: Final = Counter(
-    "apex_stream_discarded_total",
+    MetricName.STREAM_DISCARDED,
     "Messages a stream removed under its limits (age, size) since this process started watching.",
     ["stream"],
     registry=REGISTRY,
 )
 STREAM_FILL: Final = Gauge(
-    "apex_stream_fill_ratio",
+    MetricName.STREAM_FILL,
     "Bytes stored / max_bytes of a stream; a protected stream refuses new events at 1.",
     ["stream"],
+    registry=REGISTRY,
+)
+CANARY_ANALYSIS_VALUE: Final = Gauge(
+    MetricName.CANARY_ANALYSIS_VALUE,
+    "The value each Go/No-Go criterion measured at the last analysis (absent: no data).",
+    ["pipeline", "track", "criterion"],
+    registry=REGISTRY,
+)
+CANARY_ANALYSIS_THRESHOLD: Final = Gauge(
+    MetricName.CANARY_ANALYSIS_THRESHOLD,
+    "The spec's threshold of each Go/No-Go criterion (spec.canary.analysis).",
+    ["pipeline", "track", "criterion"],
+    registry=REGISTRY,
+)
+CANARY_ANALYSIS_RESULT: Final = Gauge(
+    MetricName.CANARY_ANALYSIS_RESULT,
+    "The last analysis' result per criterion: 1 pass, 0 fail, -1 inconclusive.",
+    ["pipeline", "track", "criterion"],
     registry=REGISTRY,
 )

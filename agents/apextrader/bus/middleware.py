@@ -1,6 +1,6 @@
-"""The middleware chain every consumer runs, outermost first:
+"""The middleware chain every consumer runs, outermost first (one named step each, testable alone):
 
-    metrics → settle → validate → trace → idempotency → invoke
+    MetricsStep → SettleStep → ValidateStep → TraceStep → IdempotencyStep → InvokeStep
 
 - **metrics**: `apex_events_total{outcome}`, `apex_handler_seconds`, `apex_dlq_total`.
 - **settle**: the only place that acks, naks or dead-letters. Success → ack. `Reject` (and failed
@@ -41,12 +41,10 @@ from apextrader.bus.codec import DEFAULT_MAX_EVENT_BYTES, DecodeError, decode
 from apextrader.bus.dlq import DeadLetter, send_to_dlq
 from apextrader.bus.errors import NotYet, Reject
 from apextrader.bus.publisher import CORRELATION_ID, EVENT_TYPE, Publisher
-from apextrader.contracts import Envelope
+from apextrader.contracts import Envelope, Handler
 from apextrader.contracts.names import AgentId, EventType, Track
 
 log = logging.getLogger("apextrader.bus")
-
-Handler = Callable[[Envelope], Awaitable[Sequence[Envelope] | None]]
 
 #: The correlation id of the event being handled (the JSON log formatter reads it).
 current_correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -131,29 +129,76 @@ class ChainConfig:
         return float(self.backoff_s[min(num_delivered, len(self.backoff_s)) - 1])
 
 
-def build_chain(cfg: ChainConfig) -> Callable[[Msg], Awaitable[Delivery]]:
-    """The consumer's message callback: runs the chain and returns the settled delivery."""
-    accepted = frozenset(cfg.handlers)
-    labels = (cfg.agent, cfg.track)
-    tracing_on = not tracing.is_noop(cfg.tracer)
-    keepalive = KeepAlive(cfg.ack_wait_s)
-    # Bound metric children, looked up once per label set (labels() takes a lock each call).
-    event_counters: dict[tuple[str, str], Counter] = {}
-    handler_timers: dict[str, Histogram] = {}
+def count_event(cfg: ChainConfig, cache: dict[tuple[str, str], Counter], etype: str, outcome: str) -> None:
+    """`apex_events_total` +1; bound children are cached (labels() takes a lock each call)."""
+    child = cache.get((etype, outcome))
+    if child is None:
+        child = cache[(etype, outcome)] = metrics.EVENTS.labels(cfg.agent, cfg.track, etype, outcome)
+    child.inc()
 
-    def count(etype: str, outcome: str) -> None:
-        child = event_counters.get((etype, outcome))
-        if child is None:
-            child = event_counters[(etype, outcome)] = metrics.EVENTS.labels(*labels, etype, outcome)
-        child.inc()
 
-    async def metrics_mw(d: Delivery, nxt: Next) -> None:
+class MetricsStep:
+    """Outermost: counts the settled outcome and the DLQ reason (`apex_events_total`, `apex_dlq_total`)."""
+
+    def __init__(self, cfg: ChainConfig) -> None:
+        self.cfg = cfg
+        self._counters: dict[tuple[str, str], Counter] = {}
+
+    async def __call__(self, d: Delivery, nxt: Next) -> None:
         await nxt(d)
-        count(d.type_label, d.outcome or "acked")
+        count_event(self.cfg, self._counters, d.type_label, d.outcome or "acked")
         if d.dlq_reason is not None:
-            metrics.DLQ.labels(*labels, cfg.stream, d.dlq_reason).inc()
+            metrics.DLQ.labels(self.cfg.agent, self.cfg.track, self.cfg.stream, d.dlq_reason).inc()
 
-    async def dead_letter(d: Delivery, reason: str, error: str) -> None:
+
+def _report(d: Delivery, level: int, what: str, exc: BaseException) -> None:
+    extra = {
+        "event_id": d.event.id if d.event else d.headers.get("Nats-Msg-Id"),
+        "correlation_id": d.event.correlation_id if d.event else d.headers.get(CORRELATION_ID),
+        "subject": d.subject,
+        "delivery": d.num_delivered,
+        "error": f"{type(exc).__name__}: {exc}",
+    }
+    log.log(level, what, extra=extra, exc_info=exc if level >= logging.ERROR else None)
+
+
+class SettleStep:
+    """The only step that acks, naks or dead-letters (see the module docstring)."""
+
+    def __init__(self, cfg: ChainConfig) -> None:
+        self.cfg = cfg
+
+    async def __call__(self, d: Delivery, nxt: Next) -> None:
+        try:
+            await nxt(d)
+        except DecodeError as exc:
+            d.outcome = "invalid"
+            _report(d, logging.WARNING, f"invalid event dead-lettered ({exc.reason})", exc)
+            await self.dead_letter(d, exc.reason, exc.message)
+        except Reject as exc:
+            d.outcome = "dlq"
+            _report(d, logging.WARNING, f"event rejected to the DLQ ({exc.reason})", exc)
+            await self.dead_letter(d, exc.reason, exc.message)
+        except Exception as exc:
+            await self.failed(d, exc)
+        else:
+            await d.msg.ack()
+            d.outcome = d.outcome or "acked"
+
+    async def failed(self, d: Delivery, exc: Exception) -> None:
+        """A handler error: retry with back-off, or dead-letter on the last allowed delivery."""
+        if d.num_delivered >= self.cfg.max_deliver:
+            d.outcome = "dlq"
+            _report(d, logging.ERROR, "handler failed on the last delivery: dead-lettered", exc)
+            await self.dead_letter(d, "handler_error", f"{type(exc).__name__}: {exc}")
+        else:
+            d.outcome = "retried"
+            level = logging.INFO if isinstance(exc, NotYet) else logging.WARNING
+            _report(d, level, "handler failed: retrying with back-off", exc)
+            await d.msg.nak(delay=self.cfg.backoff_for(d.num_delivered))
+
+    async def dead_letter(self, d: Delivery, reason: str, error: str) -> None:
+        cfg = self.cfg
         letter = DeadLetter(
             pipeline=cfg.pipeline,
             agent=cfg.agent,
@@ -177,111 +222,117 @@ def build_chain(cfg: ChainConfig) -> Callable[[Msg], Awaitable[Delivery]]:
         await d.msg.ack()
         d.dlq_reason = reason
 
-    def report(d: Delivery, level: int, what: str, exc: BaseException) -> None:
-        extra = {
-            "event_id": d.event.id if d.event else d.headers.get("Nats-Msg-Id"),
-            "correlation_id": d.event.correlation_id if d.event else d.headers.get(CORRELATION_ID),
-            "subject": d.subject,
-            "delivery": d.num_delivered,
-            "error": f"{type(exc).__name__}: {exc}",
-        }
-        log.log(level, what, extra=extra, exc_info=exc if level >= logging.ERROR else None)
 
-    async def settle_mw(d: Delivery, nxt: Next) -> None:
-        try:
-            await nxt(d)
-        except DecodeError as exc:
-            d.outcome = "invalid"
-            report(d, logging.WARNING, f"invalid event dead-lettered ({exc.reason})", exc)
-            await dead_letter(d, exc.reason, exc.message)
-        except Reject as exc:
-            d.outcome = "dlq"
-            report(d, logging.WARNING, f"event rejected to the DLQ ({exc.reason})", exc)
-            await dead_letter(d, exc.reason, exc.message)
-        except Exception as exc:
-            if d.num_delivered >= cfg.max_deliver:
-                d.outcome = "dlq"
-                report(d, logging.ERROR, "handler failed on the last delivery: dead-lettered", exc)
-                await dead_letter(d, "handler_error", f"{type(exc).__name__}: {exc}")
-            else:
-                d.outcome = "retried"
-                level = logging.INFO if isinstance(exc, NotYet) else logging.WARNING
-                report(d, level, "handler failed: retrying with back-off", exc)
-                await d.msg.nak(delay=cfg.backoff_for(d.num_delivered))
-        else:
-            await d.msg.ack()
-            d.outcome = d.outcome or "acked"
+class ValidateStep:
+    """Decodes the message into `d.event` (size, JSON, schema, handled type); DecodeError otherwise."""
 
-    async def validate_mw(d: Delivery, nxt: Next) -> None:
+    def __init__(self, cfg: ChainConfig) -> None:
+        self.accepted = frozenset(cfg.handlers)
+        self.max_bytes = cfg.max_event_bytes
+
+    async def __call__(self, d: Delivery, nxt: Next) -> None:
         d.event = decode(
-            d.data, accepted=accepted, max_bytes=cfg.max_event_bytes, type_hint=d.headers.get(EVENT_TYPE)
+            d.data, accepted=self.accepted, max_bytes=self.max_bytes, type_hint=d.headers.get(EVENT_TYPE)
         )
         await nxt(d)
 
-    async def trace_mw(d: Delivery, nxt: Next) -> None:
+
+class TraceStep:
+    """Sets the correlation id for logs and continues the trace with a consumer span."""
+
+    def __init__(self, cfg: ChainConfig) -> None:
+        self.cfg = cfg
+        self.tracing_on = not tracing.is_noop(cfg.tracer)
+
+    async def __call__(self, d: Delivery, nxt: Next) -> None:
         event = d.event
         assert event is not None
         token = current_correlation_id.set(event.correlation_id)
-        if not tracing_on:  # hot path: no spans, pass the incoming traceparent on
-            tp_token = tracing.current_traceparent.set(d.headers.get(tracing.TRACEPARENT))
-            try:
-                await nxt(d)
-            finally:
-                tracing.current_traceparent.reset(tp_token)
-                current_correlation_id.reset(token)
-            return
         try:
-            parent = tracing.extract_context(d.headers, event.correlation_id)
-            with cfg.tracer.start_as_current_span(
-                f"handle {event.type}",
-                context=parent,
-                kind=SpanKind.CONSUMER,
-                record_exception=False,
-                set_status_on_exception=False,
-                attributes={
-                    "apex.agent": cfg.agent,
-                    "apex.track": cfg.track,
-                    "apex.event_id": event.id,
-                    "apex.correlation_id": event.correlation_id,
-                    "apex.delivery": d.num_delivered,
-                },
-            ) as span:
+            if self.tracing_on:
+                await self._span(d, event, nxt)
+            else:  # hot path: no spans, pass the incoming traceparent on
+                tp_token = tracing.current_traceparent.set(d.headers.get(tracing.TRACEPARENT))
                 try:
                     await nxt(d)
-                except Exception as exc:
-                    span.record_exception(exc)
-                    span.set_status(Status(StatusCode.ERROR, str(exc)))
-                    raise
+                finally:
+                    tracing.current_traceparent.reset(tp_token)
         finally:
             current_correlation_id.reset(token)
 
-    async def idempotency_mw(d: Delivery, nxt: Next) -> None:
+    async def _span(self, d: Delivery, event: Envelope, nxt: Next) -> None:
+        cfg = self.cfg
+        parent = tracing.extract_context(d.headers, event.correlation_id)
+        with cfg.tracer.start_as_current_span(
+            f"handle {event.type}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            record_exception=False,
+            set_status_on_exception=False,
+            attributes={
+                "apex.agent": cfg.agent,
+                "apex.track": cfg.track,
+                "apex.event_id": event.id,
+                "apex.correlation_id": event.correlation_id,
+                "apex.delivery": d.num_delivered,
+            },
+        ) as span:
+            try:
+                await nxt(d)
+            except Exception as exc:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                raise
+
+
+class IdempotencyStep:
+    """An event id this consumer completed before is not handled again (outcome `duplicate`)."""
+
+    def __init__(self, cfg: ChainConfig) -> None:
+        self.completed = cfg.completed
+
+    async def __call__(self, d: Delivery, nxt: Next) -> None:
         assert d.event is not None
-        if d.event.id in cfg.completed:
+        if d.event.id in self.completed:
             d.outcome = "duplicate"
             return
         await nxt(d)
-        cfg.completed.add(d.event.id)
+        self.completed.add(d.event.id)
 
-    async def invoke(d: Delivery) -> None:
+
+class InvokeStep:
+    """The terminal step: calls the handler, publishes its outputs, times it (`apex_handler_seconds`)."""
+
+    def __init__(self, cfg: ChainConfig) -> None:
+        self.cfg = cfg
+        self.keepalive = KeepAlive(cfg.ack_wait_s)
+        self._timers: dict[str, Histogram] = {}
+
+    async def __call__(self, d: Delivery) -> None:
         event = d.event
         assert event is not None
         started = time.perf_counter()
-        keepalive.begin(d.msg, started)
+        self.keepalive.begin(d.msg, started)
         try:
-            outputs = await cfg.handlers[event.type](event) or ()
+            outputs = await self.cfg.handlers[event.type](event) or ()
             for out in outputs:
-                await cfg.publisher.publish(out)
+                await self.cfg.publisher.publish(out)
             d.outputs = outputs
         finally:
-            keepalive.end()
-            timer = handler_timers.get(event.type)
+            self.keepalive.end()
+            timer = self._timers.get(event.type)
             if timer is None:
-                timer = handler_timers[event.type] = metrics.HANDLER_SECONDS.labels(*labels, event.type)
+                labels = (self.cfg.agent, self.cfg.track, event.type)
+                timer = self._timers[event.type] = metrics.HANDLER_SECONDS.labels(*labels)
             timer.observe(time.perf_counter() - started)
 
-    chain: Final[list[Middleware]] = [metrics_mw, settle_mw, validate_mw, trace_mw, idempotency_mw]
-    run = compose(chain, invoke)
+
+def build_chain(cfg: ChainConfig) -> Callable[[Msg], Awaitable[Delivery]]:
+    """The consumer's message callback: runs the chain and returns the settled delivery."""
+    steps = (MetricsStep(cfg), SettleStep(cfg), ValidateStep(cfg), TraceStep(cfg), IdempotencyStep(cfg))
+    # Bound methods: calling them is cheaper than calling the instances (hot path, every message).
+    chain: Final[list[Middleware]] = [step.__call__ for step in steps]
+    run = compose(chain, InvokeStep(cfg).__call__)
 
     async def on_message(msg: Msg) -> Delivery:
         d = Delivery.from_msg(msg)
@@ -293,29 +344,33 @@ def build_chain(cfg: ChainConfig) -> Callable[[Msg], Awaitable[Delivery]]:
 
 class KeepAlive:
     """Tells the server a slow handler is still working (`+WPI`), so its message is not redelivered
-    meanwhile. One self-rescheduling timer per chain (a chain handles one message at a time), rather
-    than a timer per message: fast handlers pay two attribute writes."""
+    meanwhile. One timer per chain (a chain handles one message at a time) rather than one per
+    message, so fast handlers pay two attribute writes; the timer re-arms only while a handler runs
+    and stops when the chain goes idle (it never outlives the consumer)."""
 
     def __init__(self, ack_wait_s: float) -> None:
         self.interval = max(ack_wait_s / 3, 0.05)
         self.msg: Msg | None = None
         self.since = 0.0
-        self._armed = False
+        self.armed = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     def begin(self, msg: Msg, now: float) -> None:
         self.msg, self.since = msg, now
-        if not self._armed:
-            self._armed = True
+        if not self.armed:
+            self.armed = True
             asyncio.get_running_loop().call_later(self.interval, self._tick)
 
     def end(self) -> None:
         self.msg = None
 
     def _tick(self) -> None:
-        loop = asyncio.get_running_loop()
         msg = self.msg
-        if msg is not None and time.perf_counter() - self.since >= self.interval:
+        if msg is None:
+            self.armed = False  # idle: the next begin() arms it again
+            return
+        loop = asyncio.get_running_loop()
+        if time.perf_counter() - self.since >= self.interval:
             task = loop.create_task(msg.in_progress())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

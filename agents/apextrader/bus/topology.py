@@ -1,4 +1,4 @@
-"""Every bus name in one place (CONVENTIONS.md 2): subjects, streams, durable consumers, the KV bucket
+"""Every bus name in one place (docs/conventions.md §2): subjects, streams, durable consumers, the KV bucket
 and the Kubernetes object names derived from a pipeline. Nobody formats these by hand.
 
 `declare(spec, pipeline)` returns the complete set of streams and consumers a pipeline needs; the
@@ -175,10 +175,6 @@ _READS: Final[dict[AgentId, list[tuple[Domain, list[EventType], bool, DeliverPol
         ("MARKET", ["market.snapshot"], False, "new"),
     ],
 }
-
-
-def agent_reads(agent: AgentId) -> list[tuple[Domain, list[EventType], bool, DeliverPolicy]]:
-    return list(_READS[agent])
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from apextrader.bus.topology import (
 from apextrader.contracts.names import AGENT_IDS, DECISION_TRACKS, AgentId, EventType, Track, agent_tracks
 from apextrader.contracts.pipeline import TradingPipeline
 
-#: The event types each agent publishes (docs/bus.md, "Users and permissions"). A NATS user may
+#: The event types each agent publishes (docs/conventions.md §6, "Who publishes what"). A NATS user may
 #: publish these (and its own dead letters) and nothing else of the pipeline's flow.
 EMITS: Final[dict[AgentId, tuple[EventType, ...]]] = {
     "market-scanner": ("market.snapshot",),

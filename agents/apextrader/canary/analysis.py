@@ -1,4 +1,4 @@
-"""The Go/No-Go analysis (CONVENTIONS.md 3): five checks per track over one interval.
+"""The Go/No-Go judgement (docs/conventions.md §3), the only one: five criteria per track.
 
 Two sources compute the same values: the agents' `/metrics` text (two scrapes, an interval apart,
 differenced as Prometheus' `increase`/`rate` would), or PromQL against a Prometheus (`promql()` gives
@@ -15,6 +15,7 @@ from typing import Final, Literal
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from apextrader.bus.metrics import MetricName as M
 from apextrader.contracts.canary_spec import CanaryAnalysis
 from apextrader.contracts.status import AnalysisCheck, AnalysisRun, CheckResult
 
@@ -30,22 +31,22 @@ AnalysisTrack = Literal["stable", "canary"]
 
 
 def promql(check: CheckName, track: str, interval: str) -> str:
-    """The PromQL of a check for one track (CONVENTIONS.md 3, verbatim)."""
+    """The PromQL of a check for one track (docs/conventions.md §3, verbatim)."""
     sel, i = f'{{track="{track}"}}', f"[{interval}]"
     return {
-        "maxAvgSlippageBps": f"sum(rate(apex_slippage_bps_sum{sel}{i}))"
-        f" / sum(rate(apex_slippage_bps_count{sel}{i}))",
-        "maxMarginViolations": f"sum(increase(apex_margin_violations_total{sel}{i}))",
-        "maxDlqLoss": f"sum(increase(apex_dlq_total{sel}{i}))",
+        "maxAvgSlippageBps": f"sum(rate({M.SLIPPAGE_BPS}_sum{sel}{i}))"
+        f" / sum(rate({M.SLIPPAGE_BPS}_count{sel}{i}))",
+        "maxMarginViolations": f"sum(increase({M.MARGIN_VIOLATIONS}{sel}{i}))",
+        "maxDlqLoss": f"sum(increase({M.DLQ}{sel}{i}))",
         "maxBusP99Ms": "1000 * histogram_quantile(0.99, sum by (le) "
-        f"(rate(apex_pipeline_latency_seconds_bucket{sel}{i})))",
-        "minExpectancy": f"min(apex_expectancy{sel})",
+        f"(rate({M.PIPELINE_LATENCY}_bucket{sel}{i})))",
+        "minExpectancy": f"min({M.EXPECTANCY}{sel})",
     }[check]
 
 
 def activity_promql(track: str, interval: str) -> str:
     """Events the track handled in the interval: evidence that an absent error counter means zero."""
-    return f'sum(increase(apex_events_total{{track="{track}"}}[{interval}]))'
+    return f'sum(increase({M.EVENTS}{{track="{track}"}}[{interval}]))'
 
 
 @dataclass
@@ -65,32 +66,51 @@ def _add(a: float | None, b: float) -> float:
     return (a or 0.0) + b
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One sample of a `/metrics` page."""
+
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+def parse_samples(text: str) -> list[Sample]:
+    """The samples of one Prometheus text page: the one parser of `/metrics` text."""
+    return [
+        Sample(s.name, dict(s.labels), float(s.value))
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
+
+
 def parse_metrics(texts: Iterable[str]) -> dict[str, TrackCounters]:
     """Sum the analysis metrics of several `/metrics` pages per `track` label."""
     out: dict[str, TrackCounters] = {}
     for text in texts:
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                track = s.labels.get("track")
-                if track is None:
-                    continue
-                c = out.setdefault(track, TrackCounters())
-                if s.name == "apex_slippage_bps_sum":
-                    c.slippage_sum += s.value
-                elif s.name == "apex_slippage_bps_count":
-                    c.slippage_count += s.value
-                elif s.name == "apex_margin_violations_total":
-                    c.margin_violations = _add(c.margin_violations, s.value)
-                elif s.name == "apex_dlq_total":
-                    c.dlq = _add(c.dlq, s.value)
-                elif s.name == "apex_events_total":
-                    c.events = _add(c.events, s.value)
-                elif s.name == "apex_pipeline_latency_seconds_bucket":
-                    le = float(s.labels["le"])
-                    c.latency_buckets[le] = c.latency_buckets.get(le, 0.0) + s.value
-                elif s.name == "apex_expectancy":
-                    c.expectancy = s.value if c.expectancy is None else min(c.expectancy, s.value)
+        for s in parse_samples(text):
+            track = s.labels.get("track")
+            if track is not None:
+                _accumulate(out.setdefault(track, TrackCounters()), s)
     return out
+
+
+def _accumulate(c: TrackCounters, s: Sample) -> None:
+    if s.name == f"{M.SLIPPAGE_BPS}_sum":
+        c.slippage_sum += s.value
+    elif s.name == f"{M.SLIPPAGE_BPS}_count":
+        c.slippage_count += s.value
+    elif s.name == M.MARGIN_VIOLATIONS:
+        c.margin_violations = _add(c.margin_violations, s.value)
+    elif s.name == M.DLQ:
+        c.dlq = _add(c.dlq, s.value)
+    elif s.name == M.EVENTS:
+        c.events = _add(c.events, s.value)
+    elif s.name == f"{M.PIPELINE_LATENCY}_bucket":
+        le = float(s.labels["le"])
+        c.latency_buckets[le] = c.latency_buckets.get(le, 0.0) + s.value
+    elif s.name == M.EXPECTANCY:
+        c.expectancy = s.value if c.expectancy is None else min(c.expectancy, s.value)
 
 
 def _increase(cur: float | None, prev: float | None) -> float | None:
@@ -148,38 +168,46 @@ def window_values(cur: TrackCounters | None, prev: TrackCounters | None) -> dict
     }
 
 
-def _threshold(spec: CanaryAnalysis, check: CheckName) -> float:
-    return float(
-        {
-            "maxAvgSlippageBps": spec.max_avg_slippage_bps,
-            "maxMarginViolations": spec.max_margin_violations,
-            "maxDlqLoss": spec.max_dlq_loss,
-            "maxBusP99Ms": spec.max_bus_p99_ms,
-            "minExpectancy": spec.min_expectancy,
-        }[check]
-    )
+def thresholds(spec: CanaryAnalysis) -> dict[CheckName, float]:
+    """The spec's threshold of each criterion (`spec.canary.analysis`, or its defaults)."""
+    return {
+        "maxAvgSlippageBps": float(spec.max_avg_slippage_bps),
+        "maxMarginViolations": float(spec.max_margin_violations),
+        "maxDlqLoss": float(spec.max_dlq_loss),
+        "maxBusP99Ms": float(spec.max_bus_p99_ms),
+        "minExpectancy": float(spec.min_expectancy),
+    }
+
+
+def check(name: CheckName, value: float | None, threshold: float) -> CheckResult:
+    """One criterion: `max*` pass at or below the threshold, `minExpectancy` must exceed it; no data
+    (None or NaN) is Inconclusive, never a pass."""
+    if value is None or math.isnan(value):
+        return "Inconclusive"
+    if name == "minExpectancy":
+        return "Pass" if value > threshold else "Fail"
+    return "Pass" if value <= threshold else "Fail"
+
+
+def overall(results: Iterable[CheckResult]) -> CheckResult:
+    """Any Fail fails; otherwise any Inconclusive is Inconclusive; all Pass passes."""
+    seen = set(results)
+    return "Fail" if "Fail" in seen else "Inconclusive" if "Inconclusive" in seen or not seen else "Pass"
 
 
 def judge(
-    spec: CanaryAnalysis,
+    spec: CanaryAnalysis | Mapping[CheckName, float],
     values: Mapping[CheckName, float | None],
     now: datetime,
     track: AnalysisTrack = "canary",
 ) -> AnalysisRun:
-    """Compare values with thresholds: `max*` pass at or below, `minExpectancy` must exceed."""
+    """The Go/No-Go judgement: every criterion's value against its threshold (the spec's, or a
+    mapping of them, e.g. from `summary.json`). The operator, `apex up` and the report all use it."""
+    limits = thresholds(spec) if isinstance(spec, CanaryAnalysis) else spec
     checks = []
     for name in CHECKS:
-        value, threshold = values.get(name), _threshold(spec, name)
-        result: CheckResult
-        if value is None or math.isnan(value):
-            value, result = None, "Inconclusive"
-        elif name == "minExpectancy":
-            result = "Pass" if value > threshold else "Fail"
-        else:
-            result = "Pass" if value <= threshold else "Fail"
-        checks.append(AnalysisCheck(name=name, value=value, threshold=threshold, result=result))
-    results = {c.result for c in checks}
-    overall: CheckResult = (
-        "Fail" if "Fail" in results else "Inconclusive" if "Inconclusive" in results else "Pass"
-    )
-    return AnalysisRun(at=now, track=track, result=overall, checks=checks)
+        value, threshold = values.get(name), limits[name]
+        result = check(name, value, threshold)
+        shown = None if result == "Inconclusive" else value
+        checks.append(AnalysisCheck(name=name, value=shown, threshold=threshold, result=result))
+    return AnalysisRun(at=now, track=track, result=overall(c.result for c in checks), checks=checks)

@@ -1,4 +1,4 @@
-"""The canary state machine (CONVENTIONS.md 1, "Canary semantics"): pure, clock passed in.
+"""The canary state machine (docs/conventions.md, "Canary semantics"): pure, clock passed in.
 
 `advance(canary, status, now, analysis)` returns the next `CanaryStatus`. The operator calls it from
 its timer and on every spec change, the local supervisor from its loop; both write
@@ -18,14 +18,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from apextrader.contracts.canary_spec import CanarySpec, CanaryStep
 from apextrader.contracts.status import AnalysisRun, CanaryPhase, CanaryStatus
 from apextrader.contracts.units import parse_duration
 
 #: Flags that steer a rollout without changing what is rolled out.
-CONTROL_FLAGS = frozenset({"paused", "promote", "abort", "resume_step"})
+CONTROL_FLAGS = frozenset({"paused", "promote", "abort", "resume_step", "abort_policy"})
+
+
+#: What an aborted canary does with its positions, per `abortPolicy` (said in the status message).
+POSITIONS_ON_ABORT: dict[str, str] = {
+    "hold": "positions held (abortPolicy hold: no entries, no exits)",
+    "drain": "positions draining (abortPolicy drain: exits only until flat)",
+    "flatten": "positions flattened (abortPolicy flatten: closed at market, reason abort_flatten)",
+}
 
 
 def revision(canary: CanarySpec) -> str:
@@ -154,11 +164,12 @@ def _message(canary: CanarySpec, status: CanaryStatus) -> str:
     if status.phase == "Promoted":
         return "promoted: fold canary.template into the spec and remove spec.canary (apex canary promote)"
     if status.phase == "Aborted":
+        positions = POSITIONS_ON_ABORT[canary.abort_policy]
         if canary.abort:
-            return "aborted by spec.canary.abort"
+            return f"aborted by spec.canary.abort; {positions}"
         failed = ", ".join(status.failed_checks) or "analysis"
         return (
-            f"aborted after {status.consecutive_failures} failing analyses ({failed}); "
+            f"aborted after {status.consecutive_failures} failing analyses ({failed}); {positions}; "
             "edit spec.canary or toggle abort to restart"
         )
     steps = canary.steps or []
@@ -223,8 +234,20 @@ def advance(
     return nxt
 
 
-def track_weights(effective_canary_weight: int, has_canary: bool) -> dict[str, int]:
-    """Capital share per decision track: stable = 100 − canary; without a canary, stable has 100."""
-    if not has_canary:
-        return {"stable": 100}
-    return {"stable": 100 - effective_canary_weight, "canary": effective_canary_weight}
+def latest_echo(echoes: Mapping[str, Any]) -> Any:
+    """The most recent of a track's `applied.<agent>.<track>.<instance>` echoes (by their `at`)."""
+    if not echoes:
+        return None
+    return max(echoes.values(), key=lambda v: str(v.get("at", "")) if isinstance(v, dict) else "")
+
+
+def with_positions(status: CanaryStatus, canary_echoes: Mapping[str, Any]) -> CanaryStatus:
+    """An aborted status's message, completed with the positions the canary's risk manager last said
+    it still holds (its echo's `open_positions`), on either backend."""
+    latest = latest_echo(canary_echoes)
+    held = latest.get("open_positions") if isinstance(latest, dict) else None
+    if status.phase != "Aborted" or not isinstance(held, int):
+        return status
+    return status.model_copy(
+        update={"message": f"{status.message}; the canary holds {held} open position(s)"}
+    )

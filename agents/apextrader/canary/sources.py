@@ -5,10 +5,24 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 import aiohttp
 
-from apextrader.canary.analysis import CHECKS, CheckName, activity_promql, promql
+from apextrader.canary.analysis import (
+    CHECKS,
+    AnalysisTrack,
+    CheckName,
+    TrackCounters,
+    activity_promql,
+    judge,
+    parse_metrics,
+    promql,
+    window_values,
+)
+from apextrader.contracts.canary_spec import CanaryAnalysis
+from apextrader.contracts.status import AnalysisRun
 
 _TIMEOUT = aiohttp.ClientTimeout(total=5)
 
@@ -55,3 +69,29 @@ async def prometheus_values(base_url: str, track: str, interval: str) -> dict[Ch
         if values[c] is None and activity:
             values[c] = 0.0
     return values
+
+
+@dataclass
+class AnalysisMemory:
+    """Per pipeline, kept by the runner between analyses: the previous scrape, to difference counters."""
+
+    previous: dict[str, TrackCounters] | None = None
+
+
+async def run_analysis(
+    spec: CanaryAnalysis,
+    urls: Sequence[str],
+    memory: AnalysisMemory,
+    now: datetime,
+    track: AnalysisTrack = "canary",
+) -> AnalysisRun:
+    """One analysis of `track`, by PromQL when `prometheusUrl` is set, else from the agents' pages
+    (operator and `apex up` alike). The first scrape is a baseline: its verdict is Inconclusive."""
+    if spec.prometheus_url:
+        return judge(spec, await prometheus_values(spec.prometheus_url, track, spec.interval), now, track)
+    current = parse_metrics(await scrape(urls))
+    previous, memory.previous = memory.previous, current
+    if previous is None:
+        # counters since process start are not "the interval"
+        return judge(spec, dict.fromkeys(window_values(None, None)), now, track)
+    return judge(spec, window_values(current.get(track), previous.get(track)), now, track)

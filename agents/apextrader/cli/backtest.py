@@ -1,5 +1,6 @@
 """`apex backtest FILE (--data PATH|--synthetic) [--signals PATH] [--walk-forward N] --out DIR
-[--report FILE]`: strategies, walk-forward or external signals through the backtest engine."""
+[--report FILE] [--close-at-end]`: strategies, walk-forward or external signals through the backtest
+engine (docs/backtest.md)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,14 @@ def backtest(
     file: Path = typer.Argument(
         ..., help="A TradingPipeline YAML file (strategies, risk, backtest).", metavar="FILE"
     ),
-    data: Path | None = typer.Option(None, "--data", help="OHLCV Parquet/CSV (CONVENTIONS §5)."),
-    synthetic: bool = typer.Option(False, "--synthetic", help="Generate seeded bars (spec.source.seed)."),
+    data: Path | None = typer.Option(
+        None,
+        "--data",
+        help="OHLCV Parquet/CSV: timestamp, open, high, low, close, volume (docs/backtest.md).",
+    ),
+    synthetic: bool = typer.Option(
+        False, "--synthetic", help="Generate seeded bars (spec.source: seed, model, regimes)."
+    ),
     bars: int = typer.Option(SYNTHETIC_BARS, "--bars", min=1, help="Bars per symbol with --synthetic."),
     signals: Path | None = typer.Option(
         None, "--signals", help="Backtest entry/exit columns from this file."
@@ -42,11 +49,19 @@ def backtest(
     ),
     capital: float | None = typer.Option(None, "--capital", help="--signals: starting cash (default: spec)."),
     size_pct: float = typer.Option(100.0, "--size-pct", help="--signals: % of cash per entry (100 = all)."),
+    close_at_end: bool = typer.Option(
+        False,
+        "--close-at-end",
+        help="Close positions still open at the last bar (at its close, with slippage and fees) "
+        "instead of listing them as open trades (status open, unrealised PnL).",
+    ),
 ) -> None:
     """Backtest the spec's strategies (or external signals) and write stats, trades and equity.
 
-    Signals fill at the next bar's open, fees and slippage against the trader; see
-    `apextrader.quant.backtest` for every convention.
+    Signals fill at the next bar's open, fees and slippage against the trader. A position still
+    open at the end is a trade with status open (unless --close-at-end). --walk-forward accepts a
+    strategy only when its out-of-sample t-statistic beats the threshold corrected for the grid's
+    trials at backtest.significance. Every convention and file column: docs/backtest.md.
 
     Example: [bold]apex backtest manifests/pipeline.yaml --synthetic --walk-forward 5 --out out/bt
     --report out/bt.html[/]
@@ -72,7 +87,10 @@ def backtest(
         if synthetic:
             from apextrader.quant.synthetic import generate
 
-            frames = generate(spec.symbols, bars, seed=spec.source.seed, timeframe=spec.timeframe)
+            frames = generate(
+                spec.symbols, bars, seed=spec.source.seed, timeframe=spec.timeframe,
+                structure=spec.source.structure(),
+            )  # fmt: skip
         else:
             assert data is not None
             frames = read_bars(data)
@@ -87,10 +105,11 @@ def backtest(
                 fees_bps=fees_bps,
                 slippage_bps=slippage_bps,
                 size_pct=size_pct / 100.0,
+                close_at_end=close_at_end,
             )
             output = run_signals(attach_signals(frame, read_signals(signals)), cfg, symbol)
         else:
-            output = _run_strategies(frames, spec, walk_forward)
+            output = _run_strategies(frames, spec, walk_forward, close_at_end)
     except (InvalidMarketData, WalkForwardError) as exc:
         raise UsageError(str(exc), code=1) from None
     paths = output.write(out)
@@ -103,7 +122,7 @@ def backtest(
 
 
 def _run_strategies(
-    frames: dict[str, pl.DataFrame], spec: TradingPipelineSpec, walk_forward: int | None
+    frames: dict[str, pl.DataFrame], spec: TradingPipelineSpec, walk_forward: int | None, close_at_end: bool
 ) -> RunOutput:
     from apextrader.quant.backtest.runner import run_plain, run_walk_forward
     from apextrader.quant.strategies import STRATEGIES, params_for
@@ -126,7 +145,7 @@ def _run_strategies(
             progress.advance(task, n)
 
         if walk_forward is None:
-            return run_plain(frames, spec, advance)
+            return run_plain(frames, spec, advance, close_at_end)
         return run_walk_forward(frames, spec, walk_forward, advance)
 
 
@@ -137,8 +156,9 @@ def _summary(output: RunOutput, paths: list[Path]) -> None:
         return "n/a" if x is None else f"{x:.2%}"
 
     console.print(
-        f"trades {s.trades}  total return {pct(s.total_return)}  max drawdown {pct(s.max_drawdown)}  "
-        f"expectancy {pct(s.expectancy)}  sharpe {'n/a' if s.sharpe is None else f'{s.sharpe:.2f}'}"
+        f"trades {s.trades} closed, {s.open_trades} open  total return {pct(s.total_return)}  "
+        f"max drawdown {pct(s.max_drawdown)}  expectancy {pct(s.expectancy)}  "
+        f"sharpe {'n/a' if s.sharpe is None else f'{s.sharpe:.2f}'}"
     )
     for v in s.verdicts:
         mark = "[green]PASS[/]" if v["accepted"] else "[red]FAIL[/]"

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
+from apextrader.canary.actions import ActionError, ActionName, CanaryAction, apply_action
+from apextrader.canary.weights import WeightError, parse_weight
 from apextrader.cli.errors import UsageError, console, friendly
-from apextrader.contracts import PipelineError, merge_patch, parse_pipeline
+from apextrader.contracts.status import CanaryStatus
 
 app = typer.Typer(
     name="canary",
@@ -67,21 +68,16 @@ async def _patch_spec(
         await kube.close()
 
 
-def _canary(obj: dict[str, Any]) -> dict[str, Any]:
-    canary = obj.get("spec", {}).get("canary")
-    if not canary:
-        raise UsageError(f"{obj['metadata']['name']} has no spec.canary", code=1)
-    return dict(canary)
+def _status(obj: dict[str, Any]) -> CanaryStatus | None:
+    raw = (obj.get("status") or {}).get("canary")
+    return CanaryStatus.model_validate(raw) if raw else None
 
 
-def _with_canary(obj: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    return {**obj["spec"], "canary": {**_canary(obj), **changes}}
-
-
-def _local(name: str, data_dir: Path | None, request: dict[str, Any]) -> str:
+def _local(name: str, data_dir: Path | None, action: CanaryAction) -> str:
     from apextrader.bus.client import connect
     from apextrader.bus.kv import KV
     from apextrader.bus.topology import KV_CANARY_REQUEST, kv_bucket
+    from apextrader.local.canary_driver import request_json
     from apextrader.local.localbus import admin_login
     from apextrader.local.options import default_data_dir
 
@@ -90,6 +86,7 @@ def _local(name: str, data_dir: Path | None, request: dict[str, Any]) -> str:
     if not runtime_file.exists():
         raise UsageError(f"{runtime_file} not found: is `apex up --data-dir {data_dir}` running?", code=1)
     runtime = json.loads(runtime_file.read_text())
+    request = request_json(action)
 
     async def send() -> None:
         nc = await connect(
@@ -108,8 +105,28 @@ def _local(name: str, data_dir: Path | None, request: dict[str, Any]) -> str:
     return f"sent {request} to {runtime['pipeline']} (apex up)"
 
 
-def _run(name: str, ns: str | None, kubeconfig: str | None, context: str | None, action: Any) -> None:
-    console.print(asyncio.run(_patch_spec(name, ns, kubeconfig, context, action)))
+def _act(
+    name: str,
+    action: CanaryAction,
+    namespace: str | None,
+    kubeconfig: str | None,
+    context: str | None,
+    local: bool,
+    data_dir: Path | None,
+) -> None:
+    """One action on either backend: the same `apply_action` decides what the spec becomes."""
+    if local:
+        console.print(_local(name, data_dir, action), highlight=False)
+        return
+
+    def patch(obj: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        try:
+            result = apply_action(obj.get("spec") or {}, _status(obj), action)
+        except ActionError as exc:
+            raise UsageError(f"{name}: {exc}", code=1) from None
+        return result.spec, f"{name}: {result.message}"
+
+    console.print(asyncio.run(_patch_spec(name, namespace, kubeconfig, context, patch)), highlight=False)
 
 
 @app.command("set-weight")
@@ -123,29 +140,18 @@ def set_weight(
     local: bool = LOCAL,
     data_dir: Path | None = DATA_DIR,
 ) -> None:
-    """Set the manual canary weight. Example: [bold]apex canary set-weight btc-perp 25 -n trading[/]"""
-    if not 0 <= weight <= 100:
-        raise UsageError("WEIGHT must be between 0 and 100")
-    if local:
-        console.print(_local(name, data_dir, {"action": "set-weight", "weight": weight}))
-        return
+    """Set the manual canary weight (an abort stays until [bold]abort --clear[/]).
 
-    def action(obj: dict[str, Any]) -> tuple[dict[str, Any], str]:
-        if _canary(obj).get("steps") is not None:
-            raise UsageError(
-                "this canary is stepped (spec.canary.steps): pause, promote, abort or edit the steps instead",
-                code=1,
-            )
-        return _with_canary(obj, weight=weight), f"{name}: canary weight {weight}%"
-
-    _run(name, namespace, kubeconfig, context, action)
+    Example: [bold]apex canary set-weight btc-perp 25 -n trading[/]"""
+    try:
+        parse_weight(weight)
+    except WeightError as exc:
+        raise UsageError(f"WEIGHT: {exc}") from None
+    action = CanaryAction(action="set-weight", weight=weight)
+    _act(name, action, namespace, kubeconfig, context, local, data_dir)
 
 
-#: From the pipeline as it is now: extra canary changes and a note for the message.
-Extra = Callable[[dict[str, Any]], tuple[dict[str, Any], str]]
-
-
-def _flag(flag: str, value: bool, verb: str, doc: str | None = None, extra: Extra | None = None) -> Any:
+def _simple(verb: ActionName, doc: str) -> Any:
     def command(
         name: str = NAME,
         namespace: str | None = NS,
@@ -154,36 +160,24 @@ def _flag(flag: str, value: bool, verb: str, doc: str | None = None, extra: Extr
         local: bool = LOCAL,
         data_dir: Path | None = DATA_DIR,
     ) -> None:
-        if local:
-            console.print(_local(name, data_dir, {"action": verb}))
-            return
+        _act(name, CanaryAction(action=verb), namespace, kubeconfig, context, local, data_dir)
 
-        def action(obj: dict[str, Any]) -> tuple[dict[str, Any], str]:
-            more, note = extra(obj) if extra else ({}, "")
-            return _with_canary(obj, **{flag: value}, **more), f"{name}: {verb}{note}"
-
-        _run(name, namespace, kubeconfig, context, action)
-
-    command.__doc__ = (doc or f"{verb.capitalize()} the canary.") + (
-        f" Example: [bold]apex canary {verb} btc-perp -n trading[/]"
-    )
+    command.__doc__ = f"{doc} Example: [bold]apex canary {verb} btc-perp -n trading[/]"
     return friendly(command)
 
 
-def _release_current_step(obj: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """`resumeStep` = the current step, which releases an indefinite pause there."""
-    step = (obj.get("status") or {}).get("canary", {}).get("stepIndex")
-    return ({}, "") if step is None else ({"resumeStep": step}, f" (past step {step})")
-
-
-app.command("pause")(_flag("paused", True, "pause"))
+app.command("pause")(_simple("pause", "Pause the canary: freeze the step timer; weights stay."))
 app.command("resume")(
-    _flag(
-        "paused",
-        False,
+    _simple(
         "resume",
         "Resume the canary: unfreeze the step timer and release an indefinite pause at the current step.",
-        _release_current_step,
+    )
+)
+app.command("promote")(
+    _simple(
+        "promote",
+        "Make the canary the new stable: fold canary.template into the spec and remove spec.canary"
+        " (one patch; under apex up the stable agents restart on the folded spec).",
     )
 )
 
@@ -199,55 +193,11 @@ def abort(
     local: bool = LOCAL,
     data_dir: Path | None = DATA_DIR,
 ) -> None:
-    """Abort the canary (weight 0, no new positions). Example: [bold]apex canary abort btc-perp[/]"""
-    if local:
-        console.print(_local(name, data_dir, {"action": "abort" if not clear else "clear-abort"}))
-        return
-    changes = {"abort": False} if clear else {"abort": True, "promote": False}
-    _run(
-        name,
-        namespace,
-        kubeconfig,
-        context,
-        lambda o: (_with_canary(o, **changes), f"{name}: abort={not clear}"),
-    )
+    """Abort the canary (weight 0; spec.canary.abortPolicy says what happens to its positions).
 
-
-def fold(spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec after a promote: `canary.template` merged into the base (RFC 7386), canary removed."""
-    canary = spec.get("canary") or {}
-    base = {k: v for k, v in spec.items() if k != "canary"}
-    return dict(merge_patch(base, canary.get("template") or {}))
-
-
-@app.command("promote")
-@friendly
-def promote(
-    name: str = NAME,
-    namespace: str | None = NS,
-    kubeconfig: str | None = KUBECONFIG,
-    context: str | None = CONTEXT,
-    local: bool = LOCAL,
-    data_dir: Path | None = DATA_DIR,
-) -> None:
-    """Make the canary the new stable: fold canary.template into the spec and remove spec.canary (one
-    patch). Example: [bold]apex canary promote btc-perp -n trading[/]"""
-    if local:
-        console.print(_local(name, data_dir, {"action": "promote"}))
-        return
-
-    def action(obj: dict[str, Any]) -> tuple[dict[str, Any], str]:
-        _canary(obj)
-        new_spec = fold(obj["spec"])
-        try:
-            parse_pipeline({**obj, "spec": new_spec, "status": None})
-        except PipelineError as exc:
-            raise UsageError(
-                "promoting would make the spec invalid: " + "; ".join(exc.errors), code=1
-            ) from None
-        return new_spec, f"{name}: promoted (template folded into the spec, canary removed)"
-
-    _run(name, namespace, kubeconfig, context, action)
+    Example: [bold]apex canary abort btc-perp[/]"""
+    action = CanaryAction(action="clear-abort" if clear else "abort")
+    _act(name, action, namespace, kubeconfig, context, local, data_dir)
 
 
 @app.command("status")

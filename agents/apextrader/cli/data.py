@@ -1,4 +1,4 @@
-"""`apex data synth` and `apex data download`: market data files (CONVENTIONS §5)."""
+"""`apex data synth` and `apex data download`: market data files (docs/conventions.md §5)."""
 
 from __future__ import annotations
 

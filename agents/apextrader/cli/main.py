@@ -13,7 +13,6 @@ from apextrader.cli import canary as canary_cli
 from apextrader.cli import dlq as dlq_cli
 from apextrader.cli.crds import crds
 from apextrader.cli.data import data_app
-from apextrader.cli.demo import demo
 from apextrader.cli.features import features
 from apextrader.cli.operator import operator
 from apextrader.cli.up import up
@@ -57,7 +56,6 @@ app.command("backtest")(backtest_cli.backtest)
 app.command("operator")(operator)
 app.add_typer(canary_cli.app, name="canary")
 app.add_typer(dlq_cli.app, name="dlq")
-app.command("demo")(demo)
 
 
 def main() -> None:

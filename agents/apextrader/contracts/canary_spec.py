@@ -1,9 +1,9 @@
-"""`spec.canary`: the canary capital split (CONVENTIONS.md 1, "Canary semantics")."""
+"""`spec.canary`: the canary capital split (docs/conventions.md §1, "Canary semantics")."""
 
 from __future__ import annotations
 
 import itertools
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -11,6 +11,7 @@ from apextrader.contracts.base import SpecModel
 from apextrader.contracts.units import Duration
 
 MAX_STEPS = 20
+AbortPolicy = Literal["hold", "drain", "flatten"]
 Weight = Annotated[int, Field(ge=0, le=100, description="Percent of capital on the canary track (0-100).")]
 
 
@@ -77,8 +78,10 @@ class CanarySpec(SpecModel):
     promote: bool = False
     #: Level-triggered: canary 0 %, opens no positions.
     abort: bool = False
-    #: On abort, also close the canary's open positions.
-    flatten_on_abort: bool = False
+    #: What an aborted canary does with its open positions (docs/conventions.md §1): `hold` keeps
+    #: them (no entries, no exits from its signals), `drain` exits only until flat, `flatten` closes
+    #: them at market at once (each order says `abort_flatten`).
+    abort_policy: AbortPolicy = "drain"
 
     @model_validator(mode="after")
     def _weight_or_steps(self) -> CanarySpec:

@@ -1,4 +1,4 @@
-"""The event envelope (DESIGN.md "The bus") and one concrete event class per event type.
+"""The event envelope (docs/bus.md) and one concrete event class per event type.
 
 Decoding is a single pydantic-core pass over the JSON bytes: the union of event classes is
 discriminated by `type`, so the payload is validated against the right model directly.
@@ -7,6 +7,7 @@ discriminated by `type`, so the payload is validated against the right model dir
 from __future__ import annotations
 
 import builtins
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
@@ -224,3 +225,7 @@ def decode_event(raw: bytes | str) -> Envelope:
 
 def encode_event(event: Envelope) -> bytes:
     return event.to_json()
+
+
+#: An agent's handler for one event type: the derived events to publish (or None).
+Handler = Callable[[Envelope], Awaitable[Sequence[Envelope] | None]]

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from apextrader.contracts.canary_spec import Weight
+
 Exchange = Literal["binance", "bybit", "okx"]
 Quality = Literal["ok", "stale", "crossed", "gap"]
 SignalSide = Literal["long", "short", "flat"]
@@ -148,6 +150,12 @@ class SignalValidated(Payload):
     expectancy_se: NonNegFloat
     trades: int = Field(ge=0)
     confidence: Annotated[float, Field(ge=0, le=1)]
+    #: The gate's test (docs/backtest.md): t-statistic of the out-of-sample per-trade returns, the
+    #: threshold it beat (corrected for `trials` parameter sets) and the method's name.
+    statistic: float | None = None
+    threshold: float | None = None
+    trials: int | None = Field(default=None, ge=1)
+    method: str | None = None
 
 
 class SignalRejected(Payload):
@@ -160,6 +168,11 @@ class SignalRejected(Payload):
     exchange: Exchange
     symbol: str
     side: SignalSide
+    #: The backtester's test when it judged a record (None otherwise): as in `SignalValidated`.
+    statistic: float | None = None
+    threshold: float | None = None
+    trials: int | None = Field(default=None, ge=1)
+    method: str | None = None
 
 
 class OrderApproved(Payload):
@@ -180,7 +193,9 @@ class OrderApproved(Payload):
     target: PositiveFloat | None = None
     strategy: StrategyName | None = None
     #: The canary weight (0–100) the risk manager sized with.
-    weight_applied: Annotated[int, Field(ge=0, le=100)]
+    weight_applied: Weight
+    #: Why the risk manager sent it when no signal did (e.g. `abort_flatten`: abortPolicy flatten).
+    reason: str | None = None
 
 
 class OrderSubmitted(Payload):
@@ -249,6 +264,19 @@ class OrderRejected(Payload):
     retryable: bool = False
 
 
+#: What the event watcher alerts on (`market.alert` payload `kind`).
+AlertKind = Literal[
+    "liquidation_cascade",
+    "funding_extreme",
+    "volatility_spike",
+    "stale_data",
+    "crossed_book",
+    "exchange_divergence",
+    "source_down",
+    "data_gap",
+]
+
+
 class MarketAlert(Payload):
     """`market.alert`: raised (`active`) and cleared (`active: false`) by the event watcher.
 
@@ -256,16 +284,7 @@ class MarketAlert(Payload):
     neither = everything. `data_gap` reports the scanner's `gap` quality flag (info only).
     """
 
-    kind: Literal[
-        "liquidation_cascade",
-        "funding_extreme",
-        "volatility_spike",
-        "stale_data",
-        "crossed_book",
-        "exchange_divergence",
-        "source_down",
-        "data_gap",
-    ]
+    kind: AlertKind
     severity: Severity
     active: bool = True
     exchange: Exchange | None = None

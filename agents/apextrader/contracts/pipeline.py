@@ -110,7 +110,9 @@ def track_spec(spec: TradingPipelineSpec, track: Track) -> TradingPipelineSpec:
     """
     if track != "canary" or spec.canary is None:
         return spec
-    base = spec.model_dump(by_alias=True, exclude_none=True)
+    # Only what was written: defaults come back when the merge is validated, and a fold of the
+    # template (`apex canary promote`) patches the CR with the user's keys only.
+    base = spec.model_dump(by_alias=True, exclude_none=True, exclude_unset=True)
     patch = spec.canary.template.model_dump(by_alias=True, exclude_none=True)
     merged = merge_patch(base, patch)
     try:

@@ -1,4 +1,4 @@
-"""The TradingPipeline `spec` (CONVENTIONS.md 1): the one source of the CRD and of every agent's config.
+"""The TradingPipeline `spec` (docs/conventions.md §1): the one source of the CRD and of every agent's config.
 
 Keys are camelCase (Kubernetes style); `agents` is keyed by agent id as written. Every section has
 defaults, so a minimal spec names only exchanges and symbols.
@@ -6,7 +6,8 @@ defaults, so a minimal spec names only exchanges and symbols.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import math
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -14,7 +15,7 @@ from apextrader.contracts.base import SpecModel
 from apextrader.contracts.canary_spec import CanarySpec
 from apextrader.contracts.names import AgentId
 from apextrader.contracts.payloads import Exchange
-from apextrader.contracts.units import Duration, Quantity
+from apextrader.contracts.units import Duration, Quantity, parse_quantity
 
 SYMBOL_PATTERN = r"^[A-Z0-9]+/[A-Z0-9]+(:[A-Z0-9]+)?$"
 Timeframe = Literal["1m", "3m", "5m", "15m", "30m", "1h", "4h", "1d"]
@@ -25,6 +26,45 @@ PositiveInt = Annotated[int, Field(ge=1)]
 class Capital(SpecModel):
     amount: Annotated[float, Field(gt=0)] = 100_000.0
     currency: str = "USDT"
+
+
+class TrendRegime(SpecModel):
+    """Trend persistence: each bar drifts `drift` x the bar's volatility in one direction, drawn
+    (up or down, even odds) when the regime starts."""
+
+    share: Annotated[int, Field(ge=0, le=1000)] = 1  # relative weight of the kind when a regime is drawn
+    drift: Annotated[float, Field(ge=0, le=2)] = 0.1
+
+
+class MeanReversionRegime(SpecModel):
+    """Mean reversion: each bar closes `pull` of the log distance to the regime's anchor (the price
+    when the regime started): an Ornstein-Uhlenbeck pull with a half-life of ln 2 / pull bars."""
+
+    share: Annotated[int, Field(ge=0, le=1000)] = 1  # relative weight of the kind when a regime is drawn
+    pull: Annotated[float, Field(ge=0, le=1)] = 0.05
+
+
+class RandomRegime(SpecModel):
+    """No structure: the martingale's own bars."""
+
+    share: Annotated[int, Field(ge=0, le=1000)] = 1  # relative weight of the kind when a regime is drawn
+
+
+class RegimesSpec(SpecModel):
+    """`source.model: regimes`: the martingale plus a per-symbol chain of structural regimes. A
+    regime lasts a geometric number of bars with mean `meanBars`; the next one is drawn by share
+    (it may be the same kind again). Documented in docs/market-and-features.md."""
+
+    mean_bars: Annotated[int, Field(ge=1, le=1_000_000)] = 500
+    trend: TrendRegime = Field(default_factory=TrendRegime)
+    mean_reversion: MeanReversionRegime = Field(default_factory=MeanReversionRegime)
+    random: RandomRegime = Field(default_factory=RandomRegime)
+
+    @model_validator(mode="after")
+    def _some_share(self) -> RegimesSpec:
+        if self.trend.share + self.mean_reversion.share + self.random.share <= 0:
+            raise ValueError("regimes: at least one of trend, meanReversion, random needs share > 0")
+        return self
 
 
 class SourceSpec(SpecModel):
@@ -47,12 +87,37 @@ class SourceSpec(SpecModel):
     #: and liquidations through ccxt.pro on Binance and Bybit, polling REST on the others and for
     #: funding; `rest` polls everything at `snapshotHz`. Ignored by the offline sources.
     transport: Literal["websocket", "rest"] = "websocket"
+    #: Synthetic only (ignored by replay and ccxt, so `apex up --source replay:PATH` keeps the rest
+    #: of the file). `martingale` (default): no strategy has an edge, by construction. `regimes`:
+    #: planted trend / mean-reversion structure with the parameters of `regimes`.
+    model: Literal["martingale", "regimes"] = "martingale"
+    regimes: RegimesSpec | None = None
 
     @model_validator(mode="after")
     def _replay_needs_path(self) -> SourceSpec:
         if self.kind == "replay" and not self.path:
             raise ValueError("source.path is required when kind is replay")
+        if self.model == "martingale" and self.regimes is not None:
+            raise ValueError("source.regimes needs source.model: regimes")
         return self
+
+    def structure(self) -> RegimesSpec | None:
+        """The planted structure of a synthetic market (None: the martingale, or not synthetic)."""
+        if self.kind != "synthetic" or self.model != "regimes":
+            return None
+        return self.regimes or RegimesSpec()
+
+
+#: Streams per pipeline (MARKET, ALERTS, FEATURES, SIGNALS, ORDERS, DLQ): `bus.topology.DOMAINS`
+#: owns the list; contracts cannot import the bus, so a test keeps this count equal to it.
+STREAMS_PER_PIPELINE: Final = 6
+#: The share of the managed volume JetStream may fill (`max_file_store`); the rest is headroom.
+JETSTREAM_STORE_SHARE: Final = 0.9
+
+
+def jetstream_store_bytes(storage: str) -> int:
+    """The `max_file_store` the managed bus gets from a volume of `storage`."""
+    return int(parse_quantity(storage) * JETSTREAM_STORE_SHARE)
 
 
 class BusTls(SpecModel):
@@ -64,7 +129,10 @@ class BusTls(SpecModel):
 
 class ManagedBus(SpecModel):
     replicas: Literal[1, 3] = 1
-    storage: Quantity = "1Gi"
+    #: The volume of each NATS server. JetStream reserves every stream's `maxBytes` up front and
+    #: refuses a stream that does not fit (err_code 10047), so 90 % of this must hold
+    #: 6 × `bus.limits.maxBytes`; validation refuses a spec where it does not.
+    storage: Quantity = "2Gi"
     image: str = "nats:2.10-alpine"
     tls: BusTls | None = None
 
@@ -113,6 +181,26 @@ class BusSpec(SpecModel):
         if self.url is not None and "@" in self.url.split("://", 1)[-1].split("/", 1)[0]:
             raise ValueError("bus.url: no credentials in the URL; use bus.credentialsSecret")
         return self
+
+    @model_validator(mode="after")
+    def _streams_fit_the_volume(self) -> BusSpec:
+        if self.managed is None:
+            return self  # an external bus: its capacity is not ours to know
+        need = STREAMS_PER_PIPELINE * parse_quantity(self.limits.max_bytes)
+        have = jetstream_store_bytes(self.managed.storage)
+        if need > have:
+            fit = have // STREAMS_PER_PIPELINE
+            raise ValueError(
+                f"bus.managed.storage {self.managed.storage} gives JetStream {_mib(have)} "
+                f"(90 %), but {STREAMS_PER_PIPELINE} streams x bus.limits.maxBytes "
+                f"{self.limits.max_bytes} need {_mib(need)}: raise storage to at least "
+                f"{_mib(math.ceil(need / JETSTREAM_STORE_SHARE))} or lower maxBytes to {fit // 2**20}Mi"
+            )
+        return self
+
+
+def _mib(n: int) -> str:
+    return f"{math.ceil(n / 2**20)}Mi"
 
 
 class ImageSpec(SpecModel):
@@ -242,7 +330,8 @@ class BacktestSpec(SpecModel):
     # Each fold chooses, on its in-sample window, the grid point with the highest in-sample
     # expectancy (at least `minTrades` trades), then trades it on the next out-of-sample window.
     # A signal passes the live gate when the out-of-sample trades of all folds number at least
-    # `minTrades` and their mean return per trade exceeds `minExpectancy`.
+    # `minTrades` and their t-statistic against `minExpectancy` exceeds the Student-t threshold at
+    # `1 - significance / trials` (trials = grid points tried): docs/backtest.md.
 
     in_sample_bars: Annotated[int, Field(ge=20)] = 300
     out_of_sample_bars: Annotated[int, Field(ge=5)] = 100
@@ -253,6 +342,9 @@ class BacktestSpec(SpecModel):
     slippage_bps: Annotated[float, Field(ge=0)] = 2.0
     #: Out-of-sample expectancy (mean net return per trade on equity) a signal must exceed.
     min_expectancy: float = 0.0
+    #: False-positive rate of the gate per (strategy, symbol, track): the chance that a strategy
+    #: with no edge beyond `minExpectancy` passes, after the Bonferroni correction for the grid.
+    significance: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
     #: Parameter grid per strategy (`breakout`, `meanReversion`): field -> values to try; the
     #: strategy's spec parameters fill the fields not named. Points that fail validation are skipped;
     #: numbers only (integer parameters take whole numbers).

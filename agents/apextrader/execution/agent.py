@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from apextrader.bus import metrics
 from apextrader.bus.errors import NotYet
-from apextrader.bus.middleware import Handler
 from apextrader.contracts import (
     Envelope,
     MarketSnapshotEvent,
@@ -41,7 +40,7 @@ from apextrader.contracts.names import EventType
 from apextrader.execution.guard import Credentials, LiveModeRefused, execution_mode
 from apextrader.execution.orders import OrderState, OrderTracker
 from apextrader.execution.paper import BookHistory, PaperEngine, adverse_bps, slippage_bps
-from apextrader.runtime.agent import Agent
+from apextrader.runtime.agent import Agent, Handler
 from apextrader.runtime.context import AgentContext
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """FeatureEngineer: `market.snapshot` → `features.computed`, one `StreamingFeatures` per series.
 
-- Uses only `quality == "ok"` snapshots (others are acknowledged and ignored: CONVENTIONS §6).
+- Uses only `quality == "ok"` snapshots (others are acknowledged and ignored: docs/conventions.md §6).
 - A closed bar updates the series' state and emits features (`backfill` copied from the snapshot).
   With `agents.feature-engineer.config.intrabar: true`, a forming bar emits features computed on a
   copy of the state (`intrabar: true`), leaving the state untouched.

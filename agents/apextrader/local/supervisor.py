@@ -1,4 +1,4 @@
-"""Runs every agent as an `apex agent ID --track T` subprocess, like the seed's deploy.sh: in pipeline
+"""Runs every agent as an `apex agent ID --track T` subprocess, in pipeline
 order, each waited for on `/ready` before the next starts; a crashed agent is restarted with back-off
 and its outage recorded; on stop, agents get SIGTERM in reverse order (then SIGKILL after a grace).
 """
@@ -184,6 +184,15 @@ class Supervisor:
         if index < len(self._watchers):
             self._watchers[index].cancel()
         await self._terminate(ap)
+
+    async def retire(self, key: str) -> None:
+        """Stop one agent for good and forget it (e.g. the canary's after a promote): it is no longer
+        watched, scraped, listed in runtime.json or counted in the run's summary."""
+        await self.stop_one(key)
+        index = self.processes.index(self.by_key(key))
+        del self.processes[index]
+        if index < len(self._watchers):
+            del self._watchers[index]
 
     async def _terminate(self, ap: AgentProcess) -> None:
         proc = ap.proc

@@ -1,7 +1,7 @@
 """`apex up`: the whole TradingPipeline on one machine.
 
-Order (the seed's deploy.sh, with health checks): embedded nats-server(s) with JetStream and the
-pipeline's per-agent users (`--bus-replicas 3`: a 3-server cluster on loopback) → streams,
+Order (docs/conventions.md §6, each step health-checked): embedded nats-server(s) with JetStream and
+the pipeline's per-agent users (`--bus-replicas 3`: a 3-server cluster on loopback) → streams,
 consumers and KV from `bus.topology` → the seven agents in pipeline order, each `/ready` before the
 next → run (live view, canary loop, a watchdog that restarts a dead server or agent) → graceful stop
 → JetStream's own accounting collected into `summary.json` and the HTML report.
@@ -25,18 +25,23 @@ from rich.live import Live
 
 from apextrader.bus.client import connect, ensure_topology
 from apextrader.bus.kv import KV
+from apextrader.bus.metrics import MetricName as M
 from apextrader.bus.topology import KV_CANARY_REQUEST, KV_HALT, Topology, declare
-from apextrader.canary.machine import track_weights
+from apextrader.canary.analysis import thresholds
+from apextrader.canary.weights import track_weights
 from apextrader.contracts import AGENT_IDS, agent_tracks, load_pipeline
+from apextrader.contracts.canary_spec import CanaryAnalysis
 from apextrader.local import collect
-from apextrader.local.canary_driver import LocalCanary
+from apextrader.local.canary_driver import LocalCanary, attach, canary_record, serve_metrics
 from apextrader.local.localbus import ServerWatchdog, start_local_bus
 from apextrader.local.monitor import LiveSnapshot, Monitor
 from apextrader.local.options import UpOptions, effective_pipeline, write_pipeline
 from apextrader.local.supervisor import Supervisor
 from apextrader.local.view import make_progress, render
+from apextrader.report.gonogo import with_analysis
 from apextrader.report.run_report import write_run_report
 from apextrader.report.run_summary import AgentRecord, OutageRecord, RunSummary, TrackRecord
+from apextrader.report.tracks import gate_records
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -70,7 +75,7 @@ async def run_up(
     await ensure_topology(js, topology)
     kv = KV(await js.key_value(topology.kv_bucket))
     await kv.put_json(KV_HALT, False)
-    canary = LocalCanary(kv=kv, canary=spec.canary)
+    canary = LocalCanary(kv=kv, spec=spec)
     await canary.tick()
     console.print(
         f"[green]✓[/] {len(topology.streams)} streams, {len(topology.consumers)} consumers, KV {topology.kv_bucket}"
@@ -83,6 +88,8 @@ async def run_up(
         log_dir=data_dir / "logs",
         agent_env=logins.agent_env,
     )
+    attach(canary, supervisor, tp, js)
+    metrics_port = serve_metrics()  # apex_canary_* of this supervisor
     runtime_file = data_dir / "runtime.json"
     started = time.time()
     watchdog = ServerWatchdog(bus)
@@ -105,11 +112,11 @@ async def run_up(
             "nats_store_dirs": [str(srv.store_dir) for srv in bus.servers],
             "nats_admin": str(admin_file),
             "agents": supervisor.runtime_info(),
+            "supervisor": {"http_port": metrics_port},
         }
-        # atomically: `--local` commands and tests read it while it is rewritten every second
-        tmp = runtime_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info, indent=2))
-        tmp.replace(runtime_file)
+        partial = runtime_file.with_suffix(".json.tmp")  # readers never see a half-written file
+        partial.write_text(json.dumps(info, indent=2))
+        partial.replace(runtime_file)
 
     try:
         with console.status("starting agents…") as status:
@@ -140,6 +147,7 @@ async def run_up(
                 while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                     status_now = await _bus_tolerant(canary.tick(), canary.status)
                     snap = await monitor.poll()
+                    topology = declare(canary.spec, name)  # a promote retires the canary's consumers
                     left = await _bus_tolerant(collect.outstanding(js, topology), flow_consumers + 1)
                     if steady_since is None and left <= flow_consumers:
                         steady_since = time.time()  # start-up backlog (backfill, warm-up) cleared
@@ -162,6 +170,7 @@ async def run_up(
                                 progress,
                                 status_now.declared_weight if has_canary else None,
                                 status_now.phase,
+                                status_now.last_analysis,
                             )
                         )
                     with contextlib.suppress(asyncio.TimeoutError):
@@ -205,8 +214,13 @@ async def run_up(
                 "stage_latency": await collect.stage_latencies(
                     js, topology, since=steady_since or market_off
                 ),
+                "thresholds": thresholds(spec.canary.analysis if spec.canary else CanaryAnalysis()),
+                "canary": canary_record(
+                    canary, next((r.position_notional for r in last.tracks if r.track == "canary"), None)
+                ),
             }
         )
+        summary = with_analysis(summary)  # the Go/No-Go judgement, recorded in summary.json
     finally:
         background = [t for t in (watchdog_task, request_task) if t is not None]
         for t in background:
@@ -253,7 +267,7 @@ async def _summarise(
             s.labels["strategy"]: s.value
             for samples in last.samples.values()
             for s in samples
-            if s.name == "apex_expectancy" and s.labels.get("track") == row.track and "strategy" in s.labels
+            if s.name == M.EXPECTANCY and s.labels.get("track") == row.track and "strategy" in s.labels
         }
         tracks.append(
             TrackRecord(
@@ -298,6 +312,7 @@ async def _summarise(
         discarded=await collect.discarded_counts(js, topology),
         tracks=tracks,
         fills=fills,
+        gate=gate_records(s for samples in last.samples.values() for s in samples),
         prices=market.prices,
         weight_changes=list(canary.history),
         steady_snapshots=market.live_since,
@@ -330,7 +345,7 @@ def _latency_buckets(snap: LiveSnapshot, track: str) -> list[tuple[float, float]
     acc: dict[float, float] = {}
     for samples in snap.samples.values():
         for s in samples:
-            if s.name == "apex_pipeline_latency_seconds_bucket" and s.labels.get("track") == track:
+            if s.name == f"{M.PIPELINE_LATENCY}_bucket" and s.labels.get("track") == track:
                 le = float(s.labels["le"])
                 acc[le] = acc.get(le, 0.0) + s.value
     return sorted(acc.items())

@@ -6,7 +6,11 @@ from rich.console import Group, RenderableType
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from apextrader.contracts.status import AnalysisRun
 from apextrader.local.monitor import LiveSnapshot
+from apextrader.report.tracks import own_weight
+
+_RESULT_COLOUR = {"Pass": "green", "Fail": "red", "Inconclusive": "yellow"}
 
 
 def _num(v: float | None, fmt: str = "{:.1f}", none: str = "–") -> str:
@@ -52,21 +56,22 @@ def tracks_table(snap: LiveSnapshot, declared_weight: int | None, canary_state: 
     table = Table(title=title, expand=True, title_justify="left")
     for col in (
         "track",
-        "weight applied",
+        "weight % (applied)",
         "latency p50 ms",
         "p99 ms",
-        "approved",
+        "approved orders",
         "fills",
-        "avg slip bps",
-        "positions",
+        "mean adverse slip bps",
+        "position notional",
         "PnL",
         "margin viol.",
     ):
         table.add_column(col, justify="left" if col == "track" else "right")
+    has_canary = any(t.track == "canary" for t in snap.tracks)
     for t in snap.tracks:
         table.add_row(
             t.track,
-            _num(t.weight_applied, "{:.0f}%"),
+            _num(own_weight(t.track, t.weight_applied, has_canary), "{:.0f}%"),  # the track's own share
             _num(t.latency_p50_ms, "{:.2f}"),
             _num(t.latency_p99_ms, "{:.2f}"),
             f"{t.approved:.0f}",
@@ -89,9 +94,28 @@ def make_progress() -> Progress:
     )
 
 
+def analysis_table(run: AnalysisRun) -> Table:
+    """The canary's last analysis (`canary.analysis.judge`): each criterion against the spec's goal."""
+    table = Table(title=f"analysis ({run.track}) · {run.result}", expand=True, title_justify="left")
+    for col in ("criterion", "measured", "goal", "result"):
+        table.add_column(col, justify="left" if col in ("criterion", "result") else "right")
+    for c in run.checks:
+        goal = f"> {c.threshold:g}" if c.name.startswith("min") else f"≤ {c.threshold:g}"
+        colour = _RESULT_COLOUR[c.result]
+        table.add_row(c.name, _num(c.value, "{:.4g}"), goal, f"[{colour}]{c.result}[/]")
+    return table
+
+
 def render(
-    snap: LiveSnapshot | None, progress: Progress, declared_weight: int | None, canary_state: str
+    snap: LiveSnapshot | None,
+    progress: Progress,
+    declared_weight: int | None,
+    canary_state: str,
+    analysis: AnalysisRun | None = None,
 ) -> RenderableType:
     if snap is None:
         return Group("[dim]starting…[/]", progress)
-    return Group(agents_table(snap), tracks_table(snap, declared_weight, canary_state), progress)
+    parts: list[RenderableType] = [agents_table(snap), tracks_table(snap, declared_weight, canary_state)]
+    if analysis is not None:
+        parts.append(analysis_table(analysis))
+    return Group(*parts, progress)

@@ -35,7 +35,12 @@ def build_source(spec: TradingPipelineSpec) -> MarketSource:
         "depth_levels": src.depth_levels,
     }
     if src.kind == "synthetic":
-        return SyntheticSource(seed=src.seed, speed=offline_speed(spec), **common)  # type: ignore[arg-type]
+        return SyntheticSource(
+            seed=src.seed,
+            speed=offline_speed(spec),
+            structure=src.structure(),
+            **common,  # type: ignore[arg-type]
+        )
     if src.kind == "replay":
         assert src.path is not None  # the spec model requires it
         return ReplaySource(src.path, speed=offline_speed(spec), **common)  # type: ignore[arg-type]

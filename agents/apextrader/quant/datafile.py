@@ -1,4 +1,4 @@
-"""Market data files (CONVENTIONS §5): Parquet or CSV, `timestamp` as UTC datetime, epoch ms or ISO 8601."""
+"""Market data files (docs/conventions.md §5): Parquet or CSV, `timestamp` as UTC datetime, epoch ms or ISO 8601."""
 
 from __future__ import annotations
 

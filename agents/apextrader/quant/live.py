@@ -110,6 +110,7 @@ def walk_forward_record(buffer: BarBuffer, spec: TradingPipelineSpec, name: Stra
         return Record(Verdict(False, None, None, 0, 0.0, str(exc)), need, buffer.times[-1])
     plan = plan_folds(need, bt.folds, bt.in_sample_bars, bt.out_of_sample_bars, bt.anchored)
     result = walk_forward(
-        bars, features, strategy, grid, plan, BacktestConfig.from_spec(spec), bt.min_trades, bt.min_expectancy
-    )
+        bars, features, strategy, grid, plan, BacktestConfig.from_spec(spec), bt.min_trades, bt.min_expectancy,
+        significance=bt.significance,
+    )  # fmt: skip
     return Record(result.verdict, need, buffer.times[-1])

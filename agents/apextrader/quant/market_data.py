@@ -1,4 +1,4 @@
-"""Validation of OHLCV frames (CONVENTIONS §5) before any feature is computed.
+"""Validation of OHLCV frames (docs/conventions.md §5) before any feature is computed.
 
 Every problem raises `InvalidMarketData` with a one-line message that names the column, the row and
 the timestamp, and a short `reason` word (used as the DLQ reason by the agents).

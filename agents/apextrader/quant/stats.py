@@ -1,4 +1,4 @@
-"""Performance statistics of one backtest (the `stats.json` keys of CONVENTIONS.md 5).
+"""Performance statistics of one backtest (the `stats.json` keys; docs/backtest.md).
 
 * Returns are simple bar-to-bar returns of equity marked at each close; the first bar's return is
   against the starting capital.
@@ -7,10 +7,11 @@
   rate); `sortino` divides by the downside deviation `sqrt(mean(min(r, 0)^2))`.
 * `cagr` = (final / capital) ** (1 / years) - 1 over the span of the bars.
 * `max_drawdown` is positive: the largest fall from a running peak of equity, as a fraction.
-* Trade statistics use closed trades: `expectancy` is the mean trade return on the equity at
-  entry (net of fees, slippage and funding), `expectancy_se` its standard error
-  (std ddof=1 / sqrt(n)); `profit_factor` = gross profit / gross loss; `exposure` is the share of
-  bars that close with a position.
+* Trade statistics use closed trades (`trades` counts them): `expectancy` is the mean trade
+  return on the equity at entry (net of fees, slippage and funding), `expectancy_se` its standard
+  error (std ddof=1 / sqrt(n)); `profit_factor` = gross profit / gross loss; `exposure` is the
+  share of bars that close with a position. Positions still open at the end are counted apart
+  (`open_trades`, their unrealised `open_pnl` at the last close); equity includes them.
 * Undefined values (no trades, no losses, one bar) are `None` (null in JSON), never a made-up number.
 """
 
@@ -42,6 +43,9 @@ class Stats(BaseModel):
     expectancy_se: float | None
     trades: int
     exposure: float
+    #: Positions still open at the last bar (`status: open` in trades.parquet) and their PnL there.
+    open_trades: int = 0
+    open_pnl: float = 0.0
     #: Per-fold stats of a walk-forward run (empty otherwise).
     folds: list[dict[str, Any]] = Field(default_factory=list)
     #: Per strategy/symbol verdict of a walk-forward run (accepted, reason, expectancy, trades).
@@ -67,11 +71,6 @@ def max_drawdown(equity: F64) -> float:
     return float(np.max(1.0 - equity / peak))
 
 
-def drawdown_series(equity: F64) -> F64:
-    """Drawdown at each bar as a positive fraction of the running peak."""
-    return np.asarray(1.0 - equity / np.maximum.accumulate(equity), dtype=np.float64)
-
-
 def trade_stats(returns: F64, pnl: F64) -> dict[str, Any]:
     n = int(returns.size)
     if n == 0:
@@ -94,6 +93,8 @@ def compute_stats(
     capital: float,
 ) -> Stats:
     """Stats of one run; `equity`/`position` at each close, `trades` as `trades.parquet`."""
+    is_closed = pl.col("status") == "closed" if "status" in trades.columns else pl.lit(True)
+    closed = trades.filter(is_closed)
     final = float(equity[-1]) if equity.size else capital
     total_return = final / capital - 1.0
     returns = np.diff(equity, prepend=capital) / np.concatenate(([capital], equity[:-1]))
@@ -116,7 +117,9 @@ def compute_stats(
         sharpe=sharpe,
         sortino=sortino,
         max_drawdown=max_drawdown(np.concatenate(([capital], equity))),
-        trades=trades.height,
+        trades=closed.height,
         exposure=float((position != 0).mean()) if position.size else 0.0,
-        **trade_stats(trades["ret"].to_numpy(), trades["pnl"].to_numpy()),
+        open_trades=trades.height - closed.height,
+        open_pnl=float(trades.filter(~is_closed)["pnl"].sum()),
+        **trade_stats(closed["ret"].to_numpy(), closed["pnl"].to_numpy()),
     )

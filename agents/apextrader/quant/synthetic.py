@@ -11,6 +11,12 @@ What is modelled (per bar, every symbol):
 - spread (bps) that widens and book depth that thins as volatility rises;
 - liquidations (notional, long and short) that cluster in large moves.
 
+Planted structure (`structure=RegimesSpec`, `source.model: regimes`; None is the martingale, bit
+for bit): each symbol also runs a chain of structural regimes drawn from its own random stream: trend
+(each bar drifts `drift` x its volatility, in a direction drawn per regime), mean reversion (each bar
+closes `pull` of the log distance to the regime's starting price) and random (no drift). Regime
+lengths are geometric with mean `meanBars`. The parameters describe the market, never a strategy.
+
 Determinism: a symbol's data depends only on (seed, symbol, timeframe, start), not on which other
 symbols are generated, because each symbol has its own random stream next to the shared market
 stream. Data is produced in fixed chunks, so `generate(...)` and the bar-by-bar `SyntheticMarket`
@@ -28,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from apextrader.contracts.spec import RegimesSpec
 from apextrader.contracts.units import timeframe_seconds
 from apextrader.quant.jit import njit
 
@@ -38,6 +45,8 @@ DEFAULT_START = datetime(2025, 1, 1, tzinfo=UTC)
 _REGIME_VOL = np.array([0.55, 1.0, 2.4])
 #: Per-minute probability of staying in calm / normal / stressed.
 _REGIME_STAY = np.array([0.998, 0.997, 0.99])
+#: Structural regimes of `source.model: regimes`.
+TREND, MEAN_REVERSION, RANDOM = 0, 1, 2
 FRAME_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume", "buy_volume", "funding_rate",
                  "spread_bps", "depth", "liq_long", "liq_short")  # fmt: skip
 
@@ -98,6 +107,10 @@ class _SymbolState:
     price: float
     funding: float = 0.0001
     funding_level: float = 0.0001
+    structure_rng: np.random.Generator | None = None  # the regime chain's own stream (regimes only)
+    regime: int = -1  # current structural regime (-1: draw one at the first bar), direction, anchor
+    direction: float = 1.0
+    anchor: float = 0.0
 
 
 class SyntheticMarket:
@@ -110,9 +123,11 @@ class SyntheticMarket:
         seed: int = 1,
         timeframe: str = "1m",
         start: datetime = DEFAULT_START,
+        structure: RegimesSpec | None = None,
     ) -> None:
         if not symbols:
             raise ValueError("at least one symbol is needed")
+        self.structure = structure
         self.symbols = list(dict.fromkeys(symbols))
         self.seconds = timeframe_seconds(timeframe)
         self.minutes = self.seconds / 60
@@ -125,6 +140,10 @@ class SyntheticMarket:
             )
             for s in self.symbols
         }
+        if structure is not None:  # a separate stream: the martingale's own draws stay the same
+            for s, st in self._states.items():
+                st.structure_rng = np.random.default_rng([seed, _stable_int(f"regimes:{s}")])
+                st.anchor = float(np.log(st.price))
         self._index = 0  # bars generated into chunks so far
         self._chunk: dict[str, dict[str, Array]] = {}
         self._pos = CHUNK
@@ -201,7 +220,10 @@ class SyntheticMarket:
         where = rng.integers(0, SUBSTEPS, n)
         sizes = rng.laplace(0.0, 3 * base_sigma, n)
         steps[np.flatnonzero(jumps), where[jumps]] += sizes[jumps]
-        log_path = np.log(st.price) + np.cumsum(steps.ravel()).reshape(n, SUBSTEPS)
+        if self.structure is None:
+            log_path = np.log(st.price) + np.cumsum(steps.ravel()).reshape(n, SUBSTEPS)
+        else:
+            log_path = self._structured(st, steps, sigma)
         path = np.exp(log_path)
         close = path[:, -1]
         open_ = np.r_[st.price, close[:-1]]
@@ -246,6 +268,59 @@ class SyntheticMarket:
             "path": path,
         }
 
+    def _structured(self, st: _SymbolState, steps: Array, sigma: Array) -> Array:
+        g = self.structure
+        assert g is not None and st.structure_rng is not None
+        # integer shares, cumulated exactly: a kind with share 0 can never be drawn
+        cum_shares = np.cumsum(
+            np.array([g.trend.share, g.mean_reversion.share, g.random.share], dtype=np.int64)
+        )
+        params = np.array([g.trend.drift, g.mean_reversion.pull, 1.0 / g.mean_bars])
+        u = st.structure_rng.random((steps.shape[0], 3))
+        log_path, state = _structured_path(
+            float(np.log(st.price)), steps, sigma, u, cum_shares, params,
+            np.array([float(st.regime), st.direction, st.anchor]),
+        )  # fmt: skip
+        st.regime, st.direction, st.anchor = int(state[0]), float(state[1]), float(state[2])
+        return log_path
+
+
+@njit(cache=True)
+def _structured_path(
+    x: float,
+    steps: Array,
+    sigma: Array,
+    u: Array,
+    cum_shares: npt.NDArray[np.int64],
+    params: Array,
+    state: Array,
+) -> tuple[Array, Array]:
+    """The log path with the regimes' drift. Per bar: switch regime with probability 1/meanBars
+    (the next drawn by share; a trend draws its direction; the anchor is the price at the switch),
+    then add the bar's drift evenly over its sub-steps. `state` = (regime, direction, anchor)."""
+    n, k = steps.shape
+    drift, pull, switch = params[0], params[1], params[2]
+    regime, direction, anchor = int(state[0]), state[1], state[2]
+    out = np.empty((n, k))
+    for t in range(n):
+        if regime < 0 or u[t, 0] < switch:
+            total = cum_shares[2]
+            pick = min(int(u[t, 1] * total), total - 1)  # uniform over 0 .. total - 1
+            regime = 0
+            while pick >= cum_shares[regime]:
+                regime += 1
+            direction = 1.0 if u[t, 2] < 0.5 else -1.0
+            anchor = x
+        d = 0.0
+        if regime == TREND:
+            d = direction * drift * sigma[t]
+        elif regime == MEAN_REVERSION:
+            d = -pull * (x - anchor)
+        for j in range(k):
+            x += steps[t, j] + d / k
+            out[t, j] = x
+    return out, np.array([float(regime), direction, anchor])
+
 
 @njit(cache=True)
 def _regime_chain(start: int, stay: Array, u: Array) -> npt.NDArray[np.int64]:
@@ -279,9 +354,11 @@ def generate(
     seed: int = 1,
     timeframe: str = "1m",
     start: datetime = DEFAULT_START,
+    structure: RegimesSpec | None = None,
 ) -> dict[str, pl.DataFrame]:
     """`bars` bars per symbol as polars frames (used by `apex data synth`, `apex backtest --synthetic`)."""
-    return SyntheticMarket(symbols, seed=seed, timeframe=timeframe, start=start).frames(bars)
+    market = SyntheticMarket(symbols, seed=seed, timeframe=timeframe, start=start, structure=structure)
+    return market.frames(bars)
 
 
 def generate_long(
@@ -291,9 +368,10 @@ def generate_long(
     seed: int = 1,
     timeframe: str = "1m",
     start: datetime = DEFAULT_START,
+    structure: RegimesSpec | None = None,
 ) -> pl.DataFrame:
-    """All symbols in one frame with a `symbol` column (the file format of CONVENTIONS §5)."""
-    frames = generate(symbols, bars, seed=seed, timeframe=timeframe, start=start)
+    """All symbols in one frame with a `symbol` column (the file format of docs/backtest.md)."""
+    frames = generate(symbols, bars, seed=seed, timeframe=timeframe, start=start, structure=structure)
     return pl.concat(
         [f.with_columns(symbol=pl.lit(s)).select("symbol", *FRAME_COLUMNS) for s, f in frames.items()]
     )

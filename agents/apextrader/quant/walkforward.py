@@ -11,9 +11,11 @@
   only), so the IS backtest of a fold reads nothing after the fold's IS end (tested by truncating
   and by scrambling the data after it).
 * **Verdict** from the chosen points' OOS trades of all folds only: accepted when there are at
-  least `min_trades` and their expectancy (mean net return per trade on the equity at entry)
-  exceeds `min_expectancy`. `confidence` is the normal-approximation probability that the true
-  expectancy exceeds `min_expectancy`, Φ((mean - min) / se).
+  least `min_trades` and their t-statistic against `min_expectancy` exceeds the Student-t
+  threshold at `1 - significance / trials`, `trials` being the grid points tried
+  (`apextrader.quant.significance`; docs/backtest.md). `confidence` is the
+  normal-approximation probability that the true expectancy exceeds `min_expectancy`,
+  Φ((mean - min) / se), shown for reading only: the test decides.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pydantic import ValidationError
 
 from apextrader.quant.backtest import kernel
 from apextrader.quant.backtest.engine import BacktestArrays, BacktestConfig, run_arrays
+from apextrader.quant.significance import METHOD, significance_of
 from apextrader.quant.strategies import FeatureArrays, Strategy, StrategyParams, signals
 
 F64 = npt.NDArray[np.float64]
@@ -144,6 +147,11 @@ class Verdict:
     trades: int
     confidence: float
     reason: str
+    #: The test's t-statistic and threshold (None when undefined: fewer than 2 trades, no spread).
+    statistic: float | None = None
+    threshold: float | None = None
+    trials: int = 1
+    method: str = METHOD
 
 
 @dataclass(frozen=True)
@@ -176,22 +184,36 @@ def _score(result: WindowResult, min_trades: int) -> float | None:
     return float(r.mean()) if r.size >= min_trades else None
 
 
-def verdict(returns: F64, min_trades: int, min_expectancy: float) -> Verdict:
+def verdict(
+    returns: F64, min_trades: int, min_expectancy: float, significance: float = 0.05, trials: int = 1
+) -> Verdict:
+    """The gate on the OOS per-trade returns of `trials` parameter sets' walk-forward."""
     n = int(returns.size)
     if n == 0:
-        return Verdict(False, None, None, 0, 0.0, f"no out-of-sample trades (need {min_trades})")
+        return Verdict(
+            False, None, None, 0, 0.0, f"no out-of-sample trades (need {min_trades})", trials=trials
+        )
     mean = float(returns.mean())
     se = float(returns.std(ddof=1) / math.sqrt(n)) if n > 1 else None
     if se:
         confidence = 0.5 * (1.0 + math.erf((mean - min_expectancy) / (se * math.sqrt(2.0))))
     else:
         confidence = 1.0 if mean > min_expectancy else 0.0
+    test = significance_of(mean, se, n, min_expectancy, significance, trials)
+    common = {"statistic": test.statistic, "threshold": test.threshold, "trials": test.trials}
+
+    def result(accepted: bool, reason: str) -> Verdict:
+        return Verdict(accepted, mean, se, n, confidence, reason, **common)  # type: ignore[arg-type]
+
     if n < min_trades:
-        return Verdict(False, mean, se, n, confidence, f"only {n} out-of-sample trades (need {min_trades})")
-    if mean <= min_expectancy:
-        reason = f"out-of-sample expectancy {mean:.6f} <= {min_expectancy} over {n} trades"
-        return Verdict(False, mean, se, n, confidence, reason)
-    return Verdict(True, mean, se, n, confidence, f"out-of-sample expectancy {mean:.6f} over {n} trades")
+        return result(False, f"only {n} out-of-sample trades (need {min_trades})")
+    if test.statistic is None:
+        return result(False, f"out-of-sample returns of {n} trades have no spread: no t-statistic")
+    detail = (
+        f"t = {test.statistic:.2f} {'>' if test.significant else '<='} {test.threshold:.2f} "
+        f"(alpha {significance:g} over {test.trials} trials), expectancy {mean:.6f} over {n} trades"
+    )
+    return result(test.significant, ("significant: " if test.significant else "not significant: ") + detail)
 
 
 def walk_forward(
@@ -205,6 +227,7 @@ def walk_forward(
     min_expectancy: float = 0.0,
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
+    significance: float = 0.05,
 ) -> WalkForwardResult:
     """Run the folds of `plan`; `bars` holds OHLC + funding (its signal columns are replaced).
 
@@ -252,7 +275,8 @@ def walk_forward(
             score, p_index, n_is, oos = chosen
             results.append(FoldResult(fold, grid[p_index], score, n_is, oos))
     returns = np.concatenate([r.oos.returns for r in results if r.oos is not None] or [np.empty(0)])
-    return WalkForwardResult(strategy.name, results, verdict(returns, min_trades, min_expectancy))
+    judged = verdict(returns, min_trades, min_expectancy, significance, len(grid))
+    return WalkForwardResult(strategy.name, results, judged)
 
 
 def choose(

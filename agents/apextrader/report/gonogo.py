@@ -1,16 +1,22 @@
-"""The seed's Go/No-Go list evaluated from a run's measurements.
+"""The Go/No-Go table of an `apex up` run: a renderer over `canary.analysis.judge`, the judgement the
+operator and the canary analysis use, with the spec's thresholds (`summary.thresholds`) as the goals.
 
-A row that was not measured is `N/A` (with the reason), never `PASS` (CONVENTIONS.md §7).
+A row that was not measured is `N/A` (with the reason), never `PASS` (docs/conventions.md §7).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Literal, cast
 
-from apextrader.report.run_summary import RunSummary
+from apextrader.canary.analysis import AnalysisTrack, CheckName, judge, overall, thresholds
+from apextrader.contracts.canary_spec import CanaryAnalysis
+from apextrader.contracts.status import CheckResult
+from apextrader.report.run_summary import CriterionRecord, RunSummary, TrackRecord
 
 Verdict = Literal["PASS", "FAIL", "N/A"]
+VERDICT: dict[CheckResult, Verdict] = {"Pass": "PASS", "Fail": "FAIL", "Inconclusive": "N/A"}
 
 
 @dataclass(frozen=True)
@@ -21,22 +27,63 @@ class GoNoGoRow:
     verdict: Verdict
 
 
-def _latency_row(s: RunSummary) -> GoNoGoRow:
-    goal = "> 99% uptime, < 100 ms latency"
-    if s.duration_s <= 0:
-        return GoNoGoRow("Message Bus", goal, "no run time", "N/A")
-    uptime = 1 - s.bus_downtime_s / s.duration_s
+def _limits(s: RunSummary) -> dict[CheckName, float]:
+    found = cast(dict[CheckName, float], dict(s.thresholds))
+    return {**thresholds(CanaryAnalysis()), **found}
+
+
+def track_values(s: RunSummary, t: TrackRecord) -> dict[CheckName, float | None]:
+    """What the run measured for one track, per criterion, over the whole run."""
     decided = s.stage_latency.get("order.filled")  # exact, per event: snapshot → execution decision
-    p99s = (
-        [decided.p99_ms] if decided else [t.latency_p99_ms for t in s.tracks if t.latency_p99_ms is not None]
+    dlq = [c.dlq for c in s.consumers if c.durable.endswith(f"-{t.track}")]
+    return {
+        "maxAvgSlippageBps": sum(max(0.0, x) for x in t.slippage_bps) / len(t.slippage_bps)
+        if t.slippage_bps
+        else None,
+        "maxMarginViolations": t.margin_violations if s.tracks else None,
+        "maxDlqLoss": float(sum(dlq)) if dlq else None,
+        "maxBusP99Ms": decided.p99_ms if decided else t.latency_p99_ms,
+        "minExpectancy": min(t.expectancy.values()) if t.expectancy else None,
+    }
+
+
+def with_analysis(s: RunSummary) -> RunSummary:
+    """The summary with every track judged (what `summary.json` records and the table renders)."""
+    at = datetime.fromtimestamp(s.ended_at, UTC)
+    limits = _limits(s)
+    analysis = {
+        t.track: [
+            CriterionRecord(name=c.name, value=c.value, threshold=c.threshold, result=c.result)
+            for c in judge(limits, track_values(s, t), at, cast(AnalysisTrack, t.track)).checks
+        ]
+        for t in s.tracks
+    }
+    return s.model_copy(update={"thresholds": dict(limits), "analysis": analysis})
+
+
+def _criterion_row(s: RunSummary, area: str, name: CheckName, goal: str, fmt: str) -> GoNoGoRow:
+    judged = with_analysis(s).analysis if not s.analysis else s.analysis
+    checks = {track: c for track, cs in judged.items() for c in cs if c.name == name}
+    threshold = _limits(s)[name]
+    if not checks:
+        return GoNoGoRow(area, goal.format(threshold), "no tracks", "N/A")
+    measured = ", ".join(
+        f"{track} {fmt.format(c.value) if c.value is not None else 'n/a'}" for track, c in checks.items()
     )
-    if not p99s:
-        return GoNoGoRow("Message Bus", goal, f"uptime {uptime:.2%}; no latency samples", "N/A")
-    worst = max(p99s)
-    ok = uptime > 0.99 and worst < 100
-    return GoNoGoRow(
-        "Message Bus", goal, f"uptime {uptime:.2%}, p99 {worst:.1f} ms", "PASS" if ok else "FAIL"
-    )
+    results = [cast(CheckResult, c.result) for c in checks.values()]
+    verdict = overall(results)
+    if verdict == "Inconclusive" and "Pass" in results:
+        verdict = "Pass"  # a track that was measured passed and none failed; the others say n/a
+    return GoNoGoRow(area, goal.format(threshold), measured, VERDICT[verdict])
+
+
+def _latency_row(s: RunSummary) -> GoNoGoRow:
+    row = _criterion_row(s, "Message Bus", "maxBusP99Ms", "> 99% uptime, p99 ≤ {:g} ms", "p99 {:.1f} ms")
+    if s.duration_s <= 0:
+        return GoNoGoRow("Message Bus", row.goal, "no run time", "N/A")
+    uptime = 1 - s.bus_downtime_s / s.duration_s
+    verdict: Verdict = "FAIL" if uptime <= 0.99 else row.verdict
+    return GoNoGoRow(row.criterion, row.goal, f"uptime {uptime:.2%}; {row.measured}", verdict)
 
 
 def _dlq_row(s: RunSummary) -> GoNoGoRow:
@@ -74,37 +121,21 @@ def _agents_row(s: RunSummary) -> GoNoGoRow:
 
 
 def _expectancy_row(s: RunSummary) -> GoNoGoRow:
-    goal = "all strategies positive expectancy (out-of-sample)"
-    values = {f"{t.track}/{k}": v for t in s.tracks for k, v in t.expectancy.items()}
-    if not values:
-        return GoNoGoRow("Backtest", goal, "no walk-forward record yet", "N/A")
-    worst = min(values, key=lambda k: values[k])
-    ok = values[worst] > 0
-    return GoNoGoRow(
-        "Backtest", goal, f"lowest {worst}: {values[worst]:+.4f} per trade", "PASS" if ok else "FAIL"
+    return _criterion_row(
+        s, "Backtest", "minExpectancy", "every strategy's out-of-sample expectancy > {:g}", "lowest {:+.4f}"
     )
 
 
 def _margin_row(s: RunSummary) -> GoNoGoRow:
-    goal = "no margin violations (7-day paper trade)"
-    if not s.tracks:
-        return GoNoGoRow("Risk", goal, "no tracks", "N/A")
-    n = sum(t.margin_violations for t in s.tracks)
     hours = s.duration_s / 3600
+    row = _criterion_row(s, "Risk", "maxMarginViolations", "≤ {:g} margin violations", "{:.0f}")
     return GoNoGoRow(
-        "Risk", goal, f"{n:.0f} violations over {hours:.2f} h of paper trading", "PASS" if n == 0 else "FAIL"
+        row.criterion, row.goal, f"{row.measured} over {hours:.2f} h of paper trading", row.verdict
     )
 
 
 def _slippage_row(s: RunSummary) -> GoNoGoRow:
-    goal = "< 5 bps average slippage"
-    per_track = {t.track: t.slippage_bps for t in s.tracks if t.slippage_bps}
-    if not per_track:
-        return GoNoGoRow("Execution", goal, "no fills", "N/A")
-    avgs = {k: sum(max(0.0, x) for x in v) / len(v) for k, v in per_track.items()}
-    worst = max(avgs.values())
-    text = ", ".join(f"{k} {v:.2f} bps" for k, v in avgs.items())
-    return GoNoGoRow("Execution", goal, text, "PASS" if worst < 5 else "FAIL")
+    return _criterion_row(s, "Execution", "maxAvgSlippageBps", "average slippage ≤ {:g} bps", "{:.2f} bps")
 
 
 def _monitoring_row(_: RunSummary) -> GoNoGoRow:

@@ -11,6 +11,7 @@ from plotly.offline import get_plotlyjs
 
 from apextrader.report.gonogo import evaluate
 from apextrader.report.run_summary import RunSummary
+from apextrader.report.tracks import SLIPPAGE_NOTE, currency, own_weight, slippage_summary
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#1f2328}
@@ -67,7 +68,7 @@ def equity_figure(s: RunSummary) -> go.Figure:
                 name=t.track,
                 line={"color": _TRACK_COLORS.get(t.track)},
             )
-    fig.update_layout(title="Equity per track (capital share + PnL)", yaxis_title="USDT")
+    fig.update_layout(title="Equity per track (capital share + PnL)", yaxis_title=currency(s))
     return fig
 
 
@@ -144,30 +145,80 @@ def _steady_text(s: RunSummary) -> str:
     )
 
 
+def _num(value: float | None, fmt: str) -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def tracks_table(s: RunSummary) -> str:
+    """One row per track: its own weight and capital, orders, slippage three ways (so an outlier
+    cannot hide in a mean), latency and margin violations; every heading names its unit."""
+    ccy = currency(s)
+    has_canary = any(t.track == "canary" for t in s.tracks)
+    rows = []
+    for t in s.tracks:
+        slip = slippage_summary(t.slippage_bps)
+        rows.append(
+            [
+                t.track,
+                _num(own_weight(t.track, t.weight_applied, has_canary), "{:.0f}"),
+                f"{t.capital:,.0f}",
+                str(t.approved),
+                str(t.fills),
+                str(t.duplicate_fills),
+                _num(slip.signed_mean, "{:+.2f}"),
+                _num(slip.mean_adverse, "{:.2f}"),
+                _num(slip.p95_abs, "{:.2f}"),
+                _num(slip.worst, "{:+.2f}"),
+                _num(t.latency_p50_ms, "{:.2f}"),
+                _num(t.latency_p99_ms, "{:.2f}"),
+                f"{t.margin_violations:.0f}",
+            ]
+        )
+    headers = [
+        "track", "weight (% of capital)", f"capital ({ccy})", "approved (orders)", "fills (orders)",
+        "duplicate fills (orders)", "slippage mean (bps, signed, + adverse)", "mean adverse slippage (bps)",
+        "p95 |slippage| (bps)", "worst slippage (bps)", "p50 latency (ms, whole run)",
+        "p99 latency (ms, whole run)", "margin violations (count)",
+    ]  # fmt: skip
+    return _table(headers, rows)
+
+
+def gate_section(s: RunSummary) -> str:
+    """The backtester's last record per (track, strategy, market): accepted when t > threshold."""
+    if not s.gate:
+        return '<p class="muted">no walk-forward record observed (the backtester had too few bars, or was not scraped)</p>'
+    rows = [
+        [g.track, g.strategy, g.exchange, g.symbol, _num(g.statistic, "{:+.2f}"), _num(g.threshold, "{:.2f}"),
+         f'<span class="{"PASS" if g.accepted else "FAIL"}">{"accepted" if g.accepted else "rejected"}</span>']
+        for g in s.gate
+    ]  # fmt: skip
+    accepted = sum(g.accepted for g in s.gate)
+    note = (
+        f"{accepted} of {len(s.gate)} records accepted at the end of the run. Method oos-t-bonferroni: the "
+        "t-statistic of the out-of-sample per-trade returns must exceed the Student-t threshold at "
+        "1 - backtest.significance / trials (docs/backtest.md)."
+    )
+    headers = ["track", "strategy", "exchange", "symbol", "t-statistic", "threshold (t)", "verdict"]
+    return f'<p class="muted">{html.escape(note)}</p>' + _table(headers, rows, raw_cols=frozenset({6}))
+
+
+def _canary_text(s: RunSummary) -> str:
+    """The canary's end state; after an abort, what was done with its positions (abortPolicy)."""
+    c = s.canary
+    if c is None:
+        return ""
+    held = "" if c.open_notional is None else f" · canary open notional at the end {c.open_notional:,.0f}"
+    note = html.escape(c.message or "")
+    return f'<p class="muted">canary phase {html.escape(c.phase)} (abortPolicy {c.abort_policy}){held}. {note}</p>'
+
+
 def render_run_report(s: RunSummary) -> str:
     started = _ts(s.started_at).strftime("%Y-%m-%d %H:%M:%S UTC")
-    track_rows = [
-        [
-            t.track,
-            f"{t.weight_applied:.0f}%" if t.weight_applied is not None else "–",
-            f"{t.capital:,.0f}",
-            str(t.approved),
-            str(t.fills),
-            str(t.duplicate_fills),
-            f"{sum(max(0.0, x) for x in t.slippage_bps) / len(t.slippage_bps):.2f}"
-            if t.slippage_bps
-            else "–",
-            f"{t.latency_p50_ms:.2f}" if t.latency_p50_ms is not None else "–",
-            f"{t.latency_p99_ms:.2f}" if t.latency_p99_ms is not None else "–",
-            f"{t.margin_violations:.0f}",
-        ]
-        for t in s.tracks
-    ]
     outages = [
         [
             o.key,
             _ts(o.started).strftime("%H:%M:%S"),
-            f"{(o.ended - o.started):.2f} s" if o.ended else "not recovered",
+            f"{(o.ended - o.started):.2f}" if o.ended else "not recovered",
             str(o.exit_code),
         ]
         for a in s.agents
@@ -199,37 +250,40 @@ def render_run_report(s: RunSummary) -> str:
         "<h2>Go/No-Go</h2>",
         gonogo_section(s),
         "<h2>Tracks</h2>",
-        _table(
-            [
-                "track",
-                "weight",
-                "capital",
-                "approved",
-                "fills",
-                "duplicate fills",
-                "avg slip bps",
-                "p50 ms (whole run)",
-                "p99 ms (whole run)",
-                "margin violations",
-            ],
-            track_rows,
-        ),
+        tracks_table(s),
+        f'<p class="muted">{html.escape(SLIPPAGE_NOTE)}</p>',
+        "<h2>Walk-forward gate</h2>",
+        gate_section(s),
+        _canary_text(s),
         _fig_html(equity_figure(s)),
         _fig_html(slippage_figure(s)),
         _fig_html(latency_figure(s)),
         "<h2>Latency from the snapshot, per event type</h2>",
         f'<p class="muted">{_steady_text(s)}</p>',
-        _table(["event", "count", "p50 ms", "p99 ms", "max ms"], stages)
+        _table(["event", "count (events)", "p50 (ms)", "p99 (ms)", "max (ms)"], stages)
         if stages
         else '<p class="muted">no live events</p>',
         "<h2>Trades on price</h2>",
         *[_fig_html(f) for f in trades_figures(s)],
         "<h2>Outages</h2>",
-        _table(["agent", "at", "down for", "exit code"], outages) if outages else '<p class="muted">none</p>',
+        _table(["agent", "at (UTC)", "down for (s)", "exit code"], outages)
+        if outages
+        else '<p class="muted">none</p>',
         "<h2>Bus accounting</h2>",
-        _table(["stream", "consumer", "matched", "acked", "DLQ", "pending", "balanced"], consumers),
+        _table(
+            [
+                "stream",
+                "consumer",
+                "matched (msgs)",
+                "acked (msgs)",
+                "DLQ (msgs)",
+                "pending (msgs)",
+                "balanced",
+            ],
+            consumers,
+        ),
         "<h2>Memory (peak RSS, MB)</h2>",
-        _table(["agent", "RSS MB"], memory) if memory else '<p class="muted">not sampled</p>',
+        _table(["agent", "peak RSS (MB)"], memory) if memory else '<p class="muted">not sampled</p>',
     ]
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"

@@ -60,6 +60,18 @@ class TrackRecord(Frozen):
     equity: list[tuple[float, float]] = Field(default_factory=list)  # (unix time, equity)
 
 
+class GateRecord(Frozen):
+    """The backtester's last walk-forward record of one market, strategy and track (its gauges)."""
+
+    track: str
+    strategy: str
+    exchange: str
+    symbol: str
+    accepted: bool
+    statistic: float | None = None  # the OOS t-statistic; None while undefined (< 2 trades)
+    threshold: float | None = None
+
+
 class FillRecord(Frozen):
     time: float
     track: str
@@ -83,11 +95,30 @@ class LatencyStats(Frozen):
     max_ms: float
 
 
+class CriterionRecord(Frozen):
+    """One Go/No-Go criterion of one track as `canary.analysis.judge` found it."""
+
+    name: str
+    value: float | None
+    threshold: float
+    result: str  # Pass | Fail | Inconclusive
+
+
 class PriceSeries(Frozen):
     exchange: str
     symbol: str
     times: list[float]
     closes: list[float]
+
+
+class CanaryRecord(Frozen):
+    """The canary at the end of the run: its phase, what its status said (on abort: what was done
+    with its positions, per `abortPolicy`), and the canary's open notional then."""
+
+    phase: str
+    message: str = ""
+    abort_policy: str = "drain"
+    open_notional: float | None = None
 
 
 class RunSummary(Frozen):
@@ -105,6 +136,7 @@ class RunSummary(Frozen):
     discarded: dict[str, int] = Field(default_factory=dict)
     tracks: list[TrackRecord]
     fills: list[FillRecord] = Field(default_factory=list)
+    gate: list[GateRecord] = Field(default_factory=list)
     prices: list[PriceSeries] = Field(default_factory=list)
     weight_changes: list[tuple[float, int]] = Field(
         default_factory=list
@@ -119,6 +151,11 @@ class RunSummary(Frozen):
     stage_latency: dict[str, LatencyStats] = Field(default_factory=dict)
     rss_total_peak_mb: float | None = None  # highest sum of the agents' RSS sampled at one time
     drain_s: float | None = None  # from market data off until every flow consumer had caught up
+    canary: CanaryRecord | None = None
+    #: The Go/No-Go thresholds the run was judged by (`spec.canary.analysis`, or its defaults).
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    #: Per track, every criterion judged over the whole run (`report.gonogo.with_analysis`).
+    analysis: dict[str, list[CriterionRecord]] = Field(default_factory=dict)
 
     @property
     def duration_s(self) -> float:

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from apextrader.bus import metrics
-from apextrader.bus.middleware import Handler
-from apextrader.bus.topology import KV_CANARY_WEIGHT, KV_HALT, kv_applied_key
+from apextrader.bus.topology import KV_CANARY_STATE, KV_CANARY_WEIGHT, KV_HALT, kv_applied_key
+from apextrader.canary.weights import WeightError, effective_weights, parse_weight, track_weight
 from apextrader.contracts import (
     Envelope,
     MarketAlertEvent,
@@ -31,15 +31,15 @@ from apextrader.contracts import (
     SignalRejectedEvent,
     SignalValidatedEvent,
     derive_id,
+    new_id,
 )
 from apextrader.contracts.names import EventType
 from apextrader.contracts.units import timeframe_seconds
 from apextrader.risk.alerts import ActiveAlerts
-from apextrader.risk.capital import capital_share, declared_canary_weight, track_weight
-from apextrader.risk.gate import Approved, GateState, decide
+from apextrader.risk.gate import Approved, GateState, decide, flatten_orders
 from apextrader.risk.limits import MARGIN_RULES, breaches, exposure
 from apextrader.risk.portfolio import Portfolio
-from apextrader.runtime.agent import Agent
+from apextrader.runtime.agent import Agent, Handler
 from apextrader.runtime.context import AgentContext
 
 #: Seconds after which an approved order the execution never reported stops counting as exposure.
@@ -58,9 +58,17 @@ class RiskManagerAgent(Agent):
         self.book = Portfolio()
         self.alerts = ActiveAlerts()
         self.has_canary = ctx.pipeline.spec.canary is not None
-        self.canary_weight = declared_canary_weight(ctx.pipeline.spec)
+        #: KV `canary.weight`, the effective canary weight; until KV answers, what the machine gives
+        #: a fresh rollout of this spec (so a stepped canary starts at its reached weight, often 0).
+        self.canary_weight = effective_weights(ctx.pipeline.spec.canary, None, datetime.now(UTC)).get(
+            "canary", 0
+        )
         self.halted = False
         self.killed = False
+        #: KV `canary.state` is `aborted` (canary track only): the gate applies `abortPolicy`.
+        self.aborted = False
+        self.abort_policy = ctx.pipeline.spec.canary.abort_policy if ctx.pipeline.spec.canary else "drain"
+        self._abort_round = 0
         self.in_violation = False
         self.labels = {"track": ctx.track}
         self._approved = metrics.ORDERS.labels(state="approved", **self.labels)
@@ -89,10 +97,9 @@ class RiskManagerAgent(Agent):
 
     async def start(self) -> None:
         kv = self.ctx.kv
-        weight = await kv.get_json(KV_CANARY_WEIGHT)
-        if weight is not None:
-            self.canary_weight = int(weight)
+        self._take_weight(await kv.get_json(KV_CANARY_WEIGHT))
         self.halted = bool(await kv.get_json(KV_HALT, False))
+        aborted_at_start = await kv.get_json(KV_CANARY_STATE) == "aborted"
         # Rebuild from the streams (idempotent by event id): approvals are the decisions already
         # taken (a redelivered signal gets the same one) and pending exposure until their fills,
         # rejections or cancellations, which are applied next.
@@ -114,18 +121,23 @@ class RiskManagerAgent(Agent):
         async for ev in self.ctx.history("market.alert", last=2000):
             if isinstance(ev, MarketAlertEvent):
                 self.alerts.apply(ev.data)
+        await self._set_aborted(aborted_at_start)
         await self._echo()
         self.ctx.spawn(self._watch_weight())
         self.ctx.spawn(self._watch_halt())
+        if self.ctx.track == "canary":
+            self.ctx.spawn(self._watch_canary_state())
 
     # --- live settings -------------------------------------------------------------------------
     @property
-    def weight(self) -> int:
+    def track_weight(self) -> int:
+        """This track's percent of capital (from the effective canary weight)."""
         return track_weight(self.ctx.track, self.canary_weight, self.has_canary)
 
     @property
-    def share(self) -> float:
-        return capital_share(self.ctx.spec.capital.amount, self.weight)
+    def track_capital(self) -> float:
+        """This track's capital in the spec's currency: capital x track weight / 100."""
+        return self.ctx.spec.capital.amount * self.track_weight / 100.0
 
     def state_word(self) -> str:
         return "killed" if self.killed else "halted" if self.halted else "active"
@@ -136,18 +148,31 @@ class RiskManagerAgent(Agent):
         key = kv_applied_key(self.agent_id, self.ctx.track, self.ctx.instance)
         value: dict[str, Any] = {
             "weight": self.canary_weight,
-            "track_weight": self.weight,
+            "track_weight": self.track_weight,
             "state": self.state_word(),
+            "abort_policy": self.abort_policy if self.aborted else None,
+            "open_positions": len(self.book.positions),
             "at": datetime.now(UTC).isoformat(),
         }
         await self.ctx.kv.put_json(key, value)
 
     async def _watch_weight(self) -> None:
         async for value in self.ctx.kv.watch(KV_CANARY_WEIGHT):
-            if value is not None and int(value) != self.canary_weight:
-                self.canary_weight = max(0, min(100, int(value)))
+            if self._take_weight(value):
                 self.ctx.log.info("canary weight applied", extra={"weight": self.canary_weight})
                 await self._echo()
+
+    def _take_weight(self, value: Any) -> bool:
+        """Apply a KV `canary.weight` value; a value outside 0-100 is logged and ignored."""
+        if value is None:
+            return False
+        try:
+            weight = parse_weight(value)
+        except WeightError as exc:
+            self.ctx.log.error("ignored KV canary.weight", extra={"error": str(exc)})
+            return False
+        changed, self.canary_weight = weight != self.canary_weight, weight
+        return changed
 
     async def _watch_halt(self) -> None:
         async for value in self.ctx.kv.watch(KV_HALT):
@@ -156,6 +181,44 @@ class RiskManagerAgent(Agent):
                 self.halted = halted
                 self.ctx.log.warning("halt switch", extra={"halted": halted})
                 await self._echo()
+
+    async def _watch_canary_state(self) -> None:
+        async for value in self.ctx.kv.watch(KV_CANARY_STATE):
+            await self._set_aborted(value == "aborted")
+
+    async def _set_aborted(self, aborted: bool) -> None:
+        """Enter or leave the aborted state; with abortPolicy flatten, close every position now."""
+        if self.ctx.track != "canary" or aborted == self.aborted:
+            return
+        self.aborted = aborted
+        self.ctx.log.warning("canary abort", extra={"aborted": aborted, "abort_policy": self.abort_policy})
+        if aborted and self.abort_policy == "flatten":
+            await self._flatten()
+        await self._echo()
+
+    async def _flatten(self) -> None:
+        """One reduce-only market order per open position, reason `abort_flatten`. Ids are fresh per
+        abort; after a restart the rebuilt book counts these orders as pending exits, so nothing is
+        closed twice."""
+        self._abort_round += 1
+        ids = {inst: new_id() for inst in self.book.positions}
+        for order in flatten_orders(self.book, ids, self.track_weight):
+            ev = OrderApprovedEvent.new(
+                order,
+                pipeline=self.ctx.pipeline.name,
+                source_agent=self.agent_id,
+                track=self.ctx.track,
+                id=order.client_order_id,
+            )
+            signed = order.amount if order.side == "buy" else -order.amount
+            self.book.add_pending(
+                order.client_order_id, (order.exchange, order.symbol), signed, True, time.monotonic()
+            )
+            await self.ctx.publish(ev)
+            self._approved.inc()
+            self.ctx.log.warning(
+                "abort flatten order", extra={"symbol": order.symbol, "amount": order.amount}
+            )
 
     # --- handlers ------------------------------------------------------------------------------
     def _remember(self, signal_id: str, events: list[Envelope]) -> list[Envelope]:
@@ -178,20 +241,22 @@ class RiskManagerAgent(Agent):
         self._mark((sig.exchange, sig.symbol), sig.price, (sig.bar_time, True))
         self.book.expire(time.monotonic(), PENDING_TTL_S)
         coid = derive_id(ev.id, OrderApprovedEvent.event_type, self.ctx.track, 0)
-        if not self.killed and self.book.drawdown(self.share) >= self.limits.max_drawdown:
+        if not self.killed and self.book.drawdown(self.track_capital) >= self.limits.max_drawdown:
             self.killed = True
             self.ctx.log.error(
-                "kill-switch: max drawdown reached", extra={"drawdown": self.book.drawdown(self.share)}
+                "kill-switch: max drawdown reached",
+                extra={"drawdown": self.book.drawdown(self.track_capital)},
             )
             await self._echo()
         state = GateState(
-            self.share,
-            self.weight,
+            self.track_capital,
+            self.track_weight,
             halted=self.halted,
             killed=self.killed,
             liquidity=self.liquidity,
             max_book_participation=self.max_book_participation,
             bars_behind=self._bars_behind((sig.exchange, sig.symbol), sig.bar_time),
+            aborted=self.abort_policy if self.aborted else None,
         )
         decision = decide(
             sig, coid, self.book, state, self.limits, self.alerts, self.ctx.spec.execution.order_type
@@ -239,6 +304,8 @@ class RiskManagerAgent(Agent):
         assert isinstance(ev, OrderFilledEvent)
         self._apply_fill(ev)
         self._observe()
+        if self.aborted:  # the echo says how many positions the aborted canary still holds
+            await self._echo()
 
     async def on_settled(self, ev: Envelope) -> None:
         assert isinstance(ev, OrderRejectedEvent | OrderCancelledEvent)
@@ -279,7 +346,7 @@ class RiskManagerAgent(Agent):
     # --- observation ---------------------------------------------------------------------------
     def _observe(self) -> None:
         """Update position/PnL gauges and count entering a margin violation (held positions only)."""
-        held = exposure(self.book, self.share, self.limits, include_pending=False)
+        held = exposure(self.book, self.track_capital, self.limits, include_pending=False)
         per_symbol: dict[str, float] = dict.fromkeys(self._reported, 0.0)  # closed ones drop to 0
         for (_, symbol), n in held.notional.items():
             per_symbol[symbol] = per_symbol.get(symbol, 0.0) + n
@@ -292,6 +359,6 @@ class RiskManagerAgent(Agent):
             metrics.MARGIN_VIOLATIONS.labels(**self.labels).inc()
             self.ctx.log.error("margin violation observed", extra={"equity": held.equity})
         self.in_violation = violated
-        if self.book.drawdown(self.share) >= self.limits.max_drawdown and not self.killed:
+        if self.book.drawdown(self.track_capital) >= self.limits.max_drawdown and not self.killed:
             self.killed = True
             self.ctx.log.error("kill-switch: max drawdown reached")

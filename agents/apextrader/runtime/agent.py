@@ -1,4 +1,4 @@
-"""The base class every agent subclasses (see the runtime API in the project brief)."""
+"""The base class every agent subclasses (the runtime API: docs/conventions.md, "Layers")."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import abc
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
 
-from apextrader.bus.middleware import Handler
+from apextrader.contracts.envelope import Handler
 from apextrader.contracts.names import AgentId, EventType
 
 if TYPE_CHECKING:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 
-from apextrader.bus.middleware import Handler
 from apextrader.contracts import Envelope, MarketAlertEvent, MarketSnapshotEvent, utcnow
 from apextrader.contracts.names import EventType
-from apextrader.runtime.agent import Agent
+from apextrader.runtime.agent import Agent, Handler
 from apextrader.runtime.context import AgentContext
 from apextrader.watcher.engine import Watcher
 

@@ -12,26 +12,14 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
 
-from apextrader.contracts.payloads import MarketAlert, MarketSnapshot, Severity
+from apextrader.contracts.payloads import AlertKind, MarketAlert, MarketSnapshot, Severity
 from apextrader.contracts.spec import WatcherThresholds
-from apextrader.contracts.units import parse_duration
+from apextrader.contracts.units import TIMEFRAME_SECONDS, parse_duration
 from apextrader.watcher.detectors import InstrumentState, LiquidationState
 
 CLEAR_RATIO = 0.8
-_TF_SECONDS = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "4h": 14400, "1d": 86400}
 
-AlertKind = Literal[
-    "liquidation_cascade",
-    "funding_extreme",
-    "volatility_spike",
-    "stale_data",
-    "crossed_book",
-    "exchange_divergence",
-    "source_down",
-    "data_gap",
-]
 Key = tuple[AlertKind, str | None, str | None]
 
 
@@ -45,7 +33,7 @@ class Watcher:
     last_closed: dict[tuple[str, str], datetime] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        tf = _TF_SECONDS.get(self.timeframe, 60)
+        tf = TIMEFRAME_SECONDS.get(self.timeframe, 60)
         self.day_bars = max(2, 86400 // tf)
         window_s = parse_duration(self.thresholds.liquidation_window).total_seconds()
         self.window_bars = max(1, round(window_s / tf))

@@ -13,7 +13,7 @@
 {{- printf "%s-operator" (include "apextrader.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* The operator's labels (CONVENTIONS.md 2: app.kubernetes.io/* and part-of apextrader). */}}
+{{/* The operator's labels (docs/conventions.md §2: app.kubernetes.io/* and part-of apextrader). */}}
 {{- define "apextrader.selectorLabels" -}}
 app.kubernetes.io/name: apextrader-operator
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -81,42 +81,60 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* RBAC rules for the namespaced objects the operator handles (a Role per namespace or a ClusterRole). */}}
+{{/* RBAC rules for the namespaced objects the operator handles (a Role per namespace or a ClusterRole).
+Exactly the calls the operator makes (tests/platform/test_rbac.py records them and compares);
+docs/security.md says what each one is for. Secrets are in "apextrader.secretRules". */}}
 {{- define "apextrader.namespacedRules" }}
-# The pipelines: the operator reads spec and writes only status (and kopf's finalizers/annotations).
+# The pipelines: kopf lists and watches them, patches its finalizer and progress annotations, and
+# the operator writes only the status subresource (never spec).
 - apiGroups: ["apextrader.io"]
   resources: ["tradingpipelines"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["apextrader.io"]
   resources: ["tradingpipelines/status"]
-  verbs: ["get", "patch", "update"]
-# What each pipeline is made of (CONVENTIONS.md 2): agents, the managed NATS, config, policies.
+  verbs: ["patch"]
+# Children carry ownerReferences with blockOwnerDeletion: the OwnerReferencesPermissionEnforcement
+# admission plugin requires update on the owner's finalizers to set it.
+- apiGroups: ["apextrader.io"]
+  resources: ["tradingpipelines/finalizers"]
+  verbs: ["update"]
+# What each pipeline is made of: read (GET by name, LIST by the pipeline's instance label), create,
+# patch back to what the CR says; delete only what is pruned (canary Deployments and Services).
 - apiGroups: ["apps"]
-  resources: ["deployments", "statefulsets"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 - apiGroups: [""]
-  resources: ["services", "configmaps", "serviceaccounts"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  resources: ["services"]
+  verbs: ["get", "list", "create", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["get", "list", "create", "patch"]
+- apiGroups: [""]
+  resources: ["configmaps", "serviceaccounts"]
+  verbs: ["get", "list", "create", "patch"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "list", "create", "patch"]
 # The managed NATS cluster's disruption budget (3 replicas).
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "create", "patch"]
-{{- if .Values.rbac.manageSecrets }}
-# Per-agent NATS user credentials; never list/watch, so other Secrets stay unread.
+# kopf posts Events about handler progress, Conflict and InvalidSpec.
 - apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get", "create", "update", "patch", "delete"]
-{{- end }}
-# kopf posts events about handler progress and errors.
-- apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- if and .Values.rbac.peering (ne .Values.rbac.scope "cluster") }}
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
   verbs: ["get", "list", "watch", "patch"]
 {{- end }}
+{{- end }}
+
+{{/* Secrets: GET by name (the pipeline key, the NATS users, a live track's exchange credentials,
+whose label is checked), create and patch the operator's own. Never list or watch: no other
+Secret's content is ever read by a LIST. */}}
+{{- define "apextrader.secretRules" }}
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch"]
 {{- end }}

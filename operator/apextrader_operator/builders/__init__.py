@@ -1,7 +1,7 @@
 """Pure builders: a TradingPipeline → the Kubernetes objects it owns (no I/O, no kopf).
 
 `build_children` returns them in start order: the bus first, then config, then agents upstream to
-downstream (`AGENT_IDS` order), so applying in order is the ordered start of the seed's deploy.sh.
+downstream (`AGENT_IDS` order), so applying in order is the ordered start of docs/conventions.md §6.
 
 `key` is the pipeline key every NATS password derives from (the reconciler keeps it in the Secret
 `<pipeline>-nats-key`); a managed bus needs it, an external bus (`spec.bus.url`) does not.
@@ -16,9 +16,11 @@ from apextrader_operator.builders.config import build_config_map, build_service_
 from apextrader_operator.builders.labels import Manifest, common_labels
 from apextrader_operator.builders.nats import build_bus, nats_url
 from apextrader_operator.builders.security import (
+    NetworkScope,
     build_agent_nats_secrets,
     build_agent_network_policy,
     build_nats_auth_secret,
+    build_nats_network_policy,
     nats_authorization,
 )
 from apextrader_operator.builders.telemetry import Telemetry
@@ -30,12 +32,17 @@ def _managed_key(tp: TradingPipeline, key: bytes | None) -> bytes | None:
     return key if tp.spec.bus.managed is not None else None
 
 
-def build_bus_children(tp: TradingPipeline, key: bytes | None = None) -> list[Manifest]:
-    """The users' Secret first (the StatefulSet mounts it), then the managed bus; nothing for `bus.url`."""
+def build_bus_children(
+    tp: TradingPipeline, key: bytes | None = None, scope: NetworkScope = NetworkScope()
+) -> list[Manifest]:
+    """The users' Secret first (the StatefulSet mounts it), then the managed bus and its
+    NetworkPolicy; nothing for `bus.url`."""
     managed_key = _managed_key(tp, key)
-    if managed_key is None:
+    if managed_key is None or tp.spec.bus.managed is None:
         return build_bus(tp)
-    return [build_nats_auth_secret(tp, managed_key), *build_bus(tp, nats_authorization(tp, managed_key))]
+    auth = build_nats_auth_secret(tp, managed_key)
+    bus = build_bus(tp, nats_authorization(tp, managed_key))
+    return [auth, *bus, build_nats_network_policy(tp, tp.spec.bus.managed, scope)]
 
 
 def build_agent_children(
@@ -68,12 +75,14 @@ def build_children(
     telemetry: Telemetry = Telemetry(),
     *,
     key: bytes | None = None,
+    scope: NetworkScope = NetworkScope(),
 ) -> list[Manifest]:
-    return build_bus_children(tp, key) + build_agent_children(tp, image, telemetry, key=key)
+    return build_bus_children(tp, key, scope) + build_agent_children(tp, image, telemetry, key=key)
 
 
 __all__ = [
     "Manifest",
+    "NetworkScope",
     "Telemetry",
     "build_agent_children",
     "build_bus_children",

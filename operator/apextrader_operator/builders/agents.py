@@ -1,4 +1,4 @@
-"""One Deployment and one Service per agent and track (CONVENTIONS.md 2 names)."""
+"""One Deployment and one Service per agent and track (docs/conventions.md §2 names)."""
 
 from __future__ import annotations
 
@@ -55,13 +55,31 @@ def config_hash(spec: TradingPipelineSpec) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _resources(requests: ResourceList, limits: ResourceList) -> Manifest:
-    out: Manifest = {}
-    for key, rl in (("requests", requests), ("limits", limits)):
-        values = rl.model_dump(exclude_none=True)
-        if values:
-            out[key] = values
-    return out
+#: Per agent when the spec sets neither a request nor a limit for that resource: (CPU request, memory
+#: request, memory limit). Memory from the peak RSS each agent showed under `apex up` (summary.json,
+#: docs/operator.md "Default resources"): request ≈ peak + 30 %, limit ≈ 2 × request. No CPU limit:
+#: it would throttle the event loop under bursts (a latency cost) without protecting anyone's memory.
+DEFAULT_RESOURCES: Final[dict[AgentId, tuple[str, str, str]]] = {
+    "market-scanner": ("100m", "192Mi", "384Mi"),  # peak RSS 125-145 MB
+    "feature-engineer": ("100m", "224Mi", "448Mi"),  # 100-176 MB
+    "strategy-builder": ("50m", "160Mi", "320Mi"),  # 100-124 MB
+    "backtester": ("200m", "320Mi", "640Mi"),  # 240 MB (numba, walk-forward refreshes)
+    "event-watcher": ("50m", "96Mi", "192Mi"),  # 75 MB
+    "risk-manager": ("50m", "96Mi", "192Mi"),  # 68 MB
+    "execution": ("50m", "128Mi", "256Mi"),  # 86 MB
+}
+
+
+def _resources(agent: AgentId, requests: ResourceList, limits: ResourceList) -> Manifest:
+    """The spec's resources; a resource (cpu, memory) the spec leaves wholly unset gets the agent's
+    default, so no agent pod is BestEffort (evicted first under memory pressure)."""
+    req, lim = requests.model_dump(exclude_none=True), limits.model_dump(exclude_none=True)
+    cpu, memory, memory_limit = DEFAULT_RESOURCES[agent]
+    if "cpu" not in req and "cpu" not in lim:
+        req["cpu"] = cpu
+    if "memory" not in req and "memory" not in lim:
+        req["memory"], lim["memory"] = memory, memory_limit
+    return {k: v for k, v in (("requests", req), ("limits", lim)) if v}
 
 
 def _nats_credentials(tp: TradingPipeline, agent: AgentId, track: Track) -> list[Manifest]:
@@ -142,7 +160,7 @@ def build_deployment(
             "failureThreshold": 3,
         },
         "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 5},
-        "resources": _resources(agent_spec.resources.requests, agent_spec.resources.limits),
+        "resources": _resources(agent, agent_spec.resources.requests, agent_spec.resources.limits),
         "securityContext": container_security_context(),
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
@@ -150,8 +168,9 @@ def build_deployment(
         ],
     }
     secret = spec.execution.credentials_secret
-    if agent == "execution" and secret:
-        # credentials only ever come from the Secret; never rendered into env values
+    if agent == "execution" and spec.mode == "live" and secret:
+        # only a live track's execution agent gets exchange keys, only from the Secret (never env
+        # values); the reconciler has checked its apextrader.io/exchange-credentials label
         container["envFrom"] = [{"secretRef": {"name": secret}}]
     labels = metadata(tp, name, agent, track)["labels"]
     return {

@@ -1,4 +1,4 @@
-"""Common labels (CONVENTIONS.md 2) and the small helpers every builder shares."""
+"""Common labels (docs/conventions.md §2) and the small helpers every builder shares."""
 
 from __future__ import annotations
 

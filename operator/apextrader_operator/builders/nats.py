@@ -1,5 +1,6 @@
 """The managed bus: NATS JetStream as a StatefulSet (file storage on a PVC), a headless Service and
-its config; a NetworkPolicy lets only this pipeline's pods and the operator reach the client port.
+its config. Its NetworkPolicy (who may reach the client and monitoring ports) is rendered with the
+other policies by `builders.security.build_nats_network_policy`.
 
 With NATS users on (always, for a managed bus rendered by the operator), nats.conf `include`s the
 `authorization {}` block that `builders.security` renders into the Secret `<pipeline>-nats-auth`;
@@ -14,8 +15,7 @@ from typing import Final
 
 from apextrader.bus.topology import nats_service_name
 from apextrader.contracts.pipeline import TradingPipeline
-from apextrader.contracts.spec import ManagedBus
-from apextrader.contracts.units import parse_quantity
+from apextrader.contracts.spec import ManagedBus, jetstream_store_bytes
 from apextrader_operator.builders.labels import (
     Manifest,
     container_security_context,
@@ -58,8 +58,7 @@ def nats_url(tp: TradingPipeline) -> str:
 
 def _nats_conf(tp: TradingPipeline, bus: ManagedBus, auth: bool) -> str:
     name, ns = nats_service_name(tp.name), tp.metadata.namespace or "default"
-    # JetStream may use 90 % of the volume; the rest is headroom for compaction.
-    max_file = parse_quantity(bus.storage) * 9 // 10
+    max_file = jetstream_store_bytes(bus.storage)
     lines = [
         f"port: {CLIENT_PORT}",
         f"http_port: {MONITOR_PORT}",
@@ -168,7 +167,7 @@ def build_nats_statefulset(tp: TradingPipeline, bus: ManagedBus, auth_conf: str 
                 "metadata": template_meta,
                 "spec": {
                     "automountServiceAccountToken": False,
-                    "securityContext": pod_security_context(1000),
+                    "securityContext": pod_security_context(10001),
                     "terminationGracePeriodSeconds": 60,
                     **_spread(tp, bus),
                     "containers": [
@@ -259,34 +258,10 @@ def build_nats_pdb(tp: TradingPipeline, bus: ManagedBus) -> Manifest:
     }
 
 
-def build_nats_network_policy(tp: TradingPipeline, bus: ManagedBus) -> Manifest:
-    """Client port: this pipeline's pods and the operator (any namespace); monitoring: anyone."""
-    peers = [
-        {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": tp.name}}},
-        {"namespaceSelector": {}, "podSelector": {"matchLabels": OPERATOR_LABELS}},
-    ]
-    rules = [
-        {"from": peers, "ports": [{"port": CLIENT_PORT, "protocol": "TCP"}]},
-        {"ports": [{"port": MONITOR_PORT, "protocol": "TCP"}]},
-    ]
-    if bus.replicas > 1:
-        nats_pods = {"podSelector": {"matchLabels": selector_labels(tp.name, COMPONENT)}}
-        rules.append({"from": [nats_pods], "ports": [{"port": CLUSTER_PORT, "protocol": "TCP"}]})
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": metadata(tp, nats_service_name(tp.name), COMPONENT),
-        "spec": {
-            "podSelector": {"matchLabels": selector_labels(tp.name, COMPONENT)},
-            "policyTypes": ["Ingress"],
-            "ingress": rules,
-        },
-    }
-
-
 def build_bus(tp: TradingPipeline, auth_conf: str | None = None) -> list[Manifest]:
-    """Every object of the managed bus, or nothing for an external `bus.url`. `auth_conf`: the
-    users' `authorization {}` block (its Secret is applied before these), None for no users."""
+    """Every object of the managed bus but its NetworkPolicy (`builders.security`), or nothing for an
+    external `bus.url`. `auth_conf`: the users' `authorization {}` block (its Secret is applied
+    before these), None for no users."""
     bus = tp.spec.bus.managed
     if bus is None:
         return []
@@ -294,6 +269,5 @@ def build_bus(tp: TradingPipeline, auth_conf: str | None = None) -> list[Manifes
         build_nats_config(tp, bus, auth=auth_conf is not None),
         build_nats_service(tp, bus),
         build_nats_statefulset(tp, bus, auth_conf),
-        build_nats_network_policy(tp, bus),
     ]
     return [*objs, build_nats_pdb(tp, bus)] if bus.replicas > 1 else objs

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -37,8 +38,17 @@ from apextrader.bus.users import (
 )
 from apextrader.contracts.names import DECISION_TRACKS, AgentId, Track, agent_tracks
 from apextrader.contracts.pipeline import TradingPipeline, track_spec
+from apextrader.contracts.spec import ManagedBus
 from apextrader_operator.builders.labels import HTTP_PORT, Manifest, metadata, selector_labels
-from apextrader_operator.builders.nats import CLIENT_PORT, auth_secret_name, nats_url
+from apextrader_operator.builders.nats import (
+    CLIENT_PORT,
+    CLUSTER_PORT,
+    COMPONENT,
+    MONITOR_PORT,
+    OPERATOR_LABELS,
+    auth_secret_name,
+    nats_url,
+)
 
 #: The pipeline key: 32 random bytes under `key` in the Secret `<pipeline>-nats-key`.
 KEY_FIELD: Final = "key"
@@ -49,6 +59,30 @@ OTLP_HTTP_PORT: Final = 4318
 #: Exchange egress goes to the internet only, never to cluster-internal or link-local addresses.
 PRIVATE_V4: Final = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8")
 PRIVATE_V6: Final = ("fc00::/7", "fe80::/10", "::1/128")
+#: The namespace label every Kubernetes >= 1.21 sets (it cannot be set by a namespace's users).
+NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
+#: The cluster DNS pods (CoreDNS and kube-dns both carry this label in kube-system).
+DNS_NAMESPACE: Final = "kube-system"
+DNS_POD_LABELS: Final = {"k8s-app": "kube-dns"}
+
+
+@dataclass(frozen=True)
+class NetworkScope:
+    """Where the operator and the monitoring run (the operator's APEX_NAMESPACE and
+    APEX_MONITORING_NAMESPACE): the managed bus accepts its client port from the operator's pods in
+    `operator_namespace` only, and its monitoring port from those and `monitoring_namespace`.
+    None: nobody outside the pipeline's own namespace (an operator run outside the cluster reaches
+    the bus through a port-forward, which NetworkPolicies do not see)."""
+
+    operator_namespace: str | None = None
+    monitoring_namespace: str | None = None
+
+
+def _in_namespace(namespace: str, pods: dict[str, str] | None = None) -> Manifest:
+    peer: Manifest = {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: namespace}}}
+    if pods is not None:
+        peer["podSelector"] = {"matchLabels": dict(pods)}
+    return peer
 
 
 def _secret(tp: TradingPipeline, name: str, component: str, data: dict[str, bytes]) -> Manifest:
@@ -142,9 +176,13 @@ def _bus_egress(tp: TradingPipeline) -> Manifest:
 def build_agent_network_policy(
     tp: TradingPipeline, agent: AgentId, otlp_endpoint: str | None = None
 ) -> Manifest:
-    """Ingress only on `http`; egress only to DNS, the bus, the exchanges if needed, and OTLP."""
+    """Ingress only on `http`; egress only to the cluster DNS pods, the bus, the exchanges if
+    needed, and OTLP."""
     egress: list[Manifest] = [
-        {"ports": [{"port": DNS_PORT, "protocol": "UDP"}, {"port": DNS_PORT, "protocol": "TCP"}]},
+        {
+            "to": [_in_namespace(DNS_NAMESPACE, DNS_POD_LABELS)],
+            "ports": [{"port": DNS_PORT, "protocol": "UDP"}, {"port": DNS_PORT, "protocol": "TCP"}],
+        },
         _bus_egress(tp),
     ]
     if _needs_exchanges(tp, agent):
@@ -176,17 +214,47 @@ def build_agent_network_policy(
     }
 
 
+def build_nats_network_policy(tp: TradingPipeline, bus: ManagedBus, scope: NetworkScope) -> Manifest:
+    """The managed bus's ingress: the client port from this pipeline's pods (its own namespace) and
+    the operator's pods in the operator's namespace; the monitoring port (it lists connections,
+    user names and addresses) from the operator and the monitoring namespace only; the cluster port
+    from the bus's own pods."""
+    operator = [_in_namespace(scope.operator_namespace, OPERATOR_LABELS)] if scope.operator_namespace else []
+    pipeline = {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": tp.name}}}
+    monitors = operator + ([_in_namespace(scope.monitoring_namespace)] if scope.monitoring_namespace else [])
+    rules: list[Manifest] = [
+        {"from": [pipeline, *operator], "ports": [{"port": CLIENT_PORT, "protocol": "TCP"}]}
+    ]
+    if monitors:
+        rules.append({"from": monitors, "ports": [{"port": MONITOR_PORT, "protocol": "TCP"}]})
+    if bus.replicas > 1:
+        nats_pods = {"podSelector": {"matchLabels": selector_labels(tp.name, COMPONENT)}}
+        rules.append({"from": [nats_pods], "ports": [{"port": CLUSTER_PORT, "protocol": "TCP"}]})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(tp, nats_service_name(tp.name), COMPONENT),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(tp.name, COMPONENT)},
+            "policyTypes": ["Ingress"],
+            "ingress": rules,
+        },
+    }
+
+
 __all__ = [
     "EMITS",
     "KEY_BYTES",
     "OPERATOR_USER",
     "NatsUser",
+    "NetworkScope",
     "agent_nats_secret_name",
     "agent_user",
     "build_agent_nats_secret",
     "build_agent_nats_secrets",
     "build_agent_network_policy",
     "build_nats_auth_secret",
+    "build_nats_network_policy",
     "build_pipeline_key_secret",
     "emitted_subjects",
     "key_secret_name",

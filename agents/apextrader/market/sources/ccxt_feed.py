@@ -5,7 +5,7 @@ Every value goes through ccxt's own parsers (`fetch_ohlcv`, `fetch_order_book`,
 ccxt's generic `request` (same signing, throttling and error mapping) and a small parser here.
 Binance and Bybit publish liquidations only on websockets, so their snapshots carry none.
 
-Quality, decided per poll and symbol (CONVENTIONS §6):
+Quality, decided per poll and symbol (docs/conventions.md §6):
 - `gap`: closed candles missing between the last published bar and the next (the poll asks for
   enough candles to cover the time since, so a hole is the exchange's, not ours);
 - `stale`: the newest candle is more than two bars old, or the book is older than `stale_after`;

@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator
 
 #: Market seconds per wall second for offline sources when nothing says otherwise: 10 one-minute
-#: bars a second, so the 60 s demo sees 600 bars after its backfill (CONVENTIONS §6).
+#: bars a second, so the 60 s demo sees 600 bars after its backfill (docs/conventions.md §6).
 DEFAULT_OFFLINE_SPEED = 600.0
 #: Unpaced ticks between two yields to the event loop.
 UNPACED_YIELD_EVERY = 16

@@ -1,4 +1,4 @@
-"""The `replay` source: bars from a Parquet/CSV file (CONVENTIONS §5), paced by their own timestamps.
+"""The `replay` source: bars from a Parquet/CSV file (docs/conventions.md §5), paced by their own timestamps.
 
 Rows carry optional `symbol` and `exchange` columns; without them every row belongs to the spec's
 first symbol / first exchange. Optional columns: `buy_volume`, `funding_rate`, `spread_bps` and

@@ -3,6 +3,8 @@
 Each exchange sees the same underlying market with its own small basis (an AR(1) of about 1 bp)
 and its share of the volume, so cross-exchange checks have something realistic to compare.
 Between bar closes it publishes the forming bar, walked along the generator's intrabar path.
+`source.model: regimes` plants the structure of `source.regimes` (`quant.synthetic`); the default is
+the martingale.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import datetime
 import numpy as np
 
 from apextrader.contracts.payloads import Exchange, MarketSnapshot
+from apextrader.contracts.spec import RegimesSpec
 from apextrader.market.snapshots import bar_close_time, liquidations, snapshot_dict, synthetic_book
 from apextrader.market.sources.base import Batch, MarketSource, SourceHealth
 from apextrader.market.sources.pacing import ticks
@@ -44,9 +47,12 @@ class SyntheticSource(MarketSource):
         speed: float | None = None,
         depth_levels: int = 10,
         start: datetime = DEFAULT_START,
+        structure: RegimesSpec | None = None,
     ) -> None:
         self.exchanges, self.symbols, self.timeframe = exchanges, symbols, timeframe
-        self.market = SyntheticMarket(symbols, seed=seed, timeframe=timeframe, start=start)
+        self.market = SyntheticMarket(
+            symbols, seed=seed, timeframe=timeframe, start=start, structure=structure
+        )
         self.bar_seconds = self.market.seconds
         self.backfill_bars, self.hz, self.speed, self.depth_levels = backfill_bars, hz, speed, depth_levels
         self._basis_rng = {e: np.random.default_rng([seed, _seed_for(f"basis:{e}")]) for e in exchanges}

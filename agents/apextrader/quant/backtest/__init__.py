@@ -28,10 +28,13 @@ Conventions (the engine, `apex backtest`, the walk-forward and the live gate all
   `cash -= position * open * rate` (longs pay a positive rate, shorts receive it).
 * **Equity** = cash + position * close, marked at every bar's close. Shorts credit the sale
   proceeds to cash, so equity is the same formula for both sides.
-* **End.** An open position at the last bar stays open (equity carries it) unless
-  `close_at_end` (walk-forward folds), which closes it at the last close with slippage and fees.
+* **End.** An open position at the last bar stays open (equity carries it) and is listed as a
+  trade with `status: open`: exit time and price are the last bar's close, no exit slippage or
+  fee, `pnl` the unrealised PnL there (vectorbt's open trade records). `close_at_end`
+  (walk-forward folds, `apex backtest --close-at-end`) closes it at the last close with slippage
+  and fees instead (`exit_reason: end`).
 * **Trades** report net `pnl` = side * size * (exit - entry) - fees - funding and the trade's
-  return on the equity at entry (`ret`), which the stats' expectancy averages.
+  return on the equity at entry (`ret`); the stats' expectancy averages the closed trades'.
 """
 
 from apextrader.quant.backtest.engine import (

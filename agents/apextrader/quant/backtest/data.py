@@ -1,4 +1,4 @@
-"""Reading market data and signal files (CONVENTIONS.md 5) into polars frames for the engine."""
+"""Reading market data and signal files (docs/conventions.md §5) into polars frames for the engine."""
 
 from __future__ import annotations
 

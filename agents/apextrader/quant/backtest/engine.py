@@ -104,21 +104,20 @@ TRADE_SCHEMA: Final[dict[str, pl.DataType]] = {  # instances, so the mapping typ
     "pnl": pl.Float64(),
     "ret": pl.Float64(),
     "exit_reason": pl.String(),
+    "status": pl.String(),
 }
-_REASONS: Final = ("signal", "stop", "target", "end")
+#: `exit_reason` per kernel reason; an open trade has none (its exit is the last close, unrealised).
+_REASONS: Final = ("signal", "stop", "target", "end", None)
 
 
 @dataclass(frozen=True)
 class BacktestResult:
-    """`equity`: timestamp, equity, position (at each close); `trades`: one row per closed trade."""
+    """`equity`: timestamp, equity, position (at each close); `trades`: one row per trade, `status`
+    `closed` or `open` (a position left at the end, marked at the last close)."""
 
     equity: pl.DataFrame
     trades: pl.DataFrame
     capital: float
-
-    @property
-    def trade_returns(self) -> F64:
-        return self.trades["ret"].to_numpy()
 
 
 def _bools(frame: pl.DataFrame, name: str) -> npt.NDArray[np.bool_]:
@@ -207,6 +206,7 @@ def trades_frame(trades: F64, timestamps: pl.Series) -> pl.DataFrame:
             "pnl": trades[:, kernel.T_PNL],
             "ret": trades[:, kernel.T_PNL] / trades[:, kernel.T_EQ0],
             "exit_reason": [_REASONS[int(r)] for r in trades[:, kernel.T_REASON]],
+            "status": np.where(trades[:, kernel.T_REASON] == kernel.EXIT_OPEN, "open", "closed"),
         },
         schema=TRADE_SCHEMA,
     )

@@ -24,6 +24,7 @@ EXIT_SIGNAL = 0
 EXIT_STOP = 1
 EXIT_TARGET = 2
 EXIT_END = 3
+EXIT_OPEN = 4  # not exited: still open at the last bar, marked at its close (no exit costs yet)
 
 # Trade record columns (float matrix; indices stored as floats are exact below 2**53).
 T_ENTRY_I, T_EXIT_I, T_SIDE, T_SIZE, T_ENTRY_PX, T_EXIT_PX, T_FEES, T_FUNDING, T_PNL, T_EQ0, T_REASON = range(
@@ -108,7 +109,8 @@ def run_kernel(
     max_notional: float,
     close_at_end: bool,
 ) -> tuple[F64, F64, Any]:
-    """Simulate; return (equity at each close, signed position at each close, trades matrix)."""
+    """Simulate; return (equity at each close, signed position at each close, trades matrix; its
+    last row is the open position, reason `EXIT_OPEN`, when one is left at the end)."""
     n = open_.shape[0]
     equity = np.empty(n)
     position = np.empty(n)
@@ -225,8 +227,14 @@ def run_kernel(
             n_trades += 1
             pos = 0.0
 
-        # 5. Mark to market at the close; remember this bar's signals for the next open.
+        # 5. Mark to market at the close; remember this bar's signals for the next open. A position
+        #    still open after the last bar is listed as an open trade, unrealised PnL at that close.
         equity[t] = cash + pos * c
+        if t == n - 1 and pos != 0.0:
+            side = 1.0 if pos > 0.0 else -1.0
+            _record(trades, n_trades, entry_i, t, side, abs(pos), entry_px, c, entry_fee, funding_paid,
+                    eq_at_entry, EXIT_OPEN)  # fmt: skip
+            n_trades += 1
         position[t] = pos
         p_el = entry_long[t]
         p_xl = exit_long[t]

@@ -59,7 +59,7 @@ class RunOutput:
     legs: list[Leg]
 
     def write(self, out_dir: Path) -> list[Path]:
-        """`stats.json`, `trades.parquet`, `equity.parquet` (CONVENTIONS.md 5)."""
+        """`stats.json`, `trades.parquet`, `equity.parquet` (docs/backtest.md lists their columns)."""
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = [out_dir / "stats.json", out_dir / "trades.parquet", out_dir / "equity.parquet"]
         paths[0].write_text(json.dumps(self.stats.model_dump(), indent=2, default=str) + "\n")
@@ -104,7 +104,8 @@ def combine(legs: list[Leg], capital: float, prices: dict[str, pl.DataFrame]) ->
         {"symbol": leg.symbol, "strategy": leg.strategy, "accepted": leg.verdict.accepted,
          "reason": leg.verdict.reason, "expectancy": leg.verdict.expectancy,
          "expectancy_se": leg.verdict.expectancy_se, "trades": leg.verdict.trades,
-         "confidence": leg.verdict.confidence}
+         "confidence": leg.verdict.confidence, "statistic": leg.verdict.statistic,
+         "threshold": leg.verdict.threshold, "trials": leg.verdict.trials, "method": leg.verdict.method}
         for leg in legs if leg.verdict is not None
     ]  # fmt: skip
     stats = stats.model_copy(update={"folds": folds, "verdicts": verdicts})
@@ -123,11 +124,14 @@ def _enabled(spec: TradingPipelineSpec) -> list[StrategyName]:
 
 
 def run_plain(
-    frames: dict[str, pl.DataFrame], spec: TradingPipelineSpec, progress: Progress | None = None
+    frames: dict[str, pl.DataFrame],
+    spec: TradingPipelineSpec,
+    progress: Progress | None = None,
+    close_at_end: bool = False,
 ) -> RunOutput:
     """Each enabled strategy with the spec's parameters over each symbol's bars."""
     names = _enabled(spec)
-    cfg = BacktestConfig.from_spec(spec).model_copy(
+    cfg = BacktestConfig.from_spec(spec, close_at_end=close_at_end).model_copy(
         update={"capital": spec.capital.amount / (len(names) * len(frames))}
     )
     legs, prices = [], {}
@@ -171,8 +175,9 @@ def run_walk_forward(
             strategy = STRATEGIES[name]
             grid = expand_grid(strategy, params_for(spec, name), bt.grid.get(_grid_key(name), {}))
             result = walk_forward(
-                arrays, farrays, strategy, grid, plan, cfg, bt.min_trades, bt.min_expectancy, progress
-            )
+                arrays, farrays, strategy, grid, plan, cfg, bt.min_trades, bt.min_expectancy, progress,
+                significance=bt.significance,
+            )  # fmt: skip
             legs.append(_walk_forward_leg(symbol, name, ts, result, capital_each))
     return combine(legs, spec.capital.amount, prices)
 

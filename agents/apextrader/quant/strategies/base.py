@@ -94,17 +94,6 @@ class StrategySignals:
     stop_distance: F64
     target_distance: F64
 
-    def engine_columns(self) -> pl.DataFrame:
-        """The backtest engine's signal columns (entries; exits come from stops/targets)."""
-        return pl.DataFrame(
-            {
-                "entry_long": self.side > 0,
-                "entry_short": self.side < 0,
-                "stop_distance": self.stop_distance,
-                "target_distance": self.target_distance,
-            }
-        )
-
 
 @dataclass
 class _Buffers:

@@ -18,7 +18,7 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 class AgentMetrics:
-    """The CONVENTIONS.md 3 metrics as an agent exposes them (a real prometheus-client registry)."""
+    """The docs/conventions.md §3 metrics as an agent exposes them (a real prometheus-client registry)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()

@@ -4,7 +4,7 @@ import math
 import re
 from pathlib import Path
 
-from apextrader.report.gonogo import evaluate
+from apextrader.report.gonogo import evaluate, with_analysis
 from apextrader.report.run_report import write_run_report
 from apextrader.report.run_summary import (
     AgentRecord,
@@ -140,3 +140,42 @@ def test_report_is_self_contained(tmp_path: Path) -> None:
     assert "Plotly.newPlot" in text and len(text) > 1_000_000  # plotly.js itself is inlined
     assert "Go/No-Go" in text and "Trades on price" in text and "PASS" in text
     assert text.count("plotly-graph-div") >= 4
+
+
+def test_goals_are_the_specs_thresholds() -> None:
+    """Issue 16's disagreement: with maxBusP99Ms 50 the canary aborted at 50 ms while the report
+    passed at 99 ms. The report now judges by the spec's thresholds."""
+    track = summary().tracks[0].model_copy(update={"latency_p99_ms": 60.0, "slippage_bps": [4.0]})
+    default = {r.criterion: r for r in evaluate(summary(tracks=[track]))}
+    assert default["Message Bus"].verdict == "PASS" and "100 ms" in default["Message Bus"].goal
+    strict = summary(tracks=[track], thresholds={"maxBusP99Ms": 50.0, "maxAvgSlippageBps": 3.0})
+    rows = {r.criterion: r for r in evaluate(strict)}
+    assert rows["Message Bus"].verdict == "FAIL" and "50 ms" in rows["Message Bus"].goal
+    assert rows["Execution"].verdict == "FAIL" and "3 bps" in rows["Execution"].goal
+
+
+def test_summary_records_the_judgement_per_track_and_criterion() -> None:
+    judged = with_analysis(summary(thresholds={"maxBusP99Ms": 10.0}))
+    checks = {c.name: c for c in judged.analysis["stable"]}
+    assert checks["maxBusP99Ms"].threshold == 10.0 and checks["maxBusP99Ms"].result == "Fail"
+    assert checks["maxDlqLoss"].result == "Inconclusive"  # no consumer of the stable track was recorded
+    assert judged.thresholds["maxAvgSlippageBps"] == 5.0  # the default fills what the run did not set
+    again = RunSummary.model_validate_json(judged.model_dump_json())
+    assert again.analysis == judged.analysis
+
+
+def test_report_says_what_the_aborted_canary_did_with_its_positions(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from apextrader.canary import advance
+    from apextrader.contracts.canary_spec import CanarySpec
+    from apextrader.report.run_summary import CanaryRecord
+
+    spec = CanarySpec.model_validate({"weight": 5, "abort": True, "abortPolicy": "flatten"})
+    status = advance(spec, None, datetime(2026, 1, 1, tzinfo=UTC))
+    record = CanaryRecord(
+        phase=status.phase, message=status.message, abort_policy="flatten", open_notional=0.0
+    )
+    text = write_run_report(summary(canary=record), tmp_path / "r.html").read_text()
+    assert "canary phase Aborted (abortPolicy flatten)" in text
+    assert "positions flattened" in text and "open notional at the end 0" in text
