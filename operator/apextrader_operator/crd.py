@@ -40,7 +40,25 @@ CEL: Final[dict[str, list[dict[str, str]]]] = {
             ".execution.credentialsSecret",
         ),
     ],
-    "BusSpec": [_rule("!(has(self.managed) && has(self.url))", "bus: give managed or url, not both")],
+    "BusSpec": [
+        _rule("!(has(self.managed) && has(self.url))", "bus: give managed or url, not both"),
+        _rule(
+            "!has(self.streamReplicas) || self.streamReplicas == 1 || has(self.url) || "
+            "(has(self.managed) && has(self.managed.replicas) && self.managed.replicas == 3)",
+            "bus.streamReplicas: cannot exceed bus.managed.replicas",
+            ".streamReplicas",
+        ),
+        _rule(
+            "!has(self.credentialsSecret) || has(self.url)",
+            "bus.credentialsSecret: only for an external bus.url",
+            ".credentialsSecret",
+        ),
+        _rule(
+            "!has(self.url) || !self.url.matches('^[a-z]+://[^/]*@')",
+            "bus.url: no credentials in the URL; use bus.credentialsSecret",
+            ".url",
+        ),
+    ],
     "SourceSpec": [
         _rule(
             "!has(self.kind) || self.kind != 'replay' || has(self.path)",

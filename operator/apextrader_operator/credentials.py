@@ -9,11 +9,12 @@ password is ever put in a log line, status, event or exception message.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import kopf
 
@@ -96,9 +97,35 @@ class BusLogin:
 
 
 def operator_login(tp: TradingPipeline, key: bytes | None, url_override: str | None = None) -> BusLogin:
-    """The managed bus with the operator's user; an external bus as its URL says (its auth is the
-    user's: credentials, if any, are in `spec.bus.url`)."""
+    """The managed bus with the operator's user; an external bus without credentials (with
+    `bus.credentialsSecret`, use `bus_login`)."""
     url = url_override or nats_url(tp)
     if tp.spec.bus.managed is None or key is None:
         return BusLogin(url)
     return BusLogin(url, OPERATOR_USER, operator_password(tp, key))
+
+
+#: Keys of the Secret named by `bus.credentialsSecret`.
+CREDENTIALS_USER: Final = "user"
+CREDENTIALS_PASSWORD: Final = "password"
+
+
+async def bus_login(
+    kube: KubeClient, tp: TradingPipeline, key: bytes | None, url_override: str | None = None
+) -> BusLogin:
+    """`operator_login`, and for an external bus with `bus.credentialsSecret` the login from that
+    Secret (`user`, `password`); a missing Secret or key raises KubeError 404 naming the Secret only."""
+    login = operator_login(tp, key, url_override)
+    name = tp.spec.bus.credentials_secret
+    if tp.spec.bus.managed is not None or name is None:
+        return login
+    secret = await kube.get("Secret", tp.metadata.namespace, name)
+    data = (secret or {}).get("data") or {}
+    if CREDENTIALS_USER not in data:
+        raise KubeError(
+            404,
+            f"Secret {name}: needs `{CREDENTIALS_USER}` and `{CREDENTIALS_PASSWORD}` (bus.credentialsSecret)",
+        )
+    user = base64.b64decode(data[CREDENTIALS_USER]).decode()
+    password = base64.b64decode(data.get(CREDENTIALS_PASSWORD, "")).decode()
+    return BusLogin(login.url, user, password)

@@ -18,7 +18,7 @@ import kopf
 
 from apextrader.bus.topology import KV_HALT, kv_bucket
 from apextrader.contracts.pipeline import API_GROUP, API_VERSION, PLURAL
-from apextrader_operator.credentials import operator_login, read_pipeline_key
+from apextrader_operator.credentials import bus_login, read_pipeline_key
 from apextrader_operator.kube import KubeClient, KubeError, load_credentials
 from apextrader_operator.natsbus import BusPool, BusUnavailable
 from apextrader_operator.reconcile import OperatorConfig, PipelineMemory, pipeline_from_body, reconcile
@@ -125,7 +125,7 @@ async def on_delete(body: kopf.Body, memo: kopf.Memo, retry: int, logger: Any, *
         return  # an invalid spec never got a bus from us
     try:
         key = await read_pipeline_key(memo.kube, tp)  # the children are still there until we return
-        bus = await memo.pool.bus(operator_login(tp, key, CONFIG.nats_url), kv_bucket(tp.name))
+        bus = await memo.pool.bus(await bus_login(memo.kube, tp, key, CONFIG.nats_url), kv_bucket(tp.name))
         await bus.put_json(KV_HALT, True)
     except (BusUnavailable, KubeError, aiohttp.ClientError) as exc:
         if retry + 1 >= DELETE_RETRIES:

@@ -41,6 +41,7 @@ KINDS: Final[dict[str, tuple[str, str]]] = {
     "Deployment": ("apis/apps/v1", "deployments"),
     "StatefulSet": ("apis/apps/v1", "statefulsets"),
     "NetworkPolicy": ("apis/networking.k8s.io/v1", "networkpolicies"),
+    "PodDisruptionBudget": ("apis/policy/v1", "poddisruptionbudgets"),
     "TradingPipeline": ("apis/apextrader.io/v1alpha1", "tradingpipelines"),
 }
 

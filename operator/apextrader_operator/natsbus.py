@@ -18,6 +18,7 @@ from nats.js.errors import KeyDeletedError, KeyNotFoundError, NoKeysError, NotFo
 
 from apextrader.bus.client import connect, ensure_kv, ensure_topology
 from apextrader.bus.kv import KV
+from apextrader.bus.streamstats import StreamWatch
 from apextrader.bus.topology import Topology
 
 if TYPE_CHECKING:
@@ -89,6 +90,15 @@ class PipelineBus:
         self.nc, self.bucket = nc, bucket
         self.js = nc.jetstream(timeout=5)
         self._kv: KV | None = None
+        self._streams = StreamWatch()
+
+    async def observe_streams(self, topology: Topology) -> dict[str, int]:
+        """Export each stream's discards and fill ratio (the operator's /metrics); returns the
+        discards per stream. Best effort: a bus hiccup skips one observation."""
+        try:
+            return await self._streams.observe(self.js, topology)
+        except Exception:  # nats-py raises several types for "not now"; the next tick retries
+            return {}
 
     async def provision(self, topology: Topology) -> None:
         """Idempotent (`bus.client.ensure_topology`), and drop canary consumers that are no longer

@@ -34,8 +34,8 @@ from apextrader_operator.builders import (
 from apextrader_operator.builders.agents import DEFAULT_IMAGE, default_image
 from apextrader_operator.builders.labels import Manifest
 from apextrader_operator.canary_ops import AnalysisMemory, MetricsUrls, metrics_urls, step_canary
-from apextrader_operator.credentials import PipelineKeyInvalid, ensure_pipeline_key, operator_login
-from apextrader_operator.kube import KubeClient
+from apextrader_operator.credentials import PipelineKeyInvalid, bus_login, ensure_pipeline_key
+from apextrader_operator.kube import KubeClient, KubeError
 from apextrader_operator.natsbus import BusPool, BusUnavailable, PipelineBus
 from apextrader_operator.policy import (
     allowed_images_from_env,
@@ -297,14 +297,17 @@ async def reconcile(
     bus: PipelineBus | None = None
     if bus_ready:
         try:
-            bus = await pool.bus(operator_login(tp, key, config.nats_url), kv_bucket(tp.name))
+            bus = await pool.bus(await bus_login(kube, tp, key, config.nats_url), kv_bucket(tp.name))
             topology = declare(tp.spec, tp.name)
             digest = hashlib.sha256(repr(topology).encode()).hexdigest()
             if memory.needs_provisioning(digest, time.monotonic()):
                 await bus.provision(topology)
                 memory.provisioned = (digest, time.monotonic())
+            await bus.observe_streams(topology)
         except BusUnavailable as exc:
             bus, bus_ready, bus_reason, bus_message = None, False, exc.reason, str(exc)
+        except KubeError as exc:  # bus.credentialsSecret missing or incomplete
+            bus, bus_ready, bus_reason, bus_message = None, False, "BusCredentialsMissing", str(exc)
     cond("BusReady", "True" if bus_ready else "False", bus_reason, bus_message)
 
     # 2. config and agents, only on a ready bus (agents bind to consumers that must exist)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -11,13 +12,16 @@ import orjson
 import pytest
 
 from apextrader.bus.topology import kv_bucket, subject
+from apextrader.local.localbus import admin_login
 from tests.e2e.apex_cli import apex, finish, start_up, wait_runtime
 
 pytestmark = pytest.mark.slow
 
 
 async def _watch_weight_change(nats_url: str, data_dir: Path) -> tuple[float, list[int]]:
-    nc = await nats.connect(nats_url)
+    # the local bus has users: watch as its admin, with the login `apex up` left in runtime.json
+    runtime = json.loads((data_dir / "runtime.json").read_text())
+    nc = await nats.connect(nats_url, **admin_login(runtime))
     try:
         js = nc.jetstream()
         kv = await js.key_value(kv_bucket("btc-perp"))

@@ -59,6 +59,7 @@ RESOURCES = {
     "v1/secrets": kmock.ResourceInfo(kind="Secret", namespaced=True),
     "v1/serviceaccounts": kmock.ResourceInfo(kind="ServiceAccount", namespaced=True),
     "networking.k8s.io/v1/networkpolicies": kmock.ResourceInfo(kind="NetworkPolicy", namespaced=True),
+    "policy/v1/poddisruptionbudgets": kmock.ResourceInfo(kind="PodDisruptionBudget", namespaced=True),
 }
 
 

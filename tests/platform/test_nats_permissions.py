@@ -24,6 +24,7 @@ from apextrader.bus.client import ensure_kv, ensure_topology
 from apextrader.bus.history import history
 from apextrader.bus.kv import KV
 from apextrader.bus.topology import KV_CANARY_WEIGHT, declare, kv_applied_key, stream_name, subject
+from apextrader.bus.users import inbox_prefix
 from apextrader.contracts import Envelope, TradingPipeline, load_pipeline
 from apextrader.contracts.names import EventType
 from apextrader.local.nats_server import free_port
@@ -94,6 +95,7 @@ async def login(
         error_cb=session._error,
         allow_reconnect=False,
         connect_timeout=2,
+        inbox_prefix=inbox_prefix(user),
     )
     try:
         yield session

@@ -39,7 +39,10 @@ async def _feed(stop: asyncio.Event) -> None:
     m.CANARY_PHASE.labels(pipeline=PIPELINE, phase="Progressing").set(0)
     m.CANARY_PHASE.labels(pipeline=PIPELINE, phase="Aborted").set(1)
     m.CANARY_WEIGHT.labels(pipeline=PIPELINE).set(0)
+    m.STREAM_FILL.labels(stream="APEX_BTC_PERP_ORDERS").set(0.9)  # a protected stream nearly full
     while not stop.is_set():
+        m.STREAM_GAP.labels(agent="feature-engineer", stream="APEX_BTC_PERP_MARKET").inc()
+        m.STREAM_DISCARDED.labels(stream="APEX_BTC_PERP_ORDERS").inc()
         for track, latency, slippage in (("canary", 0.2, 10.0), ("stable", 0.004, 1.0)):
             m.PIPELINE_LATENCY.labels(track=track).observe(latency)
             m.SLIPPAGE_BPS.labels(track=track, exchange=EXCHANGE, symbol=SYMBOL).observe(slippage)

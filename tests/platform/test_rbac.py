@@ -58,7 +58,11 @@ async def _life(tmp: Path, nats: EmbeddedNats) -> set[Call]:
         # someone's ConfigMap under a child's name: Ready=False Conflict, posted as an Event
         await kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": FOREIGN, "data": {}})
         async with running_operator(config):
-            await kube.create(example_cr(mode="live", execution={"credentialsSecret": "exchange-keys"}))
+            # a 3-server managed bus (its PodDisruptionBudget), streams R1 on the one test server
+            bus = {"managed": {"replicas": 3}, "streamReplicas": 1}
+            await kube.create(
+                example_cr(mode="live", execution={"credentialsSecret": "exchange-keys"}, bus=bus)
+            )
 
             async def conflict() -> bool:
                 tp = await kube.get("TradingPipeline", NAMESPACE, NAME) or {}
@@ -67,7 +71,7 @@ async def _life(tmp: Path, nats: EmbeddedNats) -> set[Call]:
             await eventually(conflict, what="Ready=False Conflict")
             await kube.delete("ConfigMap", NAMESPACE, FOREIGN["name"])
             await eventually(lambda: _kinds(kube, "StatefulSet"), what="NATS StatefulSet")
-            await mark_ready(kube, "StatefulSet", f"{NAME}-nats")
+            await mark_ready(kube, "StatefulSet", f"{NAME}-nats", 3)
 
             async def canary_agents() -> bool:
                 return f"{NAME}-execution-canary" in await _kinds(kube, "Deployment")
@@ -100,6 +104,7 @@ DRIFT = [
     ("ServiceAccount", f"{NAME}-agents"),
     ("NetworkPolicy", f"{NAME}-risk-manager"),
     ("Secret", f"{NAME}-nats-auth"),
+    ("PodDisruptionBudget", f"{NAME}-nats"),
 ]
 
 

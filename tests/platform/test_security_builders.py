@@ -92,7 +92,7 @@ def test_agents_cannot_administer_the_bus(demo: TradingPipeline) -> None:
         for subj in forbidden:
             assert not any(matches(p, subj) for p in user.publish), (user.name, subj)
         # its inbox, and the max-deliveries advisories of its own durables (to dead-letter them)
-        assert user.subscribe[0] == "_INBOX.>"
+        assert user.subscribe[0] == f"_INBOX_{user.name}.>"
         for advisory in user.subscribe[1:]:
             assert advisory.startswith("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.APEX_BTC_PERP_")
             assert advisory.endswith(f".{user.name}"), (user.name, advisory)

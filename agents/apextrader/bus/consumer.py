@@ -18,6 +18,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import FetchTimeoutError, NotFoundError
 
+from apextrader.bus.metrics import STREAM_GAP
 from apextrader.bus.middleware import Delivery
 from apextrader.bus.topology import ConsumerDecl
 
@@ -41,12 +42,18 @@ class PullConsumer:
         self.fetch_timeout = fetch_timeout
         self.bound = False
         self.handled = 0
+        #: Messages discarded by the stream before this consumer got them (`decl.track_gaps`).
+        self.gaps = 0
+        self._last_seq: int | None = None
         self._stopping = asyncio.Event()
         self._sub: JetStreamContext.PullSubscription | None = None
 
     async def bind(self) -> None:
         """Attach to the existing durable (created by the operator, `apex up` or `ensure_topology`)."""
-        await self.js.consumer_info(self.decl.stream, self.decl.durable)
+        info = await self.js.consumer_info(self.decl.stream, self.decl.durable)
+        if self.decl.track_gaps and self.decl.deliver_policy == "all" and info.delivered is not None:
+            # what was delivered before a restart is the baseline; 0 for a new durable
+            self._last_seq = info.delivered.stream_seq or 0
         self._sub = await self.js.pull_subscribe_bind(durable=self.decl.durable, stream=self.decl.stream)
         self.bound = True
 
@@ -61,6 +68,31 @@ class PullConsumer:
             return
         else:
             self.bound = True
+
+    async def _note_sequence(self, msg: Msg) -> None:
+        """Count messages the stream discarded before this consumer got them. On a whole-stream
+        filter consecutive deliveries have consecutive stream sequences; a jump is a gap only for
+        the sequences now below the stream's first one (the others are deliveries lost in flight
+        during a reconnect, which come back as redeliveries)."""
+        seq = msg.metadata.sequence.stream
+        last = self._last_seq
+        if last is not None and seq > last + 1:
+            try:
+                first = (await self.js.stream_info(self.decl.stream)).state.first_seq
+            except Exception:  # unknown now; the next jump will look again
+                first = last + 1
+            missed = max(0, min(seq, first) - last - 1)
+            if missed:
+                self.gaps += missed
+                STREAM_GAP.labels(self.decl.agent, self.decl.stream).inc(missed)
+                log.warning(
+                    "%s/%s: %d messages discarded before delivery",
+                    self.decl.stream,
+                    self.decl.durable,
+                    missed,
+                )
+        if last is None or seq > last:
+            self._last_seq = seq
 
     def stop(self) -> None:
         self._stopping.set()
@@ -94,6 +126,8 @@ class PullConsumer:
                     for rest in msgs[i:]:
                         await rest.nak()
                     break
+                if self.decl.track_gaps:
+                    await self._note_sequence(msg)
                 await self.on_message(msg)
                 self.handled += 1
         with contextlib.suppress(Exception):  # the connection may already be closing

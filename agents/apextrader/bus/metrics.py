@@ -29,6 +29,9 @@ class MetricName:
     CANARY_ANALYSIS_VALUE: Final = "apex_canary_analysis_value"
     CANARY_ANALYSIS_THRESHOLD: Final = "apex_canary_analysis_threshold"
     CANARY_ANALYSIS_RESULT: Final = "apex_canary_analysis_result"
+    STREAM_GAP: Final = "apex_stream_gap_total"
+    STREAM_DISCARDED: Final = "apex_stream_discarded_total"
+    STREAM_FILL: Final = "apex_stream_fill_ratio"
 
 
 REGISTRY: Final = CollectorRegistry(auto_describe=True)
@@ -153,6 +156,24 @@ CANARY_WEIGHT: Final = Gauge(
     MetricName.CANARY_WEIGHT,
     "The effective canary weight (0-100) the operator or local supervisor set.",
     ["pipeline"],
+    registry=REGISTRY,
+)
+STREAM_GAP: Final = Counter(
+    MetricName.STREAM_GAP,
+    "Messages a consumer never received because its stream discarded them first (MARKET, FEATURES).",
+    ["agent", "stream"],
+    registry=REGISTRY,
+)
+STREAM_DISCARDED: Final = Counter(
+    MetricName.STREAM_DISCARDED,
+    "Messages a stream removed under its limits (age, size) since this process started watching.",
+    ["stream"],
+    registry=REGISTRY,
+)
+STREAM_FILL: Final = Gauge(
+    MetricName.STREAM_FILL,
+    "Bytes stored / max_bytes of a stream; a protected stream refuses new events at 1.",
+    ["stream"],
     registry=REGISTRY,
 )
 CANARY_ANALYSIS_VALUE: Final = Gauge(

@@ -11,7 +11,7 @@ from nats.errors import ConnectionReconnectingError, NoRespondersError, Outbound
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
-from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
+from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Tracer
 
@@ -47,6 +47,15 @@ def headers_for(event_id: str, correlation_id: str, event_type: str) -> dict[str
     return headers
 
 
+#: "duplicate message id is in process": on a replicated stream the first publish of this id is
+#: still being agreed by the peers (our retry raced it); asking again returns its PubAck.
+_DUPLICATE_IN_PROCESS: Final = 10158
+
+
+def _in_process(exc: Exception) -> bool:
+    return isinstance(exc, APIError) and exc.err_code == _DUPLICATE_IN_PROCESS
+
+
 class Publisher:
     """Publishes events of one pipeline and waits for JetStream's acknowledgement.
 
@@ -74,7 +83,9 @@ class Publisher:
         while True:
             try:
                 return await self.js.publish(subj, body, timeout=self.ack_timeout, headers=headers)
-            except _TRANSIENT as exc:
+            except (*_TRANSIENT, APIError) as exc:
+                if not isinstance(exc, _TRANSIENT) and not _in_process(exc):
+                    raise  # a real refusal (e.g. a full protected stream): the caller decides
                 if loop.time() + pause > deadline:
                     raise BusError(f"no PubAck for {headers.get(MSG_ID)} on {subj}: {exc!r}") from exc
                 await asyncio.sleep(pause)

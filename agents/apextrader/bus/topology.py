@@ -40,6 +40,13 @@ _DOMAIN_SUFFIX: Final[dict[Domain, str]] = {
     "DLQ": "dlq.>",
 }
 DOMAINS: Final[tuple[Domain, ...]] = tuple(_DOMAIN_SUFFIX)
+#: Streams that never discard an event on their own (docs/bus.md, "Retention"): no age limit and
+#: `discard: new`, so a full stream refuses the publish (the publisher retries, the source event
+#: stays unacked) instead of dropping an event a durable consumer has not acked.
+PROTECTED: Final[frozenset[Domain]] = frozenset({"ALERTS", "SIGNALS", "ORDERS", "DLQ"})
+#: Streams that may drop their oldest data under their limits; their consumers count the sequence
+#: gaps that leaves (`apex_stream_gap_total`).
+LOSSY: Final[frozenset[Domain]] = frozenset({"MARKET", "FEATURES"})
 
 
 def subject(pipeline: str, event_type: EventType, track: Track) -> str:
@@ -119,6 +126,11 @@ class StreamDecl:
     max_age_s: float
     max_bytes: int
     duplicate_window_s: float = 120.0
+    replicas: int = 1
+
+    @property
+    def discard_new(self) -> bool:
+        return self.domain in PROTECTED
 
 
 @dataclass(frozen=True)
@@ -133,6 +145,10 @@ class ConsumerDecl:
     backoff_s: list[float] = field(default_factory=list)
     deliver_policy: DeliverPolicy = "all"
     max_ack_pending: int = 1000
+    replicas: int = 1
+    #: The filter covers the whole of a stream that may discard old data: consecutive deliveries
+    #: have consecutive stream sequences, so a jump is a gap (messages discarded before delivery).
+    track_gaps: bool = False
 
 
 #: What each agent reads: (domain, event types or None for the whole stream, deliver policy).
@@ -167,6 +183,7 @@ class Topology:
     streams: list[StreamDecl]
     consumers: list[ConsumerDecl]
     kv_bucket: str
+    replicas: int = 1
 
     def consumers_for(self, agent: AgentId, track: Track) -> list[ConsumerDecl]:
         return [c for c in self.consumers if c.agent == agent and c.track == track]
@@ -185,14 +202,16 @@ def declare(spec: TradingPipelineSpec, pipeline: str) -> Topology:
     limits = spec.bus.limits
     max_age = parse_duration(limits.max_age).total_seconds()
     max_bytes = parse_quantity(limits.max_bytes)
+    replicas = spec.bus.effective_stream_replicas
     streams = [
         StreamDecl(
             name=stream_name(pipeline, d),
             domain=d,
             subjects=stream_subjects(pipeline, d),
-            # The DLQ keeps letters for a week: they are evidence, not traffic.
-            max_age_s=max(max_age, 7 * 86400.0) if d == "DLQ" else max_age,
+            # Protected streams have no age limit: age would expire events nobody processed.
+            max_age_s=0.0 if d in PROTECTED else max_age,
             max_bytes=max_bytes,
+            replicas=replicas,
         )
         for d in DOMAINS
     ]
@@ -214,6 +233,14 @@ def declare(spec: TradingPipelineSpec, pipeline: str) -> Topology:
                         max_deliver=spec.bus.max_deliver,
                         backoff_s=backoff_schedule(spec.bus.max_deliver, ack_wait),
                         deliver_policy=policy,
+                        replicas=replicas,
+                        track_gaps=domain in LOSSY and len(types) == 1 and not own_track,
                     )
                 )
-    return Topology(pipeline=pipeline, streams=streams, consumers=consumers, kv_bucket=kv_bucket(pipeline))
+    return Topology(
+        pipeline=pipeline,
+        streams=streams,
+        consumers=consumers,
+        kv_bucket=kv_bucket(pipeline),
+        replicas=replicas,
+    )

@@ -91,6 +91,7 @@ def _local(name: str, data_dir: Path | None, action: CanaryAction) -> str:
     from apextrader.bus.kv import KV
     from apextrader.bus.topology import KV_CANARY_REQUEST, kv_bucket
     from apextrader.local.canary_driver import request_json
+    from apextrader.local.localbus import admin_login
     from apextrader.local.options import default_data_dir
 
     data_dir = data_dir or default_data_dir(name)
@@ -101,7 +102,12 @@ def _local(name: str, data_dir: Path | None, action: CanaryAction) -> str:
     request = request_json(action)
 
     async def send() -> None:
-        nc = await connect(runtime["nats_url"], name="apex-canary", max_reconnect_attempts=1)
+        nc = await connect(
+            ",".join(runtime.get("nats_urls") or [runtime["nats_url"]]),
+            name="apex-canary",
+            max_reconnect_attempts=1,
+            **admin_login(runtime),
+        )
         try:
             kv = await KV.open(nc.jetstream(), kv_bucket(runtime["pipeline"]))
             await kv.put_json(KV_CANARY_REQUEST, request)

@@ -27,10 +27,22 @@ PipelineOpt = typer.Option(None, "--pipeline", "-p", help="Pipeline name (defaul
 NatsOpt = typer.Option("nats://127.0.0.1:4222", "--nats", envvar="APEX_NATS_URL", help="NATS URL.")
 
 
+def _login(url: str) -> dict[str, str]:
+    """`APEX_NATS_USER`/`APEX_NATS_PASSWORD`, else the admin login of the `apex up` serving `url`."""
+    import os
+
+    from apextrader.local.localbus import find_admin_login
+
+    user = os.environ.get("APEX_NATS_USER")
+    if user:
+        return {"user": user, "password": os.environ.get("APEX_NATS_PASSWORD", "")}
+    return find_admin_login(url)
+
+
 def _run(url: str, body: Callable[[NatsClient], Awaitable[T]]) -> T:
     async def main() -> T:
         try:
-            nc = await connect_once(url, name="apex-dlq")
+            nc = await connect_once(url, name="apex-dlq", **_login(url))
         except Exception:
             raise UsageError(
                 f"cannot connect to NATS at {url} (is the pipeline running? use --nats)", 1

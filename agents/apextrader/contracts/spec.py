@@ -120,6 +120,13 @@ def jetstream_store_bytes(storage: str) -> int:
     return int(parse_quantity(storage) * JETSTREAM_STORE_SHARE)
 
 
+class BusTls(SpecModel):
+    """TLS on the managed bus's client port: a `kubernetes.io/tls` Secret (cert-manager's or the
+    user's) with `tls.crt`, `tls.key` and `ca.crt` (docs/bus.md)."""
+
+    secret_name: Annotated[str, Field(min_length=1, max_length=253)]
+
+
 class ManagedBus(SpecModel):
     replicas: Literal[1, 3] = 1
     #: The volume of each NATS server. JetStream reserves every stream's `maxBytes` up front and
@@ -127,6 +134,7 @@ class ManagedBus(SpecModel):
     #: 6 × `bus.limits.maxBytes`; validation refuses a spec where it does not.
     storage: Quantity = "2Gi"
     image: str = "nats:2.10-alpine"
+    tls: BusTls | None = None
 
 
 class StreamLimits(SpecModel):
@@ -143,6 +151,17 @@ class BusSpec(SpecModel):
     #: Delivery attempts before an event goes to the DLQ.
     max_deliver: Annotated[int, Field(ge=1, le=20)] = 5
     ack_wait: Duration = "30s"
+    #: Replicas of every stream, durable consumer and the KV bucket (1 or 3); default: the managed
+    #: bus's `replicas`, 1 for an external `url` (docs/bus.md).
+    stream_replicas: Literal[1, 3] | None = None
+    #: An external bus's login: a Secret with `user` and `password` (never in `url`).
+    credentials_secret: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+
+    @property
+    def effective_stream_replicas(self) -> int:
+        if self.stream_replicas is not None:
+            return self.stream_replicas
+        return self.managed.replicas if self.managed is not None else 1
 
     @model_validator(mode="before")
     @classmethod
@@ -155,6 +174,12 @@ class BusSpec(SpecModel):
     def _managed_or_url(self) -> BusSpec:
         if self.managed is not None and self.url is not None:
             raise ValueError("bus: give managed or url, not both")
+        if self.managed is not None and self.effective_stream_replicas > self.managed.replicas:
+            raise ValueError("bus.streamReplicas: cannot exceed bus.managed.replicas")
+        if self.credentials_secret is not None and self.managed is not None:
+            raise ValueError("bus.credentialsSecret: only for an external bus.url")
+        if self.url is not None and "@" in self.url.split("://", 1)[-1].split("/", 1)[0]:
+            raise ValueError("bus.url: no credentials in the URL; use bus.credentialsSecret")
         return self
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 
 from apextrader.bus import dlq as dlq_headers
 from apextrader.bus.history import read_range
+from apextrader.bus.streamstats import discarded
 from apextrader.bus.topology import Topology, stream_name, subject_matches
 from apextrader.contracts import (
     Envelope,
@@ -115,7 +116,14 @@ async def drain(js: JetStreamContext, topology: Topology, within_s: float) -> in
 
 
 async def published_counts(js: JetStreamContext, topology: Topology) -> dict[str, int]:
-    return {s.name: int((await js.stream_info(s.name)).state.messages) for s in topology.streams}
+    """Every message each stream ever accepted (its last sequence): stored + discarded."""
+    return {s.name: int((await js.stream_info(s.name)).state.last_seq) for s in topology.streams}
+
+
+async def discarded_counts(js: JetStreamContext, topology: Topology) -> dict[str, int]:
+    """Messages each stream removed under its limits: with limits retention and no deletes, all
+    below the first stored sequence (`bus.streamstats.discarded`)."""
+    return {s.name: discarded(await js.stream_info(s.name)) for s in topology.streams}
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ fixture run. File storage in a directory that survives `restart()`, so JetStream
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -48,6 +49,7 @@ class EmbeddedNats:
         monitor_port: int | None = None,
         log_file: str | Path | None = None,
         max_payload: int = 1024 * 1024,
+        auth_conf: str | None = None,
     ) -> None:
         self._own_store = store_dir is None
         self.store_dir = Path(store_dir) if store_dir else Path(tempfile.mkdtemp(prefix="apex-nats-"))
@@ -56,6 +58,10 @@ class EmbeddedNats:
         self.monitor_port = monitor_port or free_port(host)
         self.log_file = Path(log_file) if log_file else self.store_dir / "nats-server.log"
         self.max_payload = max_payload
+        #: An `authorization {}` block (`bus.users.nats_authorization`); None: no users.
+        self.auth_conf = auth_conf
+        #: Set by `LocalCluster`: `(cluster name, server name, cluster port, route URLs)`.
+        self.cluster: tuple[str, str, int, list[str]] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -75,8 +81,8 @@ class EmbeddedNats:
             return self
         self.store_dir.mkdir(parents=True, exist_ok=True)
         config = self.store_dir / "nats-server.conf"
-        # A config file, because max_payload has no command-line flag.
-        config.write_text(f"max_payload: {self.max_payload}\n")
+        # A config file, because max_payload, cluster and users have no command-line flags.
+        config.write_text(self._config())
         cmd = [
             nats_server_binary(),
             "-js",
@@ -90,6 +96,31 @@ class EmbeddedNats:
         self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_ready(timeout)
         return self
+
+    def _config(self) -> str:
+        lines = [f"max_payload: {self.max_payload}"]
+        if self.cluster is not None:
+            cluster, server, port, routes = self.cluster
+            lines += [
+                f'server_name: "{server}"',
+                "cluster {",
+                f'  name: "{cluster}"',
+                f'  listen: "{self.host}:{port}"',
+                "  routes: [" + ", ".join(f'"{r}"' for r in routes) + "]",
+                "}",
+            ]
+        if self.auth_conf:
+            lines.append(self.auth_conf)
+        return "\n".join(lines) + "\n"
+
+    def pause(self) -> None:
+        """SIGSTOP (a hung server: connections stay open, nothing answers)."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
 
     def _wait_ready(self, timeout: float) -> None:
         # /healthz?js-enabled-only answers 200 once JetStream is up (stores recovered).
@@ -137,3 +168,80 @@ class EmbeddedNats:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop(remove_store=True)
+
+
+class LocalCluster:
+    """`size` nats-servers on loopback as one JetStream cluster (own ports and store dirs, routes to
+    each other); `size=1` is a single server without cluster config. `servers[0]` is the seed URL."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        size: int = 1,
+        *,
+        name: str = "apex",
+        auth_conf: str | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        root = Path(root)
+        single = size == 1
+        self.servers = [
+            EmbeddedNats(
+                root if single else root / f"n{i}",
+                host=host,
+                log_file=(root if single else root / f"n{i}") / "nats-server.log",
+                auth_conf=auth_conf,
+            )
+            for i in range(size)
+        ]
+        if not single:
+            ports = [free_port(host) for _ in range(size)]
+            routes = [f"nats-route://{host}:{p}" for p in ports]
+            for i, server in enumerate(self.servers):
+                others = [r for j, r in enumerate(routes) if j != i]
+                server.cluster = (name, f"{name}-{i}", ports[i], others)
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.url for s in self.servers]
+
+    @property
+    def url(self) -> str:
+        return self.servers[0].url
+
+    @property
+    def pids(self) -> list[int | None]:
+        return [s.pid for s in self.servers]
+
+    def start(self, timeout: float = 30.0) -> LocalCluster:
+        for server in self.servers:
+            server.start(timeout)
+        if len(self.servers) > 1:
+            self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Until every running server's full /healthz answers 200 (routes up, meta leader elected,
+        its streams current)."""
+        deadline = time.monotonic() + timeout
+        pending = [s for s in self.servers if s.running]
+        while pending and time.monotonic() < deadline:
+            pending = [s for s in pending if not _healthy(s)]
+            if pending:
+                time.sleep(0.1)
+        if pending:
+            raise RuntimeError(f"nats cluster not healthy within {timeout:.0f}s: {[s.url for s in pending]}")
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.resume()  # a stopped (SIGSTOP) process would ignore SIGTERM until continued
+            server.stop()
+
+
+def _healthy(server: EmbeddedNats) -> bool:
+    url = f"http://{server.host}:{server.monitor_port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False

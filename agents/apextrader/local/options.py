@@ -26,6 +26,8 @@ class UpOptions:
     speed: float | None = None
     report: Path | None = None
     ui: bool = True
+    #: nats-servers of the local bus (1 or 3); None: the spec's `bus.managed.replicas`.
+    bus_replicas: int | None = None
 
 
 def parse_source(text: str) -> dict[str, Any]:
@@ -52,6 +54,14 @@ def effective_pipeline(tp: TradingPipeline, opts: UpOptions) -> TradingPipeline:
         source["speed"] = opts.speed
     elif source.get("kind", "synthetic") != "ccxt" and "speed" not in source:
         source["speed"] = DEFAULT_BARS_PER_SECOND * timeframe_seconds(doc["spec"].get("timeframe", "1m"))
+    bus = doc["spec"].setdefault("bus", {})
+    if opts.bus_replicas is not None:
+        # the local bus is always "managed": a 3-server cluster carries R3 streams by default
+        bus.pop("url", None)
+        bus.pop("credentialsSecret", None)
+        bus.setdefault("managed", {})["replicas"] = opts.bus_replicas
+        if bus.get("streamReplicas", 1) > opts.bus_replicas:
+            bus["streamReplicas"] = opts.bus_replicas
     doc.pop("status", None)
     return parse_pipeline(doc, str(opts.pipeline_file))
 

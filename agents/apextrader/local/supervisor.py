@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +75,7 @@ class Supervisor:
         stop_grace: float = 10.0,
         max_backoff: float = 8.0,
         extra_env: dict[str, str] | None = None,
+        agent_env: Callable[[AgentId, Track], dict[str, str]] | None = None,
     ) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.processes = [
@@ -89,6 +90,8 @@ class Supervisor:
         self.stop_grace = stop_grace
         self.max_backoff = max_backoff
         self.extra_env = extra_env or {}
+        #: Per agent and track (its own NATS user): added after `extra_env`.
+        self.agent_env = agent_env or (lambda agent, track: {})
         self._stopping = False
         self._watchers: list[asyncio.Task[None]] = []
         self._http: aiohttp.ClientSession | None = None
@@ -110,6 +113,7 @@ class Supervisor:
         env = {
             **agent_env(os.environ, ap.agent),
             **self.extra_env,
+            **self.agent_env(ap.agent, ap.track),
             "APEX_HTTP_PORT": str(ap.http_port),
             "APEX_NATS_URL": self.nats_url,
             "APEX_PIPELINE_FILE": str(self.pipeline_file),

@@ -1,6 +1,7 @@
 """`apex up`: the whole TradingPipeline on one machine.
 
-Order (docs/conventions.md §6, each step health-checked): embedded nats-server with JetStream → streams,
+Order (docs/conventions.md §6, each step health-checked): embedded nats-server(s) with JetStream and
+the pipeline's per-agent users (`--bus-replicas 3`: a 3-server cluster on loopback) → streams,
 consumers and KV from `bus.topology` → the seven agents in pipeline order, each `/ready` before the
 next → run (live view, canary loop, a watchdog that restarts a dead server or agent) → graceful stop
 → JetStream's own accounting collected into `summary.json` and the HTML report.
@@ -11,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
+import nats.errors
 from nats.js import JetStreamContext
 from rich.console import Console
 from rich.live import Live
@@ -29,8 +33,8 @@ from apextrader.contracts import AGENT_IDS, agent_tracks, load_pipeline
 from apextrader.contracts.canary_spec import CanaryAnalysis
 from apextrader.local import collect
 from apextrader.local.canary_driver import LocalCanary, attach, canary_record, serve_metrics
+from apextrader.local.localbus import ServerWatchdog, start_local_bus
 from apextrader.local.monitor import LiveSnapshot, Monitor
-from apextrader.local.nats_server import EmbeddedNats
 from apextrader.local.options import UpOptions, effective_pipeline, write_pipeline
 from apextrader.local.supervisor import Supervisor
 from apextrader.local.view import make_progress, render
@@ -39,26 +43,11 @@ from apextrader.report.run_report import write_run_report
 from apextrader.report.run_summary import AgentRecord, OutageRecord, RunSummary, TrackRecord
 from apextrader.report.tracks import gate_records
 
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
 #: Longest wait for in-flight events to drain through the pipeline before accounting.
 DRAIN_TIMEOUT_S = 60.0
-
-
-class ServerWatchdog:
-    """Restarts a dead nats-server on the same port and store; records the downtime."""
-
-    def __init__(self, server: EmbeddedNats) -> None:
-        self.server = server
-        self.downtime_s = 0.0
-        self.restarts = 0
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(0.2)
-            if not self.server.running:
-                down_at = time.monotonic()
-                await asyncio.to_thread(self.server.start)
-                self.downtime_s += time.monotonic() - down_at + 0.2
-                self.restarts += 1
 
 
 async def run_up(
@@ -74,9 +63,13 @@ async def run_up(
     tracks = ["stable", "canary"] if has_canary else ["stable"]
     units = [(a, t) for a in AGENT_IDS for t in agent_tracks(a, has_canary)]
 
-    server = EmbeddedNats(data_dir / "jetstream", log_file=data_dir / "nats-server.log").start()
-    console.print(f"[green]✓[/] nats-server with JetStream on {server.url} (store {server.store_dir})")
-    nc = await connect(server.url, name="apex-up")
+    bus, logins = await asyncio.to_thread(
+        start_local_bus, tp, data_dir, spec.bus.managed.replicas if spec.bus.managed else 1
+    )
+    admin_file = logins.write_admin(data_dir)
+    all_urls = ",".join(bus.urls)
+    console.print(f"[green]✓[/] {len(bus.servers)} nats-server(s) with JetStream on {all_urls}")
+    nc = await connect(all_urls, name="apex-up", **logins.admin_options())
     js = nc.jetstream()
     topology = declare(spec, name)
     await ensure_topology(js, topology)
@@ -89,13 +82,17 @@ async def run_up(
     )
 
     supervisor = Supervisor(
-        units, pipeline_file=pipeline_file, nats_url=server.url, log_dir=data_dir / "logs"
+        units,
+        pipeline_file=pipeline_file,
+        nats_url=all_urls,
+        log_dir=data_dir / "logs",
+        agent_env=logins.agent_env,
     )
     attach(canary, supervisor, tp, js)
     metrics_port = serve_metrics()  # apex_canary_* of this supervisor
     runtime_file = data_dir / "runtime.json"
     started = time.time()
-    watchdog = ServerWatchdog(server)
+    watchdog = ServerWatchdog(bus)
     watchdog_task: asyncio.Task[None] | None = None
     request_task: asyncio.Task[None] | None = None
     stop = asyncio.Event()
@@ -108,8 +105,12 @@ async def run_up(
     def write_runtime() -> None:  # where `apex canary --local` and the tests find the processes
         info = {
             "pipeline": name,
-            "nats_url": server.url,
-            "nats_pid": server.pid,
+            "nats_url": bus.url,
+            "nats_pid": bus.pids[0],
+            "nats_urls": bus.urls,
+            "nats_pids": bus.pids,
+            "nats_store_dirs": [str(srv.store_dir) for srv in bus.servers],
+            "nats_admin": str(admin_file),
             "agents": supervisor.runtime_info(),
             "supervisor": {"http_port": metrics_port},
         }
@@ -144,10 +145,11 @@ async def run_up(
                     live.stop()
                 flow_consumers = sum(c.deliver_policy == "all" for c in topology.consumers)
                 while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-                    status_now = await canary.tick()
+                    status_now = await _bus_tolerant(canary.tick(), canary.status)
                     snap = await monitor.poll()
                     topology = declare(canary.spec, name)  # a promote retires the canary's consumers
-                    if steady_since is None and await collect.outstanding(js, topology) <= flow_consumers:
+                    left = await _bus_tolerant(collect.outstanding(js, topology), flow_consumers + 1)
+                    if steady_since is None and left <= flow_consumers:
                         steady_since = time.time()  # start-up backlog (backfill, warm-up) cleared
                     write_runtime()  # pids change when agents restart
                     weights = track_weights(status_now.effective_weight, has_canary)
@@ -227,8 +229,9 @@ async def run_up(
         await supervisor.stop()
         with contextlib.suppress(Exception):
             await nc.close()
-        server.stop()
+        bus.stop()
         runtime_file.unlink(missing_ok=True)
+        admin_file.unlink(missing_ok=True)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     (data_dir / "summary.json").write_text(summary.model_dump_json(indent=2))
@@ -306,6 +309,7 @@ async def _summarise(
         dlq_total=sum(reasons.values()),
         dlq_by_reason=dict(reasons),
         published=await collect.published_counts(js, topology),
+        discarded=await collect.discarded_counts(js, topology),
         tracks=tracks,
         fills=fills,
         gate=gate_records(s for samples in last.samples.values() for s in samples),
@@ -315,11 +319,26 @@ async def _summarise(
     )
 
 
+async def _bus_tolerant(call: Awaitable[T], fallback: T) -> T:
+    """A bus request of the run loop; while a server is down or a leader is being elected it may time
+    out: the loop keeps going with `fallback` (the watchdog restarts servers, the next tick retries)."""
+    try:
+        return await call
+    except (TimeoutError, nats.errors.Error) as exc:
+        log.info("bus request failed (%s); retrying next tick", exc)
+        return fallback
+
+
 async def _serve_requests(kv: KV, canary: LocalCanary) -> None:
     """Apply `apex canary ... --local` requests the moment they land, not at the next view refresh."""
-    async for value in kv.watch(KV_CANARY_REQUEST):
-        if value:
-            await canary.tick()
+    while True:
+        try:
+            async for value in kv.watch(KV_CANARY_REQUEST):
+                if value:
+                    await _bus_tolerant(canary.tick(), canary.status)
+        except (TimeoutError, nats.errors.Error) as exc:  # the watch died with its server: watch again
+            log.info("canary request watch ended (%s); watching again", exc)
+            await asyncio.sleep(0.5)
 
 
 def _latency_buckets(snap: LiveSnapshot, track: str) -> list[tuple[float, float]]:

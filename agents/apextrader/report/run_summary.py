@@ -135,7 +135,9 @@ class RunSummary(Frozen):
     consumers: list[ConsumerAccount]
     dlq_total: int
     dlq_by_reason: dict[str, int] = Field(default_factory=dict)
-    published: dict[str, int] = Field(default_factory=dict)  # stream -> messages
+    published: dict[str, int] = Field(default_factory=dict)  # stream -> messages ever accepted
+    #: stream -> messages removed under its limits (MARKET/FEATURES only; protected streams: 0)
+    discarded: dict[str, int] = Field(default_factory=dict)
     tracks: list[TrackRecord]
     fills: list[FillRecord] = Field(default_factory=list)
     gate: list[GateRecord] = Field(default_factory=list)

@@ -115,6 +115,10 @@ docs/security.md says what each one is for. Secrets are in "apextrader.secretRul
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["get", "list", "create", "patch"]
+# The managed NATS cluster's disruption budget (3 replicas).
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "create", "patch"]
 # kopf posts Events about handler progress, Conflict and InvalidSpec.
 - apiGroups: [""]
   resources: ["events"]

@@ -85,7 +85,16 @@ def _resources(agent: AgentId, requests: ResourceList, limits: ResourceList) -> 
 def _nats_credentials(tp: TradingPipeline, agent: AgentId, track: Track) -> list[Manifest]:
     """User and password from the agent's own Secret (the URL stays plain: it appears in logs)."""
     if tp.spec.bus.managed is None:
-        return []  # an external bus: its accounts are the user's (docs/operator.md)
+        # an external bus: the user's account, from `bus.credentialsSecret` if given (docs/bus.md)
+        name = tp.spec.bus.credentials_secret
+        keys = (("APEX_NATS_USER", "user"), ("APEX_NATS_PASSWORD", "password"))
+        return (
+            []
+            if name is None
+            else [
+                {"name": var, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}} for var, key in keys
+            ]
+        )
     secret = agent_nats_secret_name(tp.name, agent, track)
     return [
         {"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": var}}}

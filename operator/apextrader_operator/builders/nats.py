@@ -35,6 +35,10 @@ AUTH_INCLUDE: Final = 'include "auth.conf"'
 AUTH_FILE: Final = "auth.conf"
 #: Hash of the users' block on the NATS pod template: new users or passwords restart the server.
 AUTH_HASH_ANNOTATION: Final = "apextrader.io/auth-hash"
+#: Where `bus.managed.tls.secretName` (tls.crt, tls.key, ca.crt) is mounted.
+TLS_DIR: Final = "/etc/nats/tls"
+#: JetStream health: 200 only once this server is current with the meta group and its streams.
+JS_HEALTH: Final = "/healthz?js-enabled-only=true"
 
 
 def auth_secret_name(pipeline: str) -> str:
@@ -42,11 +46,14 @@ def auth_secret_name(pipeline: str) -> str:
 
 
 def nats_url(tp: TradingPipeline) -> str:
-    """The URL agents and the operator use: the external `bus.url` or the managed Service's DNS name."""
+    """The URL agents and the operator use: the external `bus.url` or the managed Service's DNS name
+    (`tls://` when the managed bus has TLS)."""
     if tp.spec.bus.url:
         return tp.spec.bus.url
     ns = tp.metadata.namespace or "default"
-    return f"nats://{nats_service_name(tp.name)}.{ns}.svc:{CLIENT_PORT}"
+    managed = tp.spec.bus.managed
+    scheme = "tls" if managed is not None and managed.tls is not None else "nats"
+    return f"{scheme}://{nats_service_name(tp.name)}.{ns}.svc:{CLIENT_PORT}"
 
 
 def _nats_conf(tp: TradingPipeline, bus: ManagedBus, auth: bool) -> str:
@@ -72,6 +79,15 @@ def _nats_conf(tp: TradingPipeline, bus: ManagedBus, auth: bool) -> str:
             f"  name: {name}",
             f"  port: {CLUSTER_PORT}",
             f"  routes: [\n    {routes}\n  ]",
+            "}",
+        ]
+    if bus.tls is not None:
+        lines += [
+            "tls {",
+            f'  cert_file: "{TLS_DIR}/tls.crt"',
+            f'  key_file: "{TLS_DIR}/tls.key"',
+            f'  ca_file: "{TLS_DIR}/ca.crt"',
+            "  timeout: 2",
             "}",
         ]
     if auth:
@@ -126,7 +142,15 @@ def build_nats_statefulset(tp: TradingPipeline, bus: ManagedBus, auth_conf: str 
     if auth_conf is not None:
         digest = hashlib.sha256(auth_conf.encode()).hexdigest()[:16]
         template_meta["annotations"] = {AUTH_HASH_ANNOTATION: digest}
-    probe = {"httpGet": {"path": "/healthz?js-enabled-only=true", "port": "monitor"}, "periodSeconds": 10}
+    probe = {"httpGet": {"path": JS_HEALTH, "port": "monitor"}, "periodSeconds": 10}
+    mounts: list[Manifest] = [
+        {"name": "config", "mountPath": "/etc/nats", "readOnly": True},
+        {"name": "data", "mountPath": "/data"},
+    ]
+    volumes = [nats_config_volume(tp, auth=auth_conf is not None)]
+    if bus.tls is not None:
+        mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
+        volumes.append({"name": "tls", "secret": {"secretName": bus.tls.secret_name}})
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -134,7 +158,10 @@ def build_nats_statefulset(tp: TradingPipeline, bus: ManagedBus, auth_conf: str 
         "spec": {
             "serviceName": name,
             "replicas": bus.replicas,
+            # Parallel start (a cluster needs its peers to elect a meta leader before any is
+            # JetStream-ready); updates still roll one pod at a time, each ready before the next.
             "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
             "selector": {"matchLabels": selector_labels(tp.name, COMPONENT)},
             "template": {
                 "metadata": template_meta,
@@ -142,6 +169,7 @@ def build_nats_statefulset(tp: TradingPipeline, bus: ManagedBus, auth_conf: str 
                     "automountServiceAccountToken": False,
                     "securityContext": pod_security_context(10001),
                     "terminationGracePeriodSeconds": 60,
+                    **_spread(tp, bus),
                     "containers": [
                         {
                             "name": "nats",
@@ -158,7 +186,7 @@ def build_nats_statefulset(tp: TradingPipeline, bus: ManagedBus, auth_conf: str 
                             ],
                             "livenessProbe": {**probe, "initialDelaySeconds": 10},
                             "readinessProbe": {
-                                "httpGet": {"path": "/healthz", "port": "monitor"},
+                                "httpGet": {"path": JS_HEALTH, "port": "monitor"},
                                 "periodSeconds": 5,
                             },
                             "startupProbe": {**probe, "periodSeconds": 5, "failureThreshold": 60},
@@ -167,13 +195,10 @@ def build_nats_statefulset(tp: TradingPipeline, bus: ManagedBus, auth_conf: str 
                                 "limits": {"memory": "512Mi"},
                             },
                             "securityContext": container_security_context(),
-                            "volumeMounts": [
-                                {"name": "config", "mountPath": "/etc/nats", "readOnly": True},
-                                {"name": "data", "mountPath": "/data"},
-                            ],
+                            "volumeMounts": mounts,
                         }
                     ],
-                    "volumes": [nats_config_volume(tp, auth=auth_conf is not None)],
+                    "volumes": volumes,
                 },
             },
             "volumeClaimTemplates": [
@@ -189,6 +214,50 @@ def build_nats_statefulset(tp: TradingPipeline, bus: ManagedBus, auth_conf: str 
     }
 
 
+def _spread(tp: TradingPipeline, bus: ManagedBus) -> Manifest:
+    """With 3 replicas: one server per node where possible (a lost node costs one vote of three),
+    and spread over zones; soft rules, so a small cluster still schedules all three."""
+    if bus.replicas == 1:
+        return {}
+    selector = {"matchLabels": selector_labels(tp.name, COMPONENT)}
+    return {
+        "affinity": {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "labelSelector": selector,
+                            "topologyKey": "kubernetes.io/hostname",
+                        },
+                    }
+                ]
+            }
+        },
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": selector,
+            }
+        ],
+    }
+
+
+def build_nats_pdb(tp: TradingPipeline, bus: ManagedBus) -> Manifest:
+    """A voluntary eviction (drain, upgrade) takes at most one server of three: R3 keeps quorum."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(tp, nats_service_name(tp.name), COMPONENT),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(tp.name, COMPONENT)},
+        },
+    }
+
+
 def build_bus(tp: TradingPipeline, auth_conf: str | None = None) -> list[Manifest]:
     """Every object of the managed bus but its NetworkPolicy (`builders.security`), or nothing for an
     external `bus.url`. `auth_conf`: the users' `authorization {}` block (its Secret is applied
@@ -196,8 +265,9 @@ def build_bus(tp: TradingPipeline, auth_conf: str | None = None) -> list[Manifes
     bus = tp.spec.bus.managed
     if bus is None:
         return []
-    return [
+    objs = [
         build_nats_config(tp, bus, auth=auth_conf is not None),
         build_nats_service(tp, bus),
         build_nats_statefulset(tp, bus, auth_conf),
     ]
+    return [*objs, build_nats_pdb(tp, bus)] if bus.replicas > 1 else objs

@@ -5,7 +5,7 @@ NetworkPolicy: an agent's pods accept traffic only on their `http` port (probes,
 reach only DNS, the bus and, when it needs them, the exchanges (the scanner with a `ccxt` source,
 execution in `live` mode) and the OTLP collector.
 
-NATS: `nats_users(tp)` lists the users; `build_nats_auth_secret` renders them into an
+NATS: the users themselves are `apextrader.bus.users` (`apex up` runs the same ones); `build_nats_auth_secret` renders them into an
 `authorization {}` block (Secret `<pipeline>-nats-auth`, key `auth.conf`, for the managed server
 to `include`), and `build_agent_nats_secret` gives each agent and track its own credentials
 (Secret `<deployment>-nats`: `APEX_NATS_USER`, `APEX_NATS_PASSWORD`, and `APEX_NATS_URL` with them
@@ -19,30 +19,24 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
-from apextrader.bus.advisories import max_deliveries_subject
-from apextrader.bus.topology import (
-    declare,
-    deployment_name,
-    dlq_subject,
-    durable_name,
-    kv_applied_key,
-    nats_service_name,
-    subject,
+from apextrader.bus.topology import deployment_name, nats_service_name
+from apextrader.bus.users import (
+    EMITS,
+    OPERATOR_USER,
+    NatsUser,
+    agent_user,
+    emitted_subjects,
+    nats_authorization,
+    nats_user_name,
+    nats_users,
+    operator_user,
+    user_password,
 )
-from apextrader.contracts.names import (
-    AGENT_IDS,
-    DECISION_TRACKS,
-    AgentId,
-    EventType,
-    Track,
-    agent_tracks,
-)
+from apextrader.contracts.names import DECISION_TRACKS, AgentId, Track, agent_tracks
 from apextrader.contracts.pipeline import TradingPipeline, track_spec
 from apextrader.contracts.spec import ManagedBus
 from apextrader_operator.builders.labels import HTTP_PORT, Manifest, metadata, selector_labels
@@ -56,21 +50,6 @@ from apextrader_operator.builders.nats import (
     nats_url,
 )
 
-#: The event types each agent publishes (docs/conventions.md §6, "Who publishes what"). A NATS user may publish these
-#: (and its own dead letters) and nothing else of the pipeline's flow.
-EMITS: Final[dict[AgentId, tuple[EventType, ...]]] = {
-    "market-scanner": ("market.snapshot",),
-    "feature-engineer": ("features.computed",),
-    "event-watcher": ("market.alert",),
-    "strategy-builder": ("signal.proposed",),
-    "backtester": ("signal.validated", "signal.rejected"),
-    "risk-manager": ("order.approved", "signal.rejected"),
-    "execution": ("order.submitted", "order.filled", "order.cancelled", "order.rejected"),
-}
-#: Shared agents whose output continues a decision track (the backtester passes each proposed
-#: signal on with the track it came from).
-TRACK_FORWARDING: Final[frozenset[AgentId]] = frozenset({"backtester"})
-OPERATOR_USER: Final = "apextrader-operator"
 #: The pipeline key: 32 random bytes under `key` in the Secret `<pipeline>-nats-key`.
 KEY_FIELD: Final = "key"
 KEY_BYTES: Final = 32
@@ -104,120 +83,6 @@ def _in_namespace(namespace: str, pods: dict[str, str] | None = None) -> Manifes
     if pods is not None:
         peer["podSelector"] = {"matchLabels": dict(pods)}
     return peer
-
-
-@dataclass(frozen=True)
-class NatsUser:
-    name: str
-    publish: tuple[str, ...]
-    subscribe: tuple[str, ...]
-
-
-def nats_user_name(agent: AgentId, track: Track) -> str:
-    return durable_name(agent, track)
-
-
-def emitted_subjects(pipeline: str, agent: AgentId, track: Track) -> list[str]:
-    tracks: tuple[Track, ...] = DECISION_TRACKS if agent in TRACK_FORWARDING else (track,)
-    return [subject(pipeline, event, t) for event in EMITS[agent] for t in tracks]
-
-
-def _type_prefix(filter_subject: str) -> str:
-    """`apex.<p>.<event type>` of a consumer filter `apex.<p>.<event type>.<track or *>`."""
-    return filter_subject.rsplit(".", 1)[0]
-
-
-def _jetstream_permissions(tp: TradingPipeline, agent: AgentId, track: Track) -> list[str]:
-    """JetStream API subjects an agent needs to bind and ack its durables, read history and use KV."""
-    topology = declare(tp.spec, tp.name)
-    bucket = topology.kv_bucket
-    kv_stream = f"KV_{bucket}"
-    allow = ["$JS.API.INFO"]
-    for c in topology.consumers_for(agent, track):
-        allow += [
-            f"$JS.API.STREAM.INFO.{c.stream}",
-            # its own durable: bind, (idempotently) ensure, fetch, ack
-            f"$JS.API.CONSUMER.INFO.{c.stream}.{c.durable}",
-            f"$JS.API.CONSUMER.CREATE.{c.stream}.{c.durable}",
-            f"$JS.API.CONSUMER.CREATE.{c.stream}.{c.durable}.>",
-            f"$JS.API.CONSUMER.MSG.NEXT.{c.stream}.{c.durable}",
-            f"$JS.ACK.{c.stream}.{c.durable}.>",
-            # history(): an ephemeral, ack-less consumer (server-named) filtered to what it reads
-            *(f"$JS.API.CONSUMER.CREATE.{c.stream}.*.{_type_prefix(f)}.>" for f in c.filter_subjects),
-            f"$JS.API.CONSUMER.MSG.NEXT.{c.stream}.*",
-            # the runtime dead-letters what hit max_deliver: it reads the message by sequence
-            f"$JS.API.STREAM.MSG.GET.{c.stream}",
-        ]
-    applied = kv_applied_key(agent, track, "x").removesuffix(".x")
-    allow += [
-        f"$JS.API.STREAM.INFO.{kv_stream}",
-        f"$JS.API.DIRECT.GET.{kv_stream}.>",
-        f"$JS.API.STREAM.MSG.GET.{kv_stream}",
-        f"$JS.API.CONSUMER.CREATE.{kv_stream}",
-        f"$JS.API.CONSUMER.CREATE.{kv_stream}.>",
-        f"$JS.API.CONSUMER.DELETE.{kv_stream}.*",
-        f"$JS.FC.{kv_stream}.>",
-        # KV writes: only its own `applied.<agent>.<track>.<instance>` echo
-        f"$KV.{bucket}.{applied}.*",
-    ]
-    return list(dict.fromkeys(allow))
-
-
-def agent_user(tp: TradingPipeline, agent: AgentId, track: Track) -> NatsUser:
-    publish = [
-        *emitted_subjects(tp.name, agent, track),
-        dlq_subject(tp.name, agent, track),
-        *_jetstream_permissions(tp, agent, track),
-    ]
-    # Replies (PubAcks, fetched messages, KV watch deliveries) arrive on the client's inbox; the
-    # server's MAX_DELIVERIES advisories of its own durables tell it what to dead-letter.
-    advisories = [
-        max_deliveries_subject(c.stream, c.durable)
-        for c in declare(tp.spec, tp.name).consumers_for(agent, track)
-    ]
-    return NatsUser(nats_user_name(agent, track), tuple(publish), ("_INBOX.>", *advisories))
-
-
-def operator_user() -> NatsUser:
-    """The operator (and `apex dlq`, `apex canary --local` run by an admin): creates streams,
-    consumers and the KV bucket, writes canary.weight, replays dead letters."""
-    return NatsUser(OPERATOR_USER, (">",), (">",))
-
-
-def nats_users(tp: TradingPipeline) -> list[NatsUser]:
-    """Every agent on every track it runs (both decision tracks, so adding a canary needs no new
-    users), then the operator."""
-    users = [
-        agent_user(tp, agent, track) for agent in AGENT_IDS for track in agent_tracks(agent, has_canary=True)
-    ]
-    return [*users, operator_user()]
-
-
-def user_password(key: bytes, pipeline: str, user: str) -> str:
-    return hmac.new(key, f"{pipeline}/{user}".encode(), hashlib.sha256).hexdigest()[:40]
-
-
-def _quoted(items: tuple[str, ...]) -> str:
-    # Double-quoted strings are literal in the NATS config format (no `$VAR` substitution).
-    return "[" + ", ".join(f'"{s}"' for s in items) + "]"
-
-
-def nats_authorization(tp: TradingPipeline, key: bytes) -> str:
-    """The `authorization {}` block of the managed nats-server's config."""
-    lines = ["authorization {", "  users: ["]
-    for u in nats_users(tp):
-        lines += [
-            "    {",
-            f'      user: "{u.name}"',
-            f'      password: "{user_password(key, tp.name, u.name)}"',
-            "      permissions: {",
-            f"        publish: {{ allow: {_quoted(u.publish)} }}",
-            f"        subscribe: {{ allow: {_quoted(u.subscribe)} }}",
-            "      }",
-            "    }",
-        ]
-    lines += ["  ]", "}"]
-    return "\n".join(lines) + "\n"
 
 
 def _secret(tp: TradingPipeline, name: str, component: str, data: dict[str, bytes]) -> Manifest:
@@ -380,6 +245,7 @@ def build_nats_network_policy(tp: TradingPipeline, bus: ManagedBus, scope: Netwo
 __all__ = [
     "EMITS",
     "KEY_BYTES",
+    "OPERATOR_USER",
     "NatsUser",
     "NetworkScope",
     "agent_nats_secret_name",
@@ -393,6 +259,7 @@ __all__ = [
     "emitted_subjects",
     "key_secret_name",
     "nats_authorization",
+    "nats_user_name",
     "nats_users",
     "operator_password",
     "operator_user",
