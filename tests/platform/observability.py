@@ -37,6 +37,10 @@ METRICS: Final[dict[str, set[str]]] = {
     "apex_canary_analysis_value": {"pipeline", "track", "criterion"},
     "apex_canary_analysis_threshold": {"pipeline", "track", "criterion"},
     "apex_canary_analysis_result": {"pipeline", "track", "criterion"},
+    "apex_walkforward_statistic": {"track", "strategy", "exchange", "symbol"},
+    "apex_walkforward_threshold": {"track", "strategy", "exchange", "symbol"},
+    "apex_walkforward_accepted": {"track", "strategy", "exchange", "symbol"},
+    "apex_input_dropped_total": {"exchange", "kind"},
 }
 HISTOGRAMS: Final = {"apex_handler_seconds", "apex_pipeline_latency_seconds", "apex_slippage_bps"}
 #: Labels the scrape adds (PodMonitor relabelling) on top of the metrics' own.
