@@ -174,11 +174,23 @@ def secret_data(tools: Tools, name: str, key: str, ns: str = PIPELINE_NS) -> byt
 
 
 def labelled_children(tools: Tools, instance: str, ns: str = PIPELINE_NS) -> dict[str, str]:
-    """`Kind/name` → resourceVersion of everything labelled as this pipeline's."""
+    """`Kind/name` → what only a writer of the object changes.
+
+    Objects with a status that controllers keep writing (Deployments, StatefulSets, PDBs) are
+    fingerprinted by generation, labels and annotations; the rest by resourceVersion."""
     kinds = "deployments,statefulsets,services,configmaps,secrets,networkpolicies,serviceaccounts,poddisruptionbudgets"
     out = tools.kubectl("get", kinds, "-n", ns, "-l", f"app.kubernetes.io/instance={instance}", "-o", "json")
-    items = json.loads(out)["items"]
-    return {f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["resourceVersion"] for i in items}
+    result = {}
+    for item in json.loads(out)["items"]:
+        meta = item["metadata"]
+        if "generation" in meta and "status" in item:
+            mark = json.dumps(
+                [meta["generation"], meta.get("labels"), meta.get("annotations")], sort_keys=True
+            )
+        else:
+            mark = meta["resourceVersion"]
+        result[f"{item['kind']}/{meta['name']}"] = mark
+    return result
 
 
 def conditions(tp: dict[str, Any]) -> dict[str, dict[str, Any]]:

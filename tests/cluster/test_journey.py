@@ -245,6 +245,46 @@ def test_canary_edits_reach_kv_and_status(journey: Journey) -> None:
     assert "25" in status
 
 
+def _canary(journey: Journey) -> dict[str, Any]:
+    canary: dict[str, Any] = (journey.tp().get("status") or {}).get("canary") or {}
+    return canary
+
+
+def test_abort_stops_the_canary_until_cleared(journey: Journey) -> None:
+    tools = journey.tools
+    tools.apex("canary", "abort", NAME, "-n", PIPELINE_NS)
+    eventually(
+        "aborted",
+        lambda: _canary(journey).get("phase") == "Aborted" and _canary(journey)["effectiveWeight"] == 0,
+    )
+    if journey.nats_url is not None:
+        eventually("KV weight 0", lambda: _sync(journey.kv(KV_CANARY_WEIGHT)) == 0)
+    tools.apex("canary", "abort", NAME, "-n", PIPELINE_NS, "--clear")
+    eventually("abort cleared", lambda: _canary(journey).get("phase") not in (None, "Aborted"))
+
+
+def test_a_stepped_canary_progresses_on_a_fast_clock_and_promote_folds_it(journey: Journey) -> None:
+    tools = journey.tools
+    steps = [{"setWeight": 10}, {"pause": {"duration": "2s"}}, {"setWeight": 20}, {"pause": {}}]
+    patch = {"spec": {"canary": {"weight": None, "steps": steps}}}
+    tools.kubectl("patch", "tp", NAME, "-n", PIPELINE_NS, "--type", "merge", "-p", json.dumps(patch))
+    eventually("the first step", lambda: _canary(journey).get("effectiveWeight") == 10)
+    eventually("past the 2 s pause", lambda: _canary(journey).get("effectiveWeight") == 20, timeout=60)
+    assert _canary(journey)["phase"] == "Paused"  # the last, indefinite pause holds
+    canary_deploys = "-l", "apextrader.io/track=canary"
+    assert tools.kubectl("get", "deployments", "-n", PIPELINE_NS, *canary_deploys, "-o", "name").strip()
+    tools.apex("canary", "promote", NAME, "-n", PIPELINE_NS)
+    eventually("the template folded into the spec", lambda: "canary" not in journey.tp()["spec"])
+    assert journey.tp()["spec"]["strategies"]["breakout"]["lookback"] == 30
+    eventually(
+        "the canary track's Deployments pruned",
+        lambda: (
+            not tools.kubectl("get", "deployments", "-n", PIPELINE_NS, *canary_deploys, "-o", "name").strip()
+        ),
+    )
+    eventually("Ready after the promote", lambda: _ready(journey))
+
+
 def _sync(coro: Any) -> Any:
     return asyncio.run(coro)
 

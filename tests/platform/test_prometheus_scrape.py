@@ -36,6 +36,9 @@ async def _feed(stop: asyncio.Event) -> None:
     m.EXPECTANCY.labels(track="canary", strategy=STRATEGY).set(-0.5)
     m.EXPECTANCY.labels(track="stable", strategy=STRATEGY).set(0.8)
     m.SOURCE_UP.labels(exchange=EXCHANGE).set(0)
+    # The registry is the process's: an earlier test's pipelines (the local driver's "local") go.
+    m.CANARY_PHASE.clear()
+    m.CANARY_WEIGHT.clear()
     m.CANARY_PHASE.labels(pipeline=PIPELINE, phase="Progressing").set(0)
     m.CANARY_PHASE.labels(pipeline=PIPELINE, phase="Aborted").set(1)
     m.CANARY_WEIGHT.labels(pipeline=PIPELINE).set(0)
