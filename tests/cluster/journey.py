@@ -177,16 +177,18 @@ def labelled_children(tools: Tools, instance: str, ns: str = PIPELINE_NS) -> dic
     """`Kind/name` → what only a writer of the object changes.
 
     Objects with a status that controllers keep writing (Deployments, StatefulSets, PDBs) are
-    fingerprinted by generation, labels and annotations; the rest by resourceVersion."""
+    fingerprinted by generation, labels and our annotations (the deployment controller writes
+    its own revision annotation during a rollout); the rest by resourceVersion."""
     kinds = "deployments,statefulsets,services,configmaps,secrets,networkpolicies,serviceaccounts,poddisruptionbudgets"
     out = tools.kubectl("get", kinds, "-n", ns, "-l", f"app.kubernetes.io/instance={instance}", "-o", "json")
     result = {}
     for item in json.loads(out)["items"]:
         meta = item["metadata"]
         if "generation" in meta and "status" in item:
-            mark = json.dumps(
-                [meta["generation"], meta.get("labels"), meta.get("annotations")], sort_keys=True
-            )
+            ours = {
+                k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith("apextrader.io/")
+            }
+            mark = json.dumps([meta["generation"], meta.get("labels"), ours], sort_keys=True)
         else:
             mark = meta["resourceVersion"]
         result[f"{item['kind']}/{meta['name']}"] = mark
