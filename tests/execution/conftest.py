@@ -4,7 +4,6 @@ in the aiohttp session it is configured with. ccxt itself is not modified or pat
 
 from __future__ import annotations
 
-import datetime as dt
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterator
@@ -16,10 +15,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from tests.fixtures.pki import cert_pem, certificate, key_pem, new_key
 
 from .fake_binance import FakeBinance
 
@@ -28,28 +25,10 @@ HOST = "fapi.binance.com"
 
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    key = new_key()
     d = tmp_path_factory.mktemp("tls")
-    (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (d / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    (d / "cert.pem").write_bytes(cert_pem(certificate(HOST, key, dns=[HOST])))
+    (d / "key.pem").write_bytes(key_pem(key))
     yield d / "cert.pem", d / "key.pem"
 
 

@@ -5,8 +5,6 @@ CA this test makes; a client that trusts the CA gets in, a plaintext one does no
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import os
 import ssl
 import subprocess
@@ -15,14 +13,11 @@ from typing import Any
 
 import nats
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from apextrader.contracts import TradingPipeline, load_pipeline
 from apextrader.local.nats_server import free_port, nats_server_binary
 from apextrader_operator.builders.nats import TLS_DIR, build_bus, build_nats_config, nats_url
+from tests.fixtures.pki import cert_pem, certificate, key_pem, new_key
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,44 +51,17 @@ def test_three_replicas_spread_budget_readiness_and_rolling() -> None:
     assert "affinity" not in one["StatefulSet"]["spec"]["template"]["spec"]
 
 
-def _cert(
-    subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name | None, signer: Any, ca: bool
-) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer or name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-    return builder.sign(signer, hashes.SHA256())
-
-
 def _write_tls(d: Path) -> None:
     """ca.crt, tls.crt, tls.key as a cert-manager Secret holds them."""
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = _cert("apex-test-ca", ca_key, None, ca_key, ca=True)
-    leaf = _cert("localhost", key, ca.subject, ca_key, ca=False)
-    d.mkdir(parents=True)
-    (d / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (d / "tls.crt").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    (d / "tls.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+    ca_key, key = new_key(), new_key()
+    ca = certificate("apex-test-ca", ca_key)
+    leaf = certificate(
+        "localhost", key, issuer=ca, issuer_key=ca_key, ca=False, dns=["localhost"], ips=["127.0.0.1"]
     )
+    d.mkdir(parents=True)
+    (d / "ca.crt").write_bytes(cert_pem(ca))
+    (d / "tls.crt").write_bytes(cert_pem(leaf))
+    (d / "tls.key").write_bytes(key_pem(key))
 
 
 def _serve(tmp_path: Path) -> subprocess.Popen[bytes]:
