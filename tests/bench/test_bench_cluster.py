@@ -92,12 +92,10 @@ def bench(
 def test_bench_operator_on_a_real_api_server(bench: tuple[Tools, str, OperatorProcess]) -> None:
     tools, nats_url, operator = bench
     first = _doc("bench-first", NAMESPACES[0], nats_url)
-    t0 = time.monotonic()
     tools.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(first))
     create_ready = _wait(
         "first pipeline Ready", lambda: _ready(tools.get("tp", "bench-first", NAMESPACES[0]))
     )
-    del t0
     edits = []
     for weight in (10, 20, 30):
         patch = json.dumps({"spec": {"canary": {"weight": weight}}})
