@@ -285,6 +285,12 @@ def test_a_stepped_canary_progresses_on_a_fast_clock_and_promote_folds_it(journe
     eventually("Ready after the promote", lambda: _ready(journey))
 
 
+def _quiet_for(journey: Journey, seconds: float) -> bool:
+    version = journey.tp()["metadata"]["resourceVersion"]
+    time.sleep(seconds)
+    return bool(journey.tp()["metadata"]["resourceVersion"] == version)
+
+
 def _sync(coro: Any) -> Any:
     return asyncio.run(coro)
 
@@ -294,6 +300,9 @@ def test_an_operator_restart_recreates_nothing_and_writes_nothing(journey: Journ
         pytest.skip("needs the local operator")
     tools = journey.tools
     eventually("Ready", lambda: _ready(journey))
+    # Stop it at rest, not while it still converges the previous test's promote (that work would
+    # rightly be finished by the next operator): no write to the CR for three 1 s ticks.
+    eventually("the operator at rest", lambda: _quiet_for(journey, 3.0), timeout=60)
     journey.operator.stop()
     before = labelled_children(tools, NAME)
     cr_version = journey.tp()["metadata"]["resourceVersion"]
