@@ -79,10 +79,10 @@ kind-up: tools  ## Create the kind cluster (manifests/kind-config.yaml), build t
 	kind load docker-image $(IMAGE):$(IMAGE_TAG) --name $(KIND_CLUSTER)
 
 # The GitHub workflow running kind-up + e2e (helm/kind-action) comes with the helm/image issue.
-e2e: install  ## On the kind cluster: the real-cluster journey (tests/cluster) with kind's kubeconfig
+e2e: install  ## On the kind cluster: the real-cluster journey (tests/e2e/test_cluster_journey.py) with kind's kubeconfig
 	@command -v kind >/dev/null 2>&1 || { echo "make e2e: kind not found (make kind-up first)"; exit 1; }
 	mkdir -p .cluster && kind get kubeconfig --name $(KIND_CLUSTER) > .cluster/kind-kubeconfig
-	APEX_CLUSTER_KUBECONFIG=.cluster/kind-kubeconfig $(BIN)/python -m pytest tests/cluster -v -rs
+	APEX_CLUSTER_KUBECONFIG=.cluster/kind-kubeconfig $(BIN)/python -m pytest tests/e2e/test_cluster_journey.py -v -rs
 
 CLUSTER_DIR ?= .cluster
 cluster-up: tools  ## Start the local control plane (scripts/test-cluster up); KUBECONFIG=$(CLUSTER_DIR)/kubeconfig

@@ -18,9 +18,9 @@ from apextrader.local.nats_server import EmbeddedNats
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_PIPELINE = ROOT / "manifests" / "pipeline.yaml"
-#: The real-cluster fixtures (`cluster`: the local control plane or kind), shared by tests/cluster
-#: and tests/bench.
-pytest_plugins = ["tests.cluster.fixtures"]
+#: Shared fixtures: the real cluster (`cluster`: the local control plane or kind) for the journey
+#: and tests/bench, the external tools, and the quant agents' runner.
+pytest_plugins = ["tests.fixtures.cluster", "tests.fixtures.tools", "tests.fixtures.quant_agents"]
 # kmock (the fast operator tests' API) cannot serve server-side apply, the operator's default write
 # path: in-process operators here use merge patches. The real-cluster journey runs the default.
 os.environ.setdefault("APEX_SERVER_SIDE_APPLY", "false")

@@ -12,7 +12,7 @@ The binaries come from `make tools` (scripts/k8s/go.mod) in .tools/bin.
 
 Everything listens on 127.0.0.1 on free ports; logs go to DIR/logs. The components authenticate with
 static tokens (DIR/tokens.csv, mode 0600); users of the cluster get ServiceAccount tokens from the
-TokenRequest API like on any cluster. The pytest fixture (tests/cluster/conftest.py) runs this code.
+TokenRequest API like on any cluster. The pytest fixture (tests/fixtures/cluster.py) runs this code.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ APEX_BENCH_FULL=1 (`make bench`) 20 pipelines in 4 namespaces. Numbers are print
 
 The pipelines use an external bus (one unauthenticated nats-server on loopback), so no NATS pod
 has to be played per pipeline; the operator runs with the chart's ServiceAccount token as in the
-journey (tests/cluster).
+journey (tests/e2e/test_cluster_journey.py).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import pytest
 import yaml
 
 from apextrader.local.nats_server import EmbeddedNats
-from tests.cluster.fixtures import REPO, ClusterAccess
-from tests.cluster.journey import OPERATOR_NS, RELEASE, OperatorProcess, Tools, conditions
+from tests.fixtures.cluster import REPO, ClusterAccess
+from tests.fixtures.journey import OPERATOR_NS, RELEASE, OperatorProcess, Tools, conditions
 
 FULL = os.environ.get("APEX_BENCH_FULL") == "1"
 NAMESPACES = [f"bench-{i}" for i in range(4 if FULL else 2)]

@@ -28,7 +28,7 @@ from apextrader.contracts.payloads import BookLevel
 from apextrader.execution.agent import ExecutionAgent
 from apextrader.risk.agent import RiskManagerAgent
 from apextrader.venues.paper import BookHistory
-from tests.agents.harness import offline_context
+from tests.fixtures.agents import offline_context
 from tests.risk.helpers import signal
 
 FULL = os.environ.get("APEX_BENCH_FULL") == "1"

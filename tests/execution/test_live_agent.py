@@ -17,7 +17,7 @@ from apextrader.execution.agent import ExecutionAgent
 from apextrader.execution.guard import Credentials, LiveModeRefused
 from apextrader.local.nats_server import EmbeddedNats
 from apextrader.venues.ccxt_venue import build_exchange
-from tests.agents.harness import eventually, read, running, write_pipeline
+from tests.fixtures.agents import eventually, read, running, write_pipeline
 from tests.risk.helpers import signal
 
 from .conftest import Served

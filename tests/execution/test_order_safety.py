@@ -17,8 +17,8 @@ from apextrader.execution.agent import ExecutionAgent
 from apextrader.execution.guard import Credentials
 from apextrader.local.nats_server import EmbeddedNats
 from apextrader.venues.ccxt_venue import build_exchange
-from tests.agents.harness import eventually, read, running, write_pipeline
-from tests.agents.test_risk_execution_bus import snapshot_event
+from tests.fixtures.agents import eventually, read, running, write_pipeline
+from tests.risk.test_risk_execution_bus import snapshot_event
 
 from .conftest import Served
 from .test_live_agent import KEY, PIPE, SECRET, approved_event, live_pipeline

@@ -20,7 +20,7 @@ from apextrader.contracts import PipelineError, load_pipeline, parse_pipeline
 from apextrader.contracts.pipeline import TradingPipeline
 from apextrader.contracts.spec import STREAMS_PER_PIPELINE, ManagedBus
 from apextrader_operator.builders.nats import build_nats_config
-from tests.cluster.nats_pod import nats_pod
+from tests.fixtures.nats_pod import nats_pod
 
 ROOT = Path(__file__).resolve().parents[2]
 MANAGED_EXAMPLES = [

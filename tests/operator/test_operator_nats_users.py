@@ -33,9 +33,9 @@ from apextrader_operator.builders.security import (
 from apextrader_operator.kube import KubeClient
 from apextrader_operator.natsbus import BusPool
 from apextrader_operator.reconcile import OperatorConfig, PipelineMemory, reconcile
+from tests.fixtures.tools import require_tool
 from tests.operator.harness import NAMESPACE, eventually, kube_api, mark_ready, running_operator
 from tests.operator.test_operator_kopf import NAME, Env, env, example_cr, start  # noqa: F401  (fixture)
-from tests.platform.conftest import require_tool
 
 pytestmark = pytest.mark.timeout(90)
 KEY_SECRET = f"{NAME}-nats-key"

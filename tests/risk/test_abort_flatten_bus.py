@@ -15,8 +15,8 @@ from apextrader.contracts import OrderApprovedEvent, SignalValidatedEvent
 from apextrader.execution.agent import ExecutionAgent
 from apextrader.local.nats_server import EmbeddedNats
 from apextrader.risk.agent import RiskManagerAgent
-from tests.agents.harness import eventually, read, running, write_pipeline
-from tests.agents.test_risk_execution_bus import PIPE, snapshot_event, validated
+from tests.fixtures.agents import eventually, read, running, write_pipeline
+from tests.risk.test_risk_execution_bus import PIPE, snapshot_event, validated
 
 ETH = ("binance", "ETH/USDT:USDT")
 

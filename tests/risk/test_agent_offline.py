@@ -19,7 +19,7 @@ from apextrader.contracts import (
     SignalValidatedEvent,
 )
 from apextrader.risk.agent import RiskManagerAgent
-from tests.agents.harness import offline_context, write_pipeline
+from tests.fixtures.agents import offline_context, write_pipeline
 
 from .helpers import signal
 

@@ -12,7 +12,7 @@ import pytest
 from apextrader.contracts import SignalValidated, SignalValidatedEvent
 from apextrader.risk import agent as risk_agent
 from apextrader.risk.agent import RiskManagerAgent
-from tests.agents.harness import offline_context, write_pipeline
+from tests.fixtures.agents import offline_context, write_pipeline
 from tests.risk.helpers import signal
 
 

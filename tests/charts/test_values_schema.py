@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.platform.charts import (
+from tests.charts.charts import (
     CRDS,
     OPERATOR_CHART,
     PIPELINE_CHART,

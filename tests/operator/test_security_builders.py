@@ -24,7 +24,7 @@ from apextrader_operator.builders.security import (
     secret_values,
     user_password,
 )
-from tests.platform.conftest import REPO
+from tests.fixtures.tools import REPO
 
 KEY = b"k"
 

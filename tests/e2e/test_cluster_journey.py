@@ -28,8 +28,8 @@ from apextrader.contracts import load_pipeline
 from apextrader.contracts.pipeline import merge_patch
 from apextrader.local.nats_server import free_port
 from apextrader_operator.builders.security import OPERATOR_USER, key_secret_name, operator_password
-from tests.cluster.fixtures import REPO, ClusterAccess
-from tests.cluster.journey import (
+from tests.fixtures.cluster import REPO, ClusterAccess
+from tests.fixtures.journey import (
     CRD,
     OPERATOR_NS,
     PIPELINE_NS,
@@ -42,7 +42,7 @@ from tests.cluster.journey import (
     labelled_children,
     secret_data,
 )
-from tests.cluster.nats_pod import nats_pod
+from tests.fixtures.nats_pod import nats_pod
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 NAME = "btc-perp"

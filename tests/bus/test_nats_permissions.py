@@ -32,7 +32,7 @@ from apextrader.runtime import Agent, AgentRunner, AgentSettings, Handler
 from apextrader_operator.builders.nats import build_nats_config, nats_config_volume
 from apextrader_operator.builders.security import OPERATOR_USER, nats_authorization, user_password
 from tests.bus.helpers import publish_many, snapshot
-from tests.platform.conftest import REPO, require_tool
+from tests.fixtures.tools import REPO, require_tool
 
 KEY = b"pipeline-key-for-tests"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from tests.platform.conftest import REPO
+from tests.fixtures.tools import REPO
 
 CHARTS = REPO / "charts"
 OPERATOR_CHART = CHARTS / "apextrader"

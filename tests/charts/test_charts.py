@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from apextrader.contracts.pipeline import parse_pipeline
-from tests.platform.charts import (
+from tests.charts.charts import (
     K8S_VERSION,
     OPERATOR_CHART,
     PIPELINE_CHART,
@@ -23,7 +23,7 @@ from tests.platform.charts import (
     pod_specs,
     restricted_violations,
 )
-from tests.platform.conftest import REPO
+from tests.fixtures.tools import REPO
 
 CHARTS = [OPERATOR_CHART, PIPELINE_CHART]
 RENDERINGS = [(c, v) for c in CHARTS for v in [None, *example_values(c)]]

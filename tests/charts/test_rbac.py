@@ -21,9 +21,9 @@ import pytest
 from apextrader.local.nats_server import EmbeddedNats
 from apextrader_operator.policy import CREDENTIALS_LABEL
 from apextrader_operator.reconcile import OperatorConfig
+from tests.charts.charts import OPERATOR_CHART, by_kind, documents, helm_template
 from tests.operator.harness import NAMESPACE, eventually, kube_api, mark_ready, running_operator
 from tests.operator.test_operator_kopf import NAME, example_cr
-from tests.platform.charts import OPERATOR_CHART, by_kind, documents, helm_template
 
 Call = tuple[str, str, str]
 #: Granted, but no request of the operator shows it (the API server checks it on another request).

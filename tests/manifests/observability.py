@@ -9,7 +9,7 @@ from typing import Any, Final
 
 import yaml
 
-from tests.platform.conftest import REPO
+from tests.fixtures.tools import REPO
 
 OBSERVABILITY = REPO / "manifests" / "observability"
 RULES_FILE = OBSERVABILITY / "rules" / "apextrader-alerts.yaml"

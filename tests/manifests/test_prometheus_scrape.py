@@ -17,8 +17,8 @@ import yaml
 
 from apextrader.bus import metrics as m
 from apextrader.runtime.http import HealthServer
-from tests.platform.conftest import require_tool
-from tests.platform.observability import RULES_FILE, alert_rules
+from tests.fixtures.tools import require_tool
+from tests.manifests.observability import RULES_FILE, alert_rules
 
 PIPELINE = "btc-perp"
 #: Label values only this test writes, so series from other tests in the process do not interfere.

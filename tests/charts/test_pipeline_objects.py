@@ -12,9 +12,9 @@ import yaml
 from apextrader.contracts import TradingPipeline, load_pipeline
 from apextrader.contracts.names import AGENT_IDS
 from apextrader_operator.builders import Telemetry, build_children
-from tests.platform.charts import pod_specs, restricted_violations
-from tests.platform.conftest import REPO
-from tests.platform.observability import OBSERVABILITY
+from tests.charts.charts import pod_specs, restricted_violations
+from tests.fixtures.tools import REPO
+from tests.manifests.observability import OBSERVABILITY
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from apextrader.contracts.canary_spec import CanaryAnalysis
-from tests.platform.charts import OPERATOR_CHART, by_kind, documents, helm_template
-from tests.platform.observability import (
+from tests.charts.charts import OPERATOR_CHART, by_kind, documents, helm_template
+from tests.manifests.observability import (
     DASHBOARDS,
     METRICS,
     OBSERVABILITY,
@@ -181,7 +181,7 @@ def test_chart_renders_the_same_rules_monitors_and_dashboards(helm: str) -> None
 
 
 def test_kustomization_builds(tmp_path: Path) -> None:
-    from tests.platform.conftest import require_tool
+    from tests.fixtures.tools import require_tool
 
     kubectl = require_tool("kubectl")
     out = subprocess.run([kubectl, "kustomize", str(OBSERVABILITY)], capture_output=True, text=True)

@@ -7,7 +7,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 
-from tests.platform.conftest import REPO
+from tests.fixtures.tools import REPO
 
 DOCKERFILE = REPO / "Dockerfile"
 

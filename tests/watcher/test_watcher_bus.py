@@ -14,8 +14,7 @@ from apextrader.bus.publisher import Publisher
 from apextrader.contracts import Bar, MarketAlertEvent, MarketSnapshot, MarketSnapshotEvent
 from apextrader.local.nats_server import EmbeddedNats
 from apextrader.watcher.agent import EventWatcherAgent
-
-from .harness import eventually, read, running, write_pipeline
+from tests.fixtures.agents import eventually, read, running, write_pipeline
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 PIPE = "btc-perp"
