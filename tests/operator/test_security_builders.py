@@ -9,6 +9,7 @@ import kubernetes_validate
 import pytest
 
 from apextrader.bus.topology import subject
+from apextrader.bus.topology import subject_matches as matches
 from apextrader.contracts import TradingPipeline, load_pipeline, parse_pipeline
 from apextrader.contracts.names import AGENT_IDS, EVENT_TYPES, AgentId, agent_tracks
 from apextrader_operator.builders import build_children
@@ -27,17 +28,6 @@ from apextrader_operator.builders.security import (
 from tests.fixtures.tools import REPO
 
 KEY = b"k"
-
-
-def matches(pattern: str, subj: str) -> bool:
-    """NATS subject matching: `*` one token, `>` the rest."""
-    p, s = pattern.split("."), subj.split(".")
-    for i, tok in enumerate(p):
-        if tok == ">":
-            return len(s) > i
-        if i >= len(s) or (tok != "*" and tok != s[i]):
-            return False
-    return len(p) == len(s)
 
 
 @pytest.fixture
