@@ -9,7 +9,9 @@ import logging
 from pathlib import Path
 
 import pytest
+from nats.js import JetStreamContext
 
+from apextrader.bus import dlq
 from apextrader.bus.client import connect
 from apextrader.bus.publisher import Publisher
 from apextrader.contracts.names import EventType
@@ -48,6 +50,14 @@ async def order_events(server: EmbeddedNats) -> list[tuple[str, str]]:
         return [(e.type, e.data.client_order_id) for t in TYPES for e in await read(js, PIPE, t)]  # type: ignore[attr-defined]
     finally:
         await nc.close()
+
+
+async def dlq_holds(js: JetStreamContext, event_id: str) -> bool:
+    for stream in await dlq.dlq_streams(js, PIPE):
+        async for entry in dlq.iter_entries(js, stream):
+            if entry.event_id == event_id:
+                return True
+    return False
 
 
 async def test_timeout_after_accept_with_lagging_lookup_is_redelivered_never_rejected(
@@ -135,3 +145,40 @@ async def test_an_approval_the_market_has_left_behind_is_refused_as_expired(
             rejection.data.reason == "expired"
             and "moved 10 bars since its approval" in rejection.data.message
         )  # type: ignore[attr-defined]
+
+
+async def test_an_order_dead_lettered_with_an_unknown_outcome_is_looked_up_after_a_restart(
+    nats_server: EmbeddedNats, tmp_path: Path, fake_binance: Served, live_env: None
+) -> None:
+    """The venue fills the order but answers too late and hides it from lookups: every delivery ends
+    unknown and the approval goes to the DLQ (never `order.rejected`). A restarted agent, which has
+    no memory of it, finds it from the stream's record and reports the fill."""
+    fake = fake_binance.fake
+    fake.script.append("accept_then_hang")
+    fake.hang_s, fake.lookup_lag_s = 1.0, 3600.0
+    pfile = write_pipeline(
+        tmp_path,
+        mode="live",
+        exchanges=["binance"],
+        execution={"credentialsSecret": "exchange-keys"},
+        bus={"maxDeliver": 2},
+    )
+    cls = agent_for(fake_binance, timeout_ms=300)
+    async with running(cls, "execution", nats_server, pfile) as run:
+        assert run.nc is not None
+        ev = approved_event(0.01)
+        await Publisher(run.nc.jetstream()).publish(ev)
+        js = run.nc.jetstream()
+        await eventually(
+            lambda: dlq_holds(js, ev.id), what="the approval dead-lettered with its outcome unknown"
+        )
+    assert await order_events(nats_server) == []  # nothing settled, nothing rejected
+    fake._visible_at.clear()  # the venue's read side has caught up while the agent was away
+    async with running(cls, "execution", nats_server, pfile) as run:
+        agent = run.agent
+        assert isinstance(agent, ExecutionAgent) and ev.id in agent.unknown  # rebuilt at start
+        await eventually(lambda: ev.id not in agent.unknown, what="the fill looked up after restart")
+    events = await order_events(nats_server)
+    assert ("order.filled", ev.id) in events
+    assert not [e for e in events if e[0] == "order.rejected"]
+    assert len([r for r in fake.requests if r[0] == "POST"]) == 1  # one create_order, ever

@@ -11,7 +11,8 @@ approved event id as client order id. The same code path handles both:
 - an `order.approved` the market has left more than `risk.signalExpiryBars` bars behind (a late
   redelivery, a DLQ replay) is refused with reason `expired`;
 - at start, orders reported as submitted but not settled are rebuilt and reconciled with the
-  venue's open orders (`execution/reconcile.py`), then polled until they settle.
+  venue's open orders (`execution/reconcile.py`), then polled until they settle; approvals with no
+  known outcome (also those the DLQ holds) are looked up by the poller like an UNKNOWN one.
 
 Metrics: `apex_pipeline_latency_seconds` (origin_ts -> decision), `apex_slippage_bps` (adverse
 only), `apex_orders_total` by state.
@@ -122,6 +123,7 @@ class ExecutionAgent(Agent):
             self.done[coid] = []  # its events come from the poller; a redelivery adds nothing
         for e in state.publish:
             await self.ctx.publish(e)
+        self.unknown.update(state.unknown)
         if self.venue.live:
             self.ctx.spawn(self._poll_open())
 
@@ -192,6 +194,8 @@ class ExecutionAgent(Agent):
             outcome = found
         else:
             outcome = await self.venue.submit(ev.data, ev.timestamp, rep.filled if rep else 0.0)
+        if coid in self.done:  # the poller adopted it while the venue answered us
+            return self.done[coid]
         if outcome.unknown:
             if self.venue.live:
                 self.unknown[coid] = ev

@@ -5,7 +5,10 @@
   crash with an open limit order): it is tracked again and polled until it settles;
 - the venue's open orders are compared with that: one of ours the stream never reported as
   submitted (the agent stopped between the venue's accept and the publish) is adopted, and its
-  `order.submitted` published now; orders this track did not place are only counted in a log line.
+  `order.submitted` published now; orders this track did not place are only counted in a log line;
+- an approval neither settled, reported as submitted nor open at the venue may have reached it while
+  the venue could not vouch for it (the agent stopped, or the event went to the DLQ, with its outcome
+  unknown): it is looked up like an unknown outcome in the running agent, until the venue answers.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class Rebuilt:
     open: dict[str, tuple[OrderApprovedEvent, str]] = field(default_factory=dict)
     #: Events to publish now (`order.submitted` of adopted orders).
     publish: list[Envelope] = field(default_factory=list)
+    #: client order id -> its approval: submit outcome never learnt, to be looked up.
+    unknown: dict[str, OrderApprovedEvent] = field(default_factory=dict)
 
 
 async def _reported(ctx: AgentContext) -> dict[str, Reported]:
@@ -99,8 +104,14 @@ async def rebuild(
             state.publish.append(events.submitted(ev, at_venue.exchange_order_id))
         else:
             foreign += 1
+    state.unknown = {coid: approved[coid] for coid in sorted(unsettled - state.open.keys())}
     ctx.log.info(
         "orders reconciled with the venue",
-        extra={"working": len(state.open), "adopted": len(state.publish), "not_ours": foreign},
+        extra={
+            "working": len(state.open),
+            "adopted": len(state.publish),
+            "to_look_up": len(state.unknown),
+            "not_ours": foreign,
+        },
     )
     return state
