@@ -158,15 +158,21 @@ def _add_rules(spec: dict[str, Any]) -> dict[str, Any]:
     bus = _object(props["bus"])
     bus["not"] = {"required": ["managed", "url"], "description": "bus: managed or url, not both"}
     props["bus"] = bus
-    agent_schema = props["agents"].get("additionalProperties", {})
-    single = copy.deepcopy(agent_schema)
-    single.setdefault("properties", {}).setdefault("replicas", {})["maximum"] = 1
-    # Only the stateless strategy-builder may scale out (the CRD's CEL rule).
-    props["agents"]["properties"] = {
-        a: (agent_schema if a == "strategy-builder" else single) for a in AGENT_IDS
-    }
-    props["agents"]["additionalProperties"] = False
-    props["agents"].pop("propertyNames", None)
+    # Only the stateless strategy-builder may scale out (the CRD's CEL rule on each other agent).
+    agents = _object(props["agents"])
+    for agent in AGENT_IDS:
+        if agent != "strategy-builder":
+            entry = _object(agents["properties"][agent])
+            entry["properties"]["replicas"] = {**entry["properties"]["replicas"], "maximum": 1}
+            agents["properties"][agent] = (
+                entry
+                if "anyOf" not in agents["properties"][agent]
+                else {
+                    **agents["properties"][agent],
+                    "anyOf": [entry, {"type": "null"}],
+                }
+            )
+    props["agents"] = agents
     return spec
 
 

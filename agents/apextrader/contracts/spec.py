@@ -7,10 +7,17 @@ defaults, so a minimal spec names only exchanges and symbols.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, overload
 
 from pydantic import Field, field_validator, model_validator
 
+from apextrader.contracts.agent_spec import (
+    AgentSpec,
+    AgentsSpec,
+    FeatureEngineerSpec,
+    MarketScannerSpec,
+    RiskManagerSpec,
+)
 from apextrader.contracts.base import SpecModel
 from apextrader.contracts.canary_spec import CanarySpec
 from apextrader.contracts.names import AgentId
@@ -209,23 +216,6 @@ class ImageSpec(SpecModel):
     pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
 
 
-class ResourceList(SpecModel):
-    cpu: str | None = None
-    memory: str | None = None
-
-
-class Resources(SpecModel):
-    requests: ResourceList = Field(default_factory=ResourceList)
-    limits: ResourceList = Field(default_factory=ResourceList)
-
-
-class AgentSpec(SpecModel):
-    replicas: Annotated[int, Field(ge=0, le=20)] = 1
-    resources: Resources = Field(default_factory=Resources)
-    #: Free-form agent settings (documented per agent).
-    config: dict[str, Any] = Field(default_factory=dict)
-
-
 class BreakoutParams(SpecModel):
     """Donchian-channel break confirmed by volume (and CVD), ATR stop and target."""
 
@@ -379,7 +369,7 @@ class TradingPipelineSpec(SpecModel):
     source: SourceSpec = Field(default_factory=SourceSpec)
     bus: BusSpec = Field(default_factory=BusSpec)
     image: ImageSpec | None = None
-    agents: dict[AgentId, AgentSpec] = Field(default_factory=dict)
+    agents: AgentsSpec = Field(default_factory=AgentsSpec)
     strategies: Strategies = Field(default_factory=Strategies)
     risk: RiskLimits = Field(default_factory=RiskLimits)
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
@@ -396,14 +386,18 @@ class TradingPipelineSpec(SpecModel):
 
     @model_validator(mode="after")
     def _cross_field(self) -> TradingPipelineSpec:
-        for agent, spec in self.agents.items():
-            if agent != "strategy-builder" and spec.replicas > 1:
-                raise ValueError(
-                    f"agents.{agent}.replicas: only strategy-builder may run more than 1 replica"
-                )
         if self.mode == "live" and not self.execution.credentials_secret:
             raise ValueError("execution.credentialsSecret is required when mode is live")
         return self
 
+    @overload
+    def agent(self, agent: Literal["market-scanner"]) -> MarketScannerSpec: ...
+    @overload
+    def agent(self, agent: Literal["feature-engineer"]) -> FeatureEngineerSpec: ...
+    @overload
+    def agent(self, agent: Literal["risk-manager"]) -> RiskManagerSpec: ...
+    @overload
+    def agent(self, agent: AgentId) -> AgentSpec: ...
     def agent(self, agent: AgentId) -> AgentSpec:
-        return self.agents.get(agent) or AgentSpec()
+        """`agents.<id>` with its typed settings (the agent's defaults when not named)."""
+        return self.agents.of(agent)

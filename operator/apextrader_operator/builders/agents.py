@@ -8,9 +8,10 @@ import os
 from typing import Final
 
 from apextrader.bus.topology import config_map_name, deployment_name
+from apextrader.contracts.agent_spec import ResourceList
 from apextrader.contracts.names import AgentId, Track
 from apextrader.contracts.pipeline import TradingPipeline, track_spec
-from apextrader.contracts.spec import ImageSpec, ResourceList, TradingPipelineSpec
+from apextrader.contracts.spec import ImageSpec, TradingPipelineSpec
 from apextrader_operator.builders.labels import (
     CONFIG_HASH_ANNOTATION,
     CONFIG_MOUNT,
