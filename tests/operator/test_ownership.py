@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from apextrader.local.nats_server import EmbeddedNats
+from apextrader_operator.builders.agents import DEFAULT_IMAGE
 from apextrader_operator.kube import KubeClient
 from apextrader_operator.natsbus import BusPool
 from apextrader_operator.policy import CREDENTIALS_LABEL
@@ -172,7 +173,7 @@ async def test_an_image_outside_the_allow_list_is_invalid_and_changes_nothing(
     api: Api, change: dict[str, Any], field: str
 ) -> None:
     await api.kube.create(example_cr(**change))
-    config = OperatorConfig(image="ghcr.io/apextrader/apextrader:0.1.0", nats_url=api.nats.url)
+    config = OperatorConfig(image=DEFAULT_IMAGE, nats_url=api.nats.url)
     outcome = await api.reconcile(config)
     invalid = condition(outcome, "InvalidSpec")
     assert invalid.status == "True" and invalid.message.startswith(f"{field}: image ")

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Final, Literal, overload
 
 from pydantic import Field, field_validator, model_validator
 
+from apextrader import __version__
 from apextrader.contracts.agent_spec import (
     AgentSpec,
     AgentsSpec,
@@ -212,8 +213,12 @@ def _mib(n: int) -> str:
 
 class ImageSpec(SpecModel):
     repository: str = "ghcr.io/apextrader/apextrader"
-    tag: str = "0.1.0"
+    tag: str = __version__
     pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+
+    @property
+    def reference(self) -> str:
+        return f"{self.repository}:{self.tag}"
 
 
 class BreakoutParams(SpecModel):

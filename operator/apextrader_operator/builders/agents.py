@@ -28,7 +28,7 @@ from apextrader_operator.builders.telemetry import Telemetry, otel_env
 
 PIPELINE_FILE: Final = f"{CONFIG_MOUNT}/pipeline.yaml"
 #: Fallback when neither `spec.image` nor the operator's APEX_AGENT_IMAGE names one.
-DEFAULT_IMAGE: Final = "ghcr.io/apextrader/apextrader:0.1.0"
+DEFAULT_IMAGE: Final = ImageSpec().reference  # this release's image
 #: Fingerprint of the pod's NATS credentials: a new pipeline key rolls the pods (env from a Secret
 #: is read only when a container starts).
 CREDENTIALS_HASH_ANNOTATION: Final = "apextrader.io/credentials-hash"
@@ -46,8 +46,7 @@ def image_of(spec: TradingPipelineSpec, fallback: str) -> tuple[str, str]:
     """`repository:tag` and pull policy: the track's `spec.image`, else the operator's image."""
     if spec.image is None:
         return fallback, "IfNotPresent"
-    image: ImageSpec = spec.image
-    return f"{image.repository}:{image.tag}", image.pull_policy
+    return spec.image.reference, spec.image.pull_policy
 
 
 def config_hash(spec: TradingPipelineSpec) -> str:
