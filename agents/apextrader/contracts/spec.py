@@ -21,7 +21,7 @@ from apextrader.contracts.agent_spec import (
 )
 from apextrader.contracts.base import SpecModel
 from apextrader.contracts.canary_spec import CanarySpec
-from apextrader.contracts.names import AgentId
+from apextrader.contracts.names import DOMAINS, AgentId
 from apextrader.contracts.payloads import Exchange
 from apextrader.contracts.units import Duration, Quantity, parse_quantity
 
@@ -116,9 +116,8 @@ class SourceSpec(SpecModel):
         return self.regimes or RegimesSpec()
 
 
-#: Streams per pipeline (MARKET, ALERTS, FEATURES, SIGNALS, ORDERS, DLQ): `bus.topology.DOMAINS`
-#: owns the list; contracts cannot import the bus, so a test keeps this count equal to it.
-STREAMS_PER_PIPELINE: Final = 6
+#: Streams per pipeline: one per domain (MARKET, ALERTS, FEATURES, SIGNALS, ORDERS, DLQ).
+STREAMS_PER_PIPELINE: Final = len(DOMAINS)
 #: The share of the managed volume JetStream may fill (`max_file_store`); the rest is headroom.
 JETSTREAM_STORE_SHARE: Final = 0.9
 
