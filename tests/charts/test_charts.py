@@ -117,7 +117,7 @@ def test_agents_get_the_otel_settings_the_chart_gives_the_operator(helm: str) ->
     """values → the operator Deployment's env → `OperatorConfig.from_env` → every agent Deployment."""
     from apextrader.contracts import load_pipeline
     from apextrader_operator.builders import build_children
-    from apextrader_operator.reconcile import OperatorConfig
+    from apextrader_operator.settings import OperatorConfig
 
     rendered = helm_template(
         helm,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from typing import Final
 
 from apextrader.bus.topology import config_map_name, deployment_name
@@ -27,7 +26,7 @@ from apextrader_operator.builders.security import agent_nats_secret_name, nats_u
 from apextrader_operator.builders.telemetry import Telemetry, otel_env
 
 PIPELINE_FILE: Final = f"{CONFIG_MOUNT}/pipeline.yaml"
-#: Fallback when neither `spec.image` nor the operator's APEX_AGENT_IMAGE names one.
+#: The agents' image when neither `spec.image` nor the operator's settings (`APEX_AGENT_IMAGE`) name one.
 DEFAULT_IMAGE: Final = ImageSpec().reference  # this release's image
 #: Fingerprint of the pod's NATS credentials: a new pipeline key rolls the pods (env from a Secret
 #: is read only when a container starts).
@@ -36,10 +35,6 @@ CREDENTIALS_HASH_ANNOTATION: Final = "apextrader.io/credentials-hash"
 
 def service_account_name(pipeline: str) -> str:
     return f"{pipeline}-agents"
-
-
-def default_image() -> str:
-    return os.environ.get("APEX_AGENT_IMAGE", DEFAULT_IMAGE)
 
 
 def image_of(spec: TradingPipelineSpec, fallback: str) -> tuple[str, str]:
