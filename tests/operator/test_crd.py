@@ -215,3 +215,21 @@ def test_agent_setting_values_checked() -> None:
         with pytest.raises(PipelineError):
             parse_pipeline(bad)
         assert schema_errors(ROOT_SCHEMA, bad), (agent, settings)
+
+
+def test_canary_template_agents_are_typed_too() -> None:
+    base = {"risk-manager": {"maxBookParticipation": 0.3}, "strategy-builder": {"replicas": 2}}
+    template = {"agents": {"risk-manager": {"maxBookParticipation": 0.1}}}
+    good = base_doc(agents=base, canary={"weight": 5, "template": template})
+    spec = parse_pipeline(good).spec
+    canary = track_spec(spec, "canary")
+    assert canary.agent("risk-manager").max_book_participation == 0.1  # the template's key
+    assert canary.agent("strategy-builder").replicas == 2  # the base's, not the model default
+    assert spec.agent("risk-manager").max_book_participation == 0.3
+    assert schema_errors(ROOT_SCHEMA, good) == []
+    bad = base_doc(
+        canary={"weight": 5, "template": {"agents": {"risk-manager": {"maxBookParticipaton": 0.1}}}}
+    )
+    with pytest.raises(PipelineError, match="maxBookParticipaton"):
+        parse_pipeline(bad)
+    assert any("maxBookParticipaton" in e for e in schema_errors(ROOT_SCHEMA, bad))
