@@ -66,7 +66,7 @@ chart: install  ## Copy crds/ into charts/apextrader, generate the trading-pipel
 	$(BIN)/python scripts/sync_charts.py
 
 IMAGE     ?= ghcr.io/apextrader/apextrader
-IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE_TAG ?= $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' agents/apextrader/__init__.py)
 image:  ## Build the one container image (agents and operator); needs a Docker engine
 	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine reachable (docker info failed)"; exit 1; }
 	docker build --build-arg VERSION=$(IMAGE_TAG) -t $(IMAGE):$(IMAGE_TAG) .

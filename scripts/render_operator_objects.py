@@ -15,6 +15,7 @@ import yaml
 
 from apextrader.contracts import parse_pipeline
 from apextrader_operator.builders import NetworkScope, Telemetry, build_children
+from apextrader_operator.builders.agents import DEFAULT_IMAGE
 
 REPO = Path(__file__).resolve().parents[1]
 #: Stands for the random pipeline key the reconciler creates (passwords derive from it).
@@ -36,7 +37,7 @@ def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     telemetry = Telemetry(endpoint="http://otel-collector.observability:4318")
     for name, doc in _cases().items():
-        objs = build_children(parse_pipeline(doc), "ghcr.io/apextrader/apextrader:0.1.0", telemetry, key=KEY, scope=SCOPE)
+        objs = build_children(parse_pipeline(doc), DEFAULT_IMAGE, telemetry, key=KEY, scope=SCOPE)
         (out / f"operator-{name}.yaml").write_text(yaml.safe_dump_all(objs, sort_keys=False))
 
 

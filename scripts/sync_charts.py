@@ -7,6 +7,7 @@
    made strict (unknown keys refused) and given JSON-Schema forms of the CRD's cross-field (CEL) rules.
 3. `manifests/observability/` alert rules and dashboards -> `charts/apextrader/files/` for the
    optional PrometheusRule and dashboard ConfigMaps.
+4. `apextrader.__version__` -> both charts' `version` and `appVersion` in `Chart.yaml`.
 
 `--check` writes nothing and exits 1 listing the files that are stale.
 """
@@ -25,6 +26,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "agents")]
 
+from apextrader import __version__  # noqa: E402
 from apextrader.contracts.names import AGENT_IDS  # noqa: E402
 from apextrader.contracts.pipeline import NAME_MAX, NAME_PATTERN  # noqa: E402
 
@@ -158,15 +160,21 @@ def _add_rules(spec: dict[str, Any]) -> dict[str, Any]:
     bus = _object(props["bus"])
     bus["not"] = {"required": ["managed", "url"], "description": "bus: managed or url, not both"}
     props["bus"] = bus
-    agent_schema = props["agents"].get("additionalProperties", {})
-    single = copy.deepcopy(agent_schema)
-    single.setdefault("properties", {}).setdefault("replicas", {})["maximum"] = 1
-    # Only the stateless strategy-builder may scale out (the CRD's CEL rule).
-    props["agents"]["properties"] = {
-        a: (agent_schema if a == "strategy-builder" else single) for a in AGENT_IDS
-    }
-    props["agents"]["additionalProperties"] = False
-    props["agents"].pop("propertyNames", None)
+    # Only the stateless strategy-builder may scale out (the CRD's CEL rule on each other agent).
+    agents = _object(props["agents"])
+    for agent in AGENT_IDS:
+        if agent != "strategy-builder":
+            entry = _object(agents["properties"][agent])
+            entry["properties"]["replicas"] = {**entry["properties"]["replicas"], "maximum": 1}
+            agents["properties"][agent] = (
+                entry
+                if "anyOf" not in agents["properties"][agent]
+                else {
+                    **agents["properties"][agent],
+                    "anyOf": [entry, {"type": "null"}],
+                }
+            )
+    props["agents"] = agents
     return spec
 
 
@@ -208,8 +216,21 @@ def prometheus_rule_manifest() -> str:
     return HEADER.format(src=src) + yaml.safe_dump(doc, sort_keys=False, width=1000)
 
 
+def chart_yaml(chart: Path) -> str:
+    """The chart's Chart.yaml with `version` and `appVersion` set to the package's version."""
+    lines = (chart / "Chart.yaml").read_text().splitlines(keepends=True)
+    out = []
+    for line in lines:
+        if line.startswith("version:"):
+            line = f"version: {__version__}\n"
+        elif line.startswith("appVersion:"):
+            line = f'appVersion: "{__version__}"\n'
+        out.append(line)
+    return "".join(out)
+
+
 def wanted_files() -> dict[Path, str]:
-    files: dict[Path, str] = {}
+    files: dict[Path, str] = {chart / "Chart.yaml": chart_yaml(chart) for chart in (OPERATOR_CHART, PIPELINE_CHART)}
     for crd in crd_documents():
         plural = crd["spec"]["names"]["plural"]
         files[OPERATOR_CHART / "templates" / f"crd-{plural}.yaml"] = crd_template(crd)

@@ -3,7 +3,6 @@ pipeline's topology on it. Engineers put their own fixtures in `tests/<their dir
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -21,9 +20,6 @@ EXAMPLE_PIPELINE = ROOT / "manifests" / "pipeline.yaml"
 #: Shared fixtures: the real cluster (`cluster`: the local control plane or kind) for the journey
 #: and tests/bench, the external tools, and the quant agents' runner.
 pytest_plugins = ["tests.fixtures.cluster", "tests.fixtures.tools", "tests.fixtures.quant_agents"]
-# kmock (the fast operator tests' API) cannot serve server-side apply, the operator's default write
-# path: in-process operators here use merge patches. The real-cluster journey runs the default.
-os.environ.setdefault("APEX_SERVER_SIDE_APPLY", "false")
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import yaml
 
+from apextrader.contracts.agent_spec import AGENT_MODELS, SINGLE_REPLICA_MESSAGE, SingleReplicaAgent
 from apextrader.contracts.canary_spec import MAX_STEPS
 from apextrader.contracts.pipeline import API_GROUP, API_VERSION, KIND, NAME_MAX, NAME_PATTERN, PLURAL
 from apextrader.contracts.spec import TradingPipelineSpec
@@ -104,21 +105,25 @@ CEL: Final[dict[str, list[dict[str, str]]]] = {
 }
 
 
-def _map_key_rules(keys: list[str], values: Any) -> list[dict[str, str]]:
-    """CEL for a map with a closed key set: the agents map, or per-exchange maps (fees, ...).
-
-    The replicas rule exists only where the values are agent specs: CEL is type-checked when the
-    API server loads the CRD, and a field selection on a number would make it refuse the CRD."""
-    what = "agent ids" if "strategy-builder" in keys else "exchange ids"
-    rules = [_rule(f"self.all(k, k in {keys})", f"keys must be {what} ({', '.join(keys)})")]
-    if isinstance(values, dict) and "replicas" in values.get("properties", {}):
-        rules.append(
+# Every agent but strategy-builder keeps state: one replica (SingleReplicaAgent's validator).
+CEL.update(
+    {
+        model.__name__: [
             _rule(
-                "self.all(k, k == 'strategy-builder' || !has(self[k].replicas) || self[k].replicas <= 1)",
-                "replicas: only strategy-builder may run more than 1 replica",
+                "!has(self.replicas) || self.replicas <= 1",
+                f"replicas: {SINGLE_REPLICA_MESSAGE}",
+                ".replicas",
             )
-        )
-    return rules
+        ]
+        for model in AGENT_MODELS.values()
+        if issubclass(model, SingleReplicaAgent)
+    }
+)
+
+
+def _map_key_rules(keys: list[str]) -> list[dict[str, str]]:
+    """CEL for a map with a closed key set (the per-exchange maps: fees, ...)."""
+    return [_rule(f"self.all(k, k in {keys})", f"keys must be exchange ids ({', '.join(keys)})")]
 
 
 def _structural(node: Any, defs: dict[str, Schema]) -> Any:
@@ -164,7 +169,7 @@ def _structural(node: Any, defs: dict[str, Schema]) -> Any:
         out["type"] = "integer" if kinds == {int} else "string"
     if "propertyNames" in node:
         keys = list(node["propertyNames"]["enum"])
-        out["x-kubernetes-validations"] = _map_key_rules(keys, out.get("additionalProperties"))
+        out["x-kubernetes-validations"] = _map_key_rules(keys)
     if title in CEL:
         out["x-kubernetes-validations"] = CEL[title]
     if out.get("type") == "array" and out.get("items", {}).get("type") in ("string", "integer"):

@@ -146,14 +146,12 @@ class KubeClient:
     """One aiohttp session; open with `async with KubeClient(creds) as kube`.
 
     `server_side_apply` (the default): children are written with server-side apply as field manager
-    apextrader-operator, never forced (apply.py); APEX_SERVER_SIDE_APPLY=false uses merge patches
-    instead, which the kmock test API needs (it cannot serve apply). The real-cluster suite runs
-    the default."""
+    apextrader-operator, never forced (apply.py); False uses merge patches instead, which the kmock
+    test API needs (it cannot serve apply). The operator takes it from its settings
+    (`OperatorConfig.server_side_apply`); the real-cluster suite runs the default."""
 
-    def __init__(self, creds: Credentials, server_side_apply: bool | None = None) -> None:
+    def __init__(self, creds: Credentials, server_side_apply: bool = True) -> None:
         self.creds = creds
-        if server_side_apply is None:
-            server_side_apply = os.environ.get("APEX_SERVER_SIDE_APPLY", "true").lower() not in ("0", "false")
         self.server_side_apply = server_side_apply
         headers = {"Authorization": f"Bearer {creds.token}"} if creds.token else {}
         self._session = aiohttp.ClientSession(

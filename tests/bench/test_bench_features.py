@@ -29,6 +29,7 @@ from apextrader.bus.client import connect, ensure_topology
 from apextrader.bus.publisher import Publisher, headers_for
 from apextrader.bus.topology import Topology, subject
 from apextrader.contracts import Bar, MarketSnapshotEvent, TradingPipeline, decode_event
+from apextrader.contracts.agent_spec import FeatureEngineerSpec
 from apextrader.contracts.envelope import utcnow
 from apextrader.features.agent import FeatureEngineerAgent
 from apextrader.local.nats_server import EmbeddedNats
@@ -148,7 +149,7 @@ def test_bench_streaming_update_per_bar() -> None:
 def test_bench_feature_engineer_100_symbols_at_2hz() -> None:
     symbols = [f"S{i:03d}/USDT:USDT" for i in range(100)]
     seconds = 60 if FULL else 6  # simulated wall-clock seconds at 2 Hz per symbol
-    spec = SimpleNamespace(timeframe="1m", agent=lambda _id: SimpleNamespace(config={"intrabar": False}))
+    spec = SimpleNamespace(timeframe="1m", agent=lambda _id: FeatureEngineerSpec(intrabar=False))
     ctx = SimpleNamespace(spec=spec, log=None)
     source = SyntheticSource(exchanges=["binance"], symbols=symbols, backfill_bars=0, hz=2.0, speed=1.0)
     market = source.market
@@ -161,7 +162,7 @@ def test_bench_feature_engineer_100_symbols_at_2hz() -> None:
                    for s in snaps]  # fmt: skip
     results: dict[str, float] = {}
     for intrabar in (False, True):
-        spec.agent = lambda _id, ib=intrabar: SimpleNamespace(config={"intrabar": ib})  # type: ignore[misc]
+        spec.agent = lambda _id, ib=intrabar: FeatureEngineerSpec(intrabar=ib)  # type: ignore[misc]
         agent = FeatureEngineerAgent(ctx)  # type: ignore[arg-type]
 
         async def run(agent: FeatureEngineerAgent = agent) -> None:

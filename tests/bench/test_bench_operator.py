@@ -30,8 +30,7 @@ from apextrader.bus.kv import KV
 from apextrader.bus.topology import KV_CANARY_WEIGHT, kv_applied_key, kv_bucket
 from apextrader.local.nats_server import EmbeddedNats
 from apextrader_operator.kube import KubeClient
-from apextrader_operator.reconcile import OperatorConfig
-from tests.operator.harness import NAMESPACE, kube_api, mark_ready, running_operator
+from tests.operator.harness import NAMESPACE, kmock_config, kube_api, mark_ready, running_operator
 
 ROOT = Path(__file__).resolve().parents[2]
 FULL = os.environ.get("APEX_BENCH_FULL") == "1"
@@ -117,9 +116,7 @@ async def test_bench_create_to_ready_and_weight_echo(tmp_path: Path, nats_server
     runs = 5 if FULL else 1
     create_s, echo_s, api_roundtrip_s = [], [], []
     async with kube_api(tmp_path) as (_, kube):
-        config = OperatorConfig(
-            image="apextrader:bench", nats_url=nats_server.url, metrics_urls=lambda tp: []
-        )
+        config = kmock_config(image="apextrader:bench", nats_url=nats_server.url, metrics_urls=lambda tp: [])
         async with running_operator(config), controllers(kube):
             for i in range(runs):
                 name = f"bench-{i}"
@@ -185,8 +182,14 @@ async def _stop(proc: psutil.Popen) -> None:
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> psutil.Popen:
-    return psutil.Popen([sys.executable, "-c", "from kopf.cli import main; main()", *args], env=env,
+    return psutil.Popen([sys.executable, *args], env=env,
                         stdout=open(os.devnull, "w"), stderr=open(os.devnull, "w"))  # fmt: skip
+
+
+#: `apex operator` as the chart runs it (its settings from the environment), minus the HTTP ports.
+OURS = ["-m", "apextrader.cli", "operator", "-A", "--liveness", "", "--metrics-port", "0"]
+#: The bare kopf process of the comparison, on its own module.
+KOPF = ["-c", "from kopf.cli import main; main()", "run", "--standalone", "-A"]
 
 
 async def test_bench_operator_rss_with_many_pipelines(tmp_path: Path, nats_server: EmbeddedNats) -> None:
@@ -198,13 +201,14 @@ async def test_bench_operator_rss_with_many_pipelines(tmp_path: Path, nats_serve
             **os.environ,
             "APEX_OPERATOR_NATS_URL": nats_server.url,
             "APEX_OPERATOR_INTERVAL": "5",
+            "APEX_SERVER_SIDE_APPLY": "false",  # kmock cannot serve server-side apply
             "PYTHONPATH": os.pathsep.join([str(ROOT / "agents"), str(ROOT / "operator"), str(ROOT)]),
         }
         for i in range(count):
             # small stream limits: JetStream reserves max_bytes per stream on one disk for all pipelines
             limits = {"limits": {"maxAge": "1h", "maxBytes": "4Mi"}, "url": nats_server.url}
             await kube.create(pipeline(f"rss-{i}", canary={"weight": 5}, bus=limits))
-        ours = _spawn(["run", "-m", "apextrader_operator.handlers", "--standalone", "-A"], env)
+        ours = _spawn(OURS, env)
         try:
             async with controllers(kube, period=0.5):  # many objects: do not hog the emulator
 
@@ -220,7 +224,7 @@ async def test_bench_operator_rss_with_many_pipelines(tmp_path: Path, nats_serve
             )
         finally:
             await _stop(ours)
-        bare = _spawn(["run", str(module), "--standalone", "-A"], env)
+        bare = _spawn([*KOPF, str(module)], env)
         try:
             await until(lambda: _all_have_phase(kube, count), within=300, every=0.5)
             await asyncio.sleep(1)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from apextrader.contracts.pipeline import parse_pipeline
+from apextrader_operator.builders.agents import DEFAULT_IMAGE
 from tests.charts.charts import (
     K8S_VERSION,
     OPERATOR_CHART,
@@ -92,7 +93,7 @@ def test_operator_deployment(helm: str) -> None:
     assert ports == {"health": 8080, "metrics": 8081}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     env = {e["name"]: e.get("value") for e in c["env"]}
-    assert env["APEX_AGENT_IMAGE"] == "ghcr.io/apextrader/apextrader:0.1.0"
+    assert env["APEX_AGENT_IMAGE"] == DEFAULT_IMAGE
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env
 
 
@@ -116,7 +117,7 @@ def test_agents_get_the_otel_settings_the_chart_gives_the_operator(helm: str) ->
     """values → the operator Deployment's env → `OperatorConfig.from_env` → every agent Deployment."""
     from apextrader.contracts import load_pipeline
     from apextrader_operator.builders import build_children
-    from apextrader_operator.reconcile import OperatorConfig
+    from apextrader_operator.settings import OperatorConfig
 
     rendered = helm_template(
         helm,

@@ -20,9 +20,8 @@ import pytest
 
 from apextrader.local.nats_server import EmbeddedNats
 from apextrader_operator.policy import CREDENTIALS_LABEL
-from apextrader_operator.reconcile import OperatorConfig
 from tests.charts.charts import OPERATOR_CHART, by_kind, documents, helm_template
-from tests.operator.harness import NAMESPACE, eventually, kube_api, mark_ready, running_operator
+from tests.operator.harness import NAMESPACE, eventually, kmock_config, kube_api, mark_ready, running_operator
 from tests.operator.test_operator_kopf import NAME, example_cr
 
 Call = tuple[str, str, str]
@@ -42,7 +41,7 @@ async def _kinds(kube: Any, kind: str) -> set[str]:
 
 async def _life(tmp: Path, nats: EmbeddedNats) -> set[Call]:
     async with kube_api(tmp) as (emulator, kube):
-        config = OperatorConfig(image="apextrader:test", nats_url=nats.url, metrics_urls=lambda tp: [])
+        config = kmock_config(image="apextrader:test", nats_url=nats.url, metrics_urls=lambda tp: [])
         await kube.create(
             {
                 "apiVersion": "v1",

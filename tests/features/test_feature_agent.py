@@ -36,7 +36,7 @@ def pipeline(example_pipeline: TradingPipeline) -> TradingPipeline:
         example_pipeline,
         exchanges=["binance", "okx"],  # 4 series keep the test quick; the scanner test covers 6
         source={"backfillBars": 210, "speed": 3000, "snapshotHz": 10},
-        agents={"feature-engineer": {"config": {"intrabar": False}}},
+        agents={"feature-engineer": {"intrabar": False}},
     )
 
 

@@ -9,14 +9,15 @@ import pytest
 
 from apextrader.bus.errors import Reject
 from apextrader.contracts import FeaturesComputed, MarketSnapshot, MarketSnapshotEvent
+from apextrader.contracts.agent_spec import FeatureEngineerSpec
 from apextrader.features.agent import FeatureEngineerAgent
 from apextrader.market.sources.synthetic import SyntheticSource
 from apextrader.market.wire import as_model
 
 
 def _agent(intrabar: bool) -> FeatureEngineerAgent:
-    config = {"intrabar": intrabar}
-    spec = SimpleNamespace(timeframe="1m", agent=lambda _id: SimpleNamespace(config=config))
+    settings = FeatureEngineerSpec(intrabar=intrabar)
+    spec = SimpleNamespace(timeframe="1m", agent=lambda _id: settings)
     ctx: Any = SimpleNamespace(spec=spec, log=None)
     return FeatureEngineerAgent(ctx)
 

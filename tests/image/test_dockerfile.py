@@ -67,3 +67,11 @@ def test_dockerignore_lets_in_what_the_build_copies() -> None:
     assert needed <= allowed
     copied = {arg.split()[0] for op, arg in _instructions() if op == "COPY" and "--from" not in arg}
     assert copied <= allowed
+
+
+def test_version_default_is_the_package_version() -> None:
+    # The Dockerfile cannot import Python: its VERSION default must follow apextrader.__version__.
+    from apextrader import __version__
+
+    args = [value for op, value in _instructions() if op == "ARG" and value.startswith("VERSION=")]
+    assert args == [f"VERSION={__version__}"]

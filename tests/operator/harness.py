@@ -19,9 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-# The timer interval is read when the handlers module is imported: make it fast for tests.
-os.environ.setdefault("APEX_OPERATOR_INTERVAL", "0.25")
-
 import kmock
 import kopf
 import nats
@@ -30,7 +27,7 @@ from kmock._internal import enums
 
 from apextrader_operator import handlers
 from apextrader_operator.kube import Credentials, KubeClient
-from apextrader_operator.reconcile import OperatorConfig
+from apextrader_operator.settings import OperatorConfig
 
 NAMESPACE = "trading"
 #: The kubeconfig's token (the operator under test); the tests' own client sends another.
@@ -174,7 +171,7 @@ async def kube_api(tmp: Path) -> AsyncIterator[tuple[StampingEmulator, KubeClien
         write_kubeconfig(config, url)
         os.environ["KUBECONFIG"] = str(config)
         async with KubeClient(
-            Credentials(server=url, token="test", ssl=False, namespace=NAMESPACE)
+            Credentials(server=url, token="test", ssl=False, namespace=NAMESPACE), server_side_apply=False
         ) as client:
             yield emulator, client
 
@@ -191,15 +188,27 @@ def fast_settings() -> kopf.OperatorSettings:
     return settings
 
 
+def kmock_config(**settings: Any) -> OperatorConfig:
+    """An operator config for kmock: a fast timer, and merge patches (kmock cannot serve
+    server-side apply, the operator's default write path; the real-cluster journey runs that)."""
+    return OperatorConfig(**{"interval_s": 0.25, "server_side_apply": False, **settings})
+
+
 @contextlib.asynccontextmanager
 async def running_operator(config: OperatorConfig) -> AsyncIterator[None]:
-    """The real handlers module, in this event loop (kopf.spawn_tasks/run_tasks, no KopfRunner)."""
-    handlers.CONFIG = config
+    """The real handlers, registered with `config` and given it in the memo, in this event loop
+    (kopf.spawn_tasks/run_tasks, no KopfRunner)."""
     stop = asyncio.Event()
     ready = asyncio.Event()
     existing = asyncio.all_tasks()  # the test's own tasks: not the operator's to stop
     tasks = await kopf.spawn_tasks(
-        clusterwide=True, settings=fast_settings(), stop_flag=stop, ready_flag=ready, standalone=True
+        clusterwide=True,
+        settings=fast_settings(),
+        registry=handlers.registry(config),
+        memo=handlers.memo(config),
+        stop_flag=stop,
+        ready_flag=ready,
+        standalone=True,
     )
     runner = asyncio.create_task(kopf.run_tasks(tasks, ignored=existing))
     existing.add(runner)

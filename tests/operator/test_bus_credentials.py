@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from apextrader.contracts import PipelineError, TradingPipeline, load_pipeline, parse_pipeline
-from apextrader_operator.builders.agents import build_deployment
+from apextrader_operator.builders.agents import DEFAULT_IMAGE, build_deployment
 from apextrader_operator.credentials import bus_login
 from apextrader_operator.kube import KubeError
 from tests.operator.harness import NAMESPACE, kube_api
@@ -28,7 +28,7 @@ def _external(**bus: Any) -> TradingPipeline:
 
 def test_agents_take_the_login_from_the_secret() -> None:
     tp = _external(credentialsSecret="nats-login")
-    dep = build_deployment(tp, "execution", "stable", "ghcr.io/apextrader/apextrader:0.1.0")
+    dep = build_deployment(tp, "execution", "stable", DEFAULT_IMAGE)
     env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["APEX_NATS_URL"]["value"] == "nats://nats.infra:4222"
     assert env["APEX_NATS_USER"]["valueFrom"]["secretKeyRef"] == {"name": "nats-login", "key": "user"}

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from apextrader.contracts import PipelineError, parse_pipeline, track_spec
+from apextrader.contracts import AGENT_IDS, PipelineError, parse_pipeline, track_spec
 from apextrader_operator.crd import build_crd, crd_yaml
 from tests.operator.crd_tools import cel_violations, schema_errors
 
@@ -69,7 +69,8 @@ def test_identity_columns_and_weights() -> None:
     for node in (canary["weight"], canary["steps"]["items"]["properties"]["setWeight"]):
         assert (node["type"], node["minimum"], node["maximum"]) == ("integer", 0, 100)
     agents = ROOT_SCHEMA["properties"]["spec"]["properties"]["agents"]
-    assert agents["additionalProperties"]["properties"]["config"]["x-kubernetes-preserve-unknown-fields"]
+    assert set(agents["properties"]) == set(AGENT_IDS)  # one typed entry per agent, nothing free-form
+    assert not any("x-kubernetes-preserve-unknown-fields" in node for _, node in _walk(agents))
     status = ROOT_SCHEMA["properties"]["status"]["properties"]
     assert status["observedGeneration"]["type"] == "integer"
 
@@ -127,7 +128,6 @@ BAD = [
     ({"mode": "live"}, "credentialsSecret"),
     ({"mode": "live", "execution": {"credentialsSecret": ""}}, "credentialsSecret"),
     ({"agents": {"risk-manager": {"replicas": 2}}}, "only strategy-builder"),
-    ({"agents": {"trader": {}}}, "agent ids"),
     ({"bus": {"url": "nats://x:4222", "managed": {}}}, "not both"),
     ({"source": {"kind": "replay"}}, "source.path"),
     ({"source": {"regimes": {"meanBars": 100}}}, "needs source.model: regimes"),
@@ -166,3 +166,70 @@ def test_schema_rejects_out_of_range_and_unknown_fields() -> None:
     bad_name = base_doc()
     bad_name["metadata"]["name"] = "x" * 40
     assert any("DNS-1035" in v for v in cel_violations(ROOT_SCHEMA, bad_name))
+
+
+#: Per agent: a setting it has (valid), and the same key misspelt.
+AGENT_SETTINGS = [
+    ("market-scanner", {"pace": "max"}, "paec"),
+    ("feature-engineer", {"intrabar": True, "historyEvents": 1000}, "intrabr"),
+    ("strategy-builder", {"replicas": 3}, "replica"),
+    ("backtester", {"replicas": 1}, "config"),
+    ("event-watcher", {"replicas": 0}, "config"),
+    ("risk-manager", {"maxBookParticipation": 0.1}, "maxBookParticipaton"),
+    ("execution", {"resources": {"requests": {"memory": "256Mi"}}}, "config"),
+]
+
+
+def test_every_agent_has_a_case() -> None:
+    assert {a for a, _, _ in AGENT_SETTINGS} == set(AGENT_IDS)
+
+
+@pytest.mark.parametrize(("agent", "settings", "typo"), AGENT_SETTINGS, ids=[a for a, _, _ in AGENT_SETTINGS])
+def test_agent_settings_are_typed_and_unknown_keys_refused(
+    agent: str, settings: dict[str, Any], typo: str
+) -> None:
+    good = base_doc(agents={agent: settings})
+    parse_pipeline(good)
+    assert schema_errors(ROOT_SCHEMA, good) == [] and cel_violations(ROOT_SCHEMA, good) == []
+    bad = base_doc(agents={agent: {**settings, typo: 1}})
+    with pytest.raises(PipelineError) as refused:
+        parse_pipeline(bad)
+    assert any(f"agents.{agent}.{typo}" in e for e in refused.value.errors), refused.value.errors
+    assert any(typo in e for e in schema_errors(ROOT_SCHEMA, bad))  # kubectl apply --validate=strict
+
+
+def test_unknown_agent_refused() -> None:
+    bad = base_doc(agents={"trader": {}})
+    with pytest.raises(PipelineError, match="trader"):
+        parse_pipeline(bad)
+    assert any("trader" in e for e in schema_errors(ROOT_SCHEMA, bad))
+
+
+def test_agent_setting_values_checked() -> None:
+    for agent, settings in [
+        ("market-scanner", {"pace": "fast"}),
+        ("feature-engineer", {"intrabar": "sometimes"}),
+        ("risk-manager", {"maxBookParticipation": 1.5}),
+    ]:
+        bad = base_doc(agents={agent: settings})
+        with pytest.raises(PipelineError):
+            parse_pipeline(bad)
+        assert schema_errors(ROOT_SCHEMA, bad), (agent, settings)
+
+
+def test_canary_template_agents_are_typed_too() -> None:
+    base = {"risk-manager": {"maxBookParticipation": 0.3}, "strategy-builder": {"replicas": 2}}
+    template = {"agents": {"risk-manager": {"maxBookParticipation": 0.1}}}
+    good = base_doc(agents=base, canary={"weight": 5, "template": template})
+    spec = parse_pipeline(good).spec
+    canary = track_spec(spec, "canary")
+    assert canary.agent("risk-manager").max_book_participation == 0.1  # the template's key
+    assert canary.agent("strategy-builder").replicas == 2  # the base's, not the model default
+    assert spec.agent("risk-manager").max_book_participation == 0.3
+    assert schema_errors(ROOT_SCHEMA, good) == []
+    bad = base_doc(
+        canary={"weight": 5, "template": {"agents": {"risk-manager": {"maxBookParticipaton": 0.1}}}}
+    )
+    with pytest.raises(PipelineError, match="maxBookParticipaton"):
+        parse_pipeline(bad)
+    assert any("maxBookParticipaton" in e for e in schema_errors(ROOT_SCHEMA, bad))

@@ -15,8 +15,9 @@ import pytest
 from nats.js.errors import APIError
 
 from apextrader.bus.client import ensure_topology
-from apextrader.bus.topology import DOMAINS, declare
+from apextrader.bus.topology import declare
 from apextrader.contracts import PipelineError, load_pipeline, parse_pipeline
+from apextrader.contracts.names import DOMAINS
 from apextrader.contracts.pipeline import TradingPipeline
 from apextrader.contracts.spec import STREAMS_PER_PIPELINE, ManagedBus
 from apextrader_operator.builders.nats import build_nats_config
@@ -42,8 +43,8 @@ async def provision(tp: TradingPipeline, bus: ManagedBus, tmp: Path) -> list[str
             await nc.close()
 
 
-def test_the_stream_count_is_the_topologys() -> None:
-    assert len(DOMAINS) == STREAMS_PER_PIPELINE
+def test_the_stream_count_is_the_topologys(example_pipeline: TradingPipeline) -> None:
+    assert len(declare(example_pipeline.spec, example_pipeline.name).streams) == STREAMS_PER_PIPELINE
 
 
 @pytest.mark.parametrize("path", MANAGED_EXAMPLES, ids=lambda p: p.name)

@@ -13,11 +13,11 @@ import yaml
 
 from apextrader.local.nats_server import EmbeddedNats
 from apextrader_operator.kube import KubeClient
-from apextrader_operator.reconcile import OperatorConfig
 from tests.operator.harness import (
     NAMESPACE,
     StampingEmulator,
     eventually,
+    kmock_config,
     kube_api,
     kv_get,
     kv_put,
@@ -72,7 +72,7 @@ class Env:
 @pytest.fixture
 async def env(tmp_path: Path, nats_server: EmbeddedNats) -> AsyncIterator[Env]:
     async with kube_api(tmp_path) as (emulator, kube):
-        config = OperatorConfig(image="apextrader:test", nats_url=nats_server.url, metrics_urls=lambda tp: [])
+        config = kmock_config(image="apextrader:test", nats_url=nats_server.url, metrics_urls=lambda tp: [])
         async with running_operator(config):
             yield Env(emulator, kube, nats_server)
 
@@ -213,7 +213,7 @@ async def test_failing_analysis_aborts_the_canary(tmp_path: Path, nats_server: E
     try:
         server = nats_server
         async with kube_api(tmp_path) as (emulator, kube):
-            config = OperatorConfig(
+            config = kmock_config(
                 nats_url=server.url, metrics_urls=lambda tp: [f"http://127.0.0.1:{port}/metrics"]
             )
             async with running_operator(config):
@@ -299,7 +299,7 @@ async def test_reconcile_again_changes_nothing(env: Env, tmp_path: Path) -> None
     body = await env.cr()
     pool = BusPool()
     try:
-        config = OperatorConfig(image="apextrader:test", nats_url=env.nats.url)
+        config = kmock_config(image="apextrader:test", nats_url=env.nats.url)
         outcome = await reconcile(body, kube=env.kube, pool=pool, memory=PipelineMemory(), config=config)
     finally:
         await pool.close()

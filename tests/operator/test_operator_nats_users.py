@@ -32,9 +32,9 @@ from apextrader_operator.builders.security import (
 )
 from apextrader_operator.kube import KubeClient
 from apextrader_operator.natsbus import BusPool
-from apextrader_operator.reconcile import OperatorConfig, PipelineMemory, reconcile
+from apextrader_operator.reconcile import PipelineMemory, reconcile
 from tests.fixtures.tools import require_tool
-from tests.operator.harness import NAMESPACE, eventually, kube_api, mark_ready, running_operator
+from tests.operator.harness import NAMESPACE, eventually, kmock_config, kube_api, mark_ready, running_operator
 from tests.operator.test_operator_kopf import NAME, Env, env, example_cr, start  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.timeout(90)
@@ -95,7 +95,7 @@ async def test_operator_runs_the_bus_with_users_and_agents_get_their_own(
     caplog.set_level(logging.DEBUG)
     port = free_port()
     async with kube_api(tmp_path) as (_emulator, kube):
-        config = OperatorConfig(
+        config = kmock_config(
             image="apextrader:test", nats_url=f"nats://127.0.0.1:{port}", metrics_urls=lambda tp: []
         )
         async with running_operator(config):
@@ -212,7 +212,7 @@ async def test_key_survives_spec_edits_and_a_second_reconcile_writes_nothing(env
     body = await env.cr()
     pool = BusPool()
     try:
-        config = OperatorConfig(image="apextrader:test", nats_url=env.nats.url)
+        config = kmock_config(image="apextrader:test", nats_url=env.nats.url)
         outcome = await reconcile(body, kube=env.kube, pool=pool, memory=PipelineMemory(), config=config)
     finally:
         await pool.close()

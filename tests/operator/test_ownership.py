@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 
 from apextrader.local.nats_server import EmbeddedNats
+from apextrader_operator.builders.agents import DEFAULT_IMAGE
 from apextrader_operator.kube import KubeClient
 from apextrader_operator.natsbus import BusPool
 from apextrader_operator.policy import CREDENTIALS_LABEL
-from apextrader_operator.reconcile import OperatorConfig, Outcome, PipelineMemory, reconcile
-from tests.operator.harness import NAMESPACE, kube_api, mark_ready
+from apextrader_operator.reconcile import Outcome, PipelineMemory, reconcile
+from apextrader_operator.settings import OperatorConfig
+from tests.operator.harness import NAMESPACE, kmock_config, kube_api, mark_ready
 from tests.operator.test_operator_kopf import NAME, example_cr
 
 pytestmark = pytest.mark.timeout(60)
@@ -34,7 +36,7 @@ class Api:
     async def reconcile(self, config: OperatorConfig | None = None) -> Outcome:
         body = await self.kube.get("TradingPipeline", NAMESPACE, NAME)
         assert body is not None
-        config = config or OperatorConfig(image="apextrader:test", nats_url=self.nats.url)
+        config = config or kmock_config(image="apextrader:test", nats_url=self.nats.url)
         outcome = await reconcile(body, kube=self.kube, pool=self.pool, memory=self.memory, config=config)
         if outcome.status_patch:
             await self.kube.patch(
@@ -172,7 +174,7 @@ async def test_an_image_outside_the_allow_list_is_invalid_and_changes_nothing(
     api: Api, change: dict[str, Any], field: str
 ) -> None:
     await api.kube.create(example_cr(**change))
-    config = OperatorConfig(image="ghcr.io/apextrader/apextrader:0.1.0", nats_url=api.nats.url)
+    config = kmock_config(image=DEFAULT_IMAGE, nats_url=api.nats.url)
     outcome = await api.reconcile(config)
     invalid = condition(outcome, "InvalidSpec")
     assert invalid.status == "True" and invalid.message.startswith(f"{field}: image ")
@@ -185,7 +187,7 @@ async def test_allowed_images_and_digests_of_them_pass(api: Api) -> None:
     cr = example_cr(image={"repository": "registry.example/team/apextrader", "tag": f"0.2.0@{digest}"})
     cr["spec"]["bus"] = {"managed": {"image": f"nats@{digest}"}}
     await api.kube.create(cr)
-    config = OperatorConfig(
+    config = kmock_config(
         image="apextrader:test",
         nats_url=api.nats.url,
         allowed_images=("registry.example/team/", "nats:2.10-alpine"),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 
 from apextrader.contracts import TradingPipeline, parse_pipeline
+from apextrader_operator.builders.agents import DEFAULT_IMAGE
 from apextrader_operator.kube import Credentials, KubeClient
 from apextrader_operator.policy import (
     CREDENTIALS_LABEL,
@@ -15,7 +17,7 @@ from apextrader_operator.policy import (
     image_allowed,
     parse_image,
 )
-from apextrader_operator.reconcile import OperatorConfig
+from apextrader_operator.settings import OperatorConfig
 
 DIGEST = "sha256:" + "0" * 64
 
@@ -59,6 +61,23 @@ def test_settings_from_the_environment() -> None:
     )
     assert config.allowed_images == ("a.example/x", "b.example/")
     assert config.network.operator_namespace == "ops" and config.network.monitoring_namespace is None
+
+
+def test_every_setting_is_read_once_into_a_frozen_config() -> None:
+    config = OperatorConfig.from_env(
+        {
+            "APEX_OPERATOR_INTERVAL": "0.5",
+            "APEX_SERVER_SIDE_APPLY": "false",
+            "APEX_OPERATOR_NATS_URL": "nats://x:1",
+        }
+    )
+    assert (config.interval_s, config.converge_delay_s) == (0.5, 0.5)
+    assert config.server_side_apply is False and config.nats_url == "nats://x:1"
+    assert config.image == DEFAULT_IMAGE  # no APEX_AGENT_IMAGE: this release's image
+    defaults = OperatorConfig.from_env({})
+    assert (defaults.interval_s, defaults.converge_delay_s, defaults.server_side_apply) == (5.0, 2.0, True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        defaults.image = "other"  # type: ignore[misc]
 
 
 class _Recording(KubeClient):

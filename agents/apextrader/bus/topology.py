@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from apextrader.contracts.names import AGENT_IDS, AgentId, EventType, Track, agent_tracks
+from apextrader.contracts.names import AGENT_IDS, DOMAINS, AgentId, Domain, EventType, Track, agent_tracks
 from apextrader.contracts.spec import TradingPipelineSpec
 from apextrader.contracts.units import parse_duration, parse_quantity
 
-Domain = Literal["MARKET", "ALERTS", "FEATURES", "SIGNALS", "ORDERS", "DLQ"]
 DeliverPolicy = Literal["all", "new", "last_per_subject"]
 
 #: Which stream domain carries each event type.
@@ -39,7 +38,7 @@ _DOMAIN_SUFFIX: Final[dict[Domain, str]] = {
     "ORDERS": "order.>",
     "DLQ": "dlq.>",
 }
-DOMAINS: Final[tuple[Domain, ...]] = tuple(_DOMAIN_SUFFIX)
+assert tuple(_DOMAIN_SUFFIX) == DOMAINS
 #: Streams that never discard an event on their own (docs/bus.md, "Retention"): no age limit and
 #: `discard: new`, so a full stream refuses the publish (the publisher retries, the source event
 #: stays unacked) instead of dropping an event a durable consumer has not acked.

@@ -1,4 +1,5 @@
-"""`apex operator`: run the kopf operator (`kopf run -m apextrader_operator.handlers`)."""
+"""`apex operator`: run the kopf operator (`apextrader_operator.handlers.run`) with the settings
+read from the environment once (`OperatorConfig.from_env`)."""
 
 from __future__ import annotations
 
@@ -27,22 +28,19 @@ def operator(
 
     Environment: APEX_AGENT_IMAGE (agents' image when a spec names none), APEX_OPERATOR_INTERVAL
     (seconds between canary/status ticks, default 5), APEX_OPERATOR_NATS_URL (reach the bus through
-    a port-forward when running outside the cluster).
+    a port-forward when running outside the cluster); all settings in docs/operator.md.
     """
     if namespace and all_namespaces:
         raise UsageError("give --namespace or --all-namespaces, not both")
-    from kopf.cli import main as kopf_main  # heavy import: only when the operator really runs
+    # heavy imports: only when the operator really runs
+    from apextrader_operator.handlers import run
+    from apextrader_operator.settings import OperatorConfig
 
+    config = OperatorConfig.from_env()  # the one read of the operator's settings
     if metrics_port:
         from prometheus_client import start_http_server
 
         from apextrader.bus.metrics import REGISTRY
 
         start_http_server(metrics_port, registry=REGISTRY)
-    args = ["run", "-m", "apextrader_operator.handlers", "--standalone"]
-    args += [f"--namespace={ns}" for ns in namespace] or ["--all-namespaces"]
-    if liveness:
-        args.append(f"--liveness={liveness}")
-    if verbose:
-        args.append("--verbose")
-    kopf_main(args=args, prog_name="apex operator")
+    run(config, namespaces=namespace, liveness=liveness or None, verbose=verbose)

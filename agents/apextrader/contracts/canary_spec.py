@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from apextrader.contracts.agent_spec import AgentsSpec
 from apextrader.contracts.base import SpecModel
 from apextrader.contracts.units import Duration
 
@@ -60,7 +61,8 @@ class CanaryTemplate(SpecModel):
     risk: dict[str, Any] | None = None
     execution: dict[str, Any] | None = None
     image: dict[str, Any] | None = None
-    agents: dict[str, Any] | None = None
+    #: Typed like `spec.agents` (unknown keys refused up front); only the keys written are merged.
+    agents: AgentsSpec | None = None
 
 
 class CanarySpec(SpecModel):

@@ -14,6 +14,9 @@ AgentId = Literal[
     "execution",
 ]
 Track = Literal["stable", "canary", "shared"]
+#: The stream domains: one JetStream stream each per pipeline (`bus.topology` names and declares them).
+Domain = Literal["MARKET", "ALERTS", "FEATURES", "SIGNALS", "ORDERS", "DLQ"]
+DOMAINS: Final[tuple[Domain, ...]] = get_args(Domain)
 DecisionTrack = Literal["stable", "canary"]
 
 #: In pipeline order (the order `apex up` and the operator start them in).

@@ -116,7 +116,7 @@ def track_spec(spec: TradingPipelineSpec, track: Track) -> TradingPipelineSpec:
     # Only what was written: defaults come back when the merge is validated, and a fold of the
     # template (`apex canary promote`) patches the CR with the user's keys only.
     base = spec.model_dump(by_alias=True, exclude_none=True, exclude_unset=True)
-    patch = spec.canary.template.model_dump(by_alias=True, exclude_none=True)
+    patch = spec.canary.template.model_dump(by_alias=True, exclude_none=True, exclude_unset=True)
     merged = merge_patch(base, patch)
     try:
         return TradingPipelineSpec.model_validate(merged)

@@ -7,13 +7,21 @@ defaults, so a minimal spec names only exchanges and symbols.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, overload
 
 from pydantic import Field, field_validator, model_validator
 
+from apextrader import __version__
+from apextrader.contracts.agent_spec import (
+    AgentSpec,
+    AgentsSpec,
+    FeatureEngineerSpec,
+    MarketScannerSpec,
+    RiskManagerSpec,
+)
 from apextrader.contracts.base import SpecModel
 from apextrader.contracts.canary_spec import CanarySpec
-from apextrader.contracts.names import AgentId
+from apextrader.contracts.names import DOMAINS, AgentId
 from apextrader.contracts.payloads import Exchange
 from apextrader.contracts.units import Duration, Quantity, parse_quantity
 
@@ -108,9 +116,8 @@ class SourceSpec(SpecModel):
         return self.regimes or RegimesSpec()
 
 
-#: Streams per pipeline (MARKET, ALERTS, FEATURES, SIGNALS, ORDERS, DLQ): `bus.topology.DOMAINS`
-#: owns the list; contracts cannot import the bus, so a test keeps this count equal to it.
-STREAMS_PER_PIPELINE: Final = 6
+#: Streams per pipeline: one per domain (MARKET, ALERTS, FEATURES, SIGNALS, ORDERS, DLQ).
+STREAMS_PER_PIPELINE: Final = len(DOMAINS)
 #: The share of the managed volume JetStream may fill (`max_file_store`); the rest is headroom.
 JETSTREAM_STORE_SHARE: Final = 0.9
 
@@ -205,25 +212,12 @@ def _mib(n: int) -> str:
 
 class ImageSpec(SpecModel):
     repository: str = "ghcr.io/apextrader/apextrader"
-    tag: str = "0.1.0"
+    tag: str = __version__
     pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
 
-
-class ResourceList(SpecModel):
-    cpu: str | None = None
-    memory: str | None = None
-
-
-class Resources(SpecModel):
-    requests: ResourceList = Field(default_factory=ResourceList)
-    limits: ResourceList = Field(default_factory=ResourceList)
-
-
-class AgentSpec(SpecModel):
-    replicas: Annotated[int, Field(ge=0, le=20)] = 1
-    resources: Resources = Field(default_factory=Resources)
-    #: Free-form agent settings (documented per agent).
-    config: dict[str, Any] = Field(default_factory=dict)
+    @property
+    def reference(self) -> str:
+        return f"{self.repository}:{self.tag}"
 
 
 class BreakoutParams(SpecModel):
@@ -379,7 +373,7 @@ class TradingPipelineSpec(SpecModel):
     source: SourceSpec = Field(default_factory=SourceSpec)
     bus: BusSpec = Field(default_factory=BusSpec)
     image: ImageSpec | None = None
-    agents: dict[AgentId, AgentSpec] = Field(default_factory=dict)
+    agents: AgentsSpec = Field(default_factory=AgentsSpec)
     strategies: Strategies = Field(default_factory=Strategies)
     risk: RiskLimits = Field(default_factory=RiskLimits)
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
@@ -396,14 +390,18 @@ class TradingPipelineSpec(SpecModel):
 
     @model_validator(mode="after")
     def _cross_field(self) -> TradingPipelineSpec:
-        for agent, spec in self.agents.items():
-            if agent != "strategy-builder" and spec.replicas > 1:
-                raise ValueError(
-                    f"agents.{agent}.replicas: only strategy-builder may run more than 1 replica"
-                )
         if self.mode == "live" and not self.execution.credentials_secret:
             raise ValueError("execution.credentialsSecret is required when mode is live")
         return self
 
+    @overload
+    def agent(self, agent: Literal["market-scanner"]) -> MarketScannerSpec: ...
+    @overload
+    def agent(self, agent: Literal["feature-engineer"]) -> FeatureEngineerSpec: ...
+    @overload
+    def agent(self, agent: Literal["risk-manager"]) -> RiskManagerSpec: ...
+    @overload
+    def agent(self, agent: AgentId) -> AgentSpec: ...
     def agent(self, agent: AgentId) -> AgentSpec:
-        return self.agents.get(agent) or AgentSpec()
+        """`agents.<id>` with its typed settings (the agent's defaults when not named)."""
+        return self.agents.of(agent)

@@ -2,7 +2,7 @@
 
 - Uses only `quality == "ok"` snapshots (others are acknowledged and ignored: docs/conventions.md §6).
 - A closed bar updates the series' state and emits features (`backfill` copied from the snapshot).
-  With `agents.feature-engineer.config.intrabar: true`, a forming bar emits features computed on a
+  With `agents.feature-engineer.intrabar: true`, a forming bar emits features computed on a
   copy of the state (`intrabar: true`), leaving the state untouched.
 - Idempotent by bar time: the last bar again re-emits the same event (same derived id, so JetStream
   drops it); an older bar changes nothing and emits nothing.
@@ -26,9 +26,6 @@ from apextrader.contracts.names import EventType
 from apextrader.quant.indicators import InvalidMarketData, StreamingFeatures
 from apextrader.runtime import Agent, AgentContext, Handler
 
-#: features.computed events read back at start (every series).
-HISTORY_EVENTS = 50_000
-
 SeriesKey = tuple[str, str]
 
 
@@ -37,9 +34,9 @@ class FeatureEngineerAgent(Agent):
 
     def __init__(self, ctx: AgentContext) -> None:
         super().__init__(ctx)
-        config = ctx.spec.agent("feature-engineer").config
-        self.intrabar = bool(config.get("intrabar", False))
-        self.history_events = int(config.get("historyEvents", HISTORY_EVENTS))
+        settings = ctx.spec.agent("feature-engineer")
+        self.intrabar = settings.intrabar
+        self.history_events = settings.history_events
         self.series: dict[SeriesKey, StreamingFeatures] = {}
         self.rebuilt = 0
 

@@ -1,8 +1,8 @@
-"""The source a pipeline spec asks for (`spec.source.kind`), with the scanner's config applied.
+"""The source a pipeline spec asks for (`spec.source.kind`), with the scanner's settings applied.
 
 `ccxt` streams over websockets or polls REST as `source.transport` says.
 
-Scanner config (`agents.market-scanner.config`):
+Scanner settings (`agents.market-scanner`, typed in `contracts.agent_spec.MarketScannerSpec`):
 - `pace`: `clock` (default) runs offline sources on the accelerated clock (`source.speed`, default
   `DEFAULT_OFFLINE_SPEED`); `max` publishes as fast as the bus takes it.
 """
@@ -18,8 +18,7 @@ from apextrader.market.sources.synthetic import SyntheticSource
 
 
 def offline_speed(spec: TradingPipelineSpec) -> float | None:
-    config = spec.agent("market-scanner").config
-    if str(config.get("pace", "clock")) == "max":
+    if spec.agent("market-scanner").pace == "max":
         return None
     return spec.source.speed or DEFAULT_OFFLINE_SPEED
 

@@ -81,10 +81,9 @@ class RiskManagerAgent(Agent):
         #: Market time of each instrument's mark, (bar open, bar closed): marks never move back in it.
         self.mark_times: dict[tuple[str, str], tuple[datetime, bool]] = {}
         self.bar_seconds = float(timeframe_seconds(ctx.spec.timeframe))
-        config = ctx.spec.agent(self.agent_id).config
-        #: `agents.risk-manager.config.maxBookParticipation`: the share of the visible depth on the
-        #: side an entry takes that it may use (bounds paper and live slippage); default 0.25.
-        self.max_book_participation = float(config.get("maxBookParticipation", 0.25))
+        #: `agents.risk-manager.maxBookParticipation`: the share of the visible depth on the side an
+        #: entry takes that it may use (bounds paper and live slippage).
+        self.max_book_participation = ctx.spec.agent("risk-manager").max_book_participation
 
     # --- wiring --------------------------------------------------------------------------------
     def subscriptions(self) -> Mapping[EventType, Handler]:

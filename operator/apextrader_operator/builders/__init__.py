@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from apextrader.contracts.names import AGENT_IDS, agent_tracks
 from apextrader.contracts.pipeline import TradingPipeline
-from apextrader_operator.builders.agents import build_deployment, build_service, default_image
+from apextrader_operator.builders.agents import DEFAULT_IMAGE, build_deployment, build_service
 from apextrader_operator.builders.config import build_config_map, build_service_account
 from apextrader_operator.builders.labels import Manifest, common_labels
 from apextrader_operator.builders.nats import build_bus, nats_url
@@ -47,7 +47,7 @@ def build_bus_children(
 
 def build_agent_children(
     tp: TradingPipeline,
-    image: str | None = None,
+    image: str = DEFAULT_IMAGE,
     telemetry: Telemetry = Telemetry(),
     *,
     key: bytes | None = None,
@@ -56,7 +56,6 @@ def build_agent_children(
     and a Service and Deployment per track (the policy first, so no agent pod ever runs
     unrestricted; the credentials before the pods that read them)."""
     managed_key = _managed_key(tp, key)
-    fallback = image or default_image()
     out = [build_service_account(tp), build_config_map(tp)]
     has_canary = tp.spec.canary is not None
     for agent in AGENT_IDS:
@@ -64,14 +63,14 @@ def build_agent_children(
         if managed_key is not None:
             out += build_agent_nats_secrets(tp, agent, managed_key)
         for track in agent_tracks(agent, has_canary):
-            deployment = build_deployment(tp, agent, track, fallback, key=managed_key, telemetry=telemetry)
+            deployment = build_deployment(tp, agent, track, image, key=managed_key, telemetry=telemetry)
             out += [build_service(tp, agent, track), deployment]
     return out
 
 
 def build_children(
     tp: TradingPipeline,
-    image: str | None = None,
+    image: str = DEFAULT_IMAGE,
     telemetry: Telemetry = Telemetry(),
     *,
     key: bytes | None = None,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from typing import Final
 
 from apextrader.bus.topology import config_map_name, deployment_name
+from apextrader.contracts.agent_spec import ResourceList
 from apextrader.contracts.names import AgentId, Track
 from apextrader.contracts.pipeline import TradingPipeline, track_spec
-from apextrader.contracts.spec import ImageSpec, ResourceList, TradingPipelineSpec
+from apextrader.contracts.spec import ImageSpec, TradingPipelineSpec
 from apextrader_operator.builders.labels import (
     CONFIG_HASH_ANNOTATION,
     CONFIG_MOUNT,
@@ -26,8 +26,8 @@ from apextrader_operator.builders.security import agent_nats_secret_name, nats_u
 from apextrader_operator.builders.telemetry import Telemetry, otel_env
 
 PIPELINE_FILE: Final = f"{CONFIG_MOUNT}/pipeline.yaml"
-#: Fallback when neither `spec.image` nor the operator's APEX_AGENT_IMAGE names one.
-DEFAULT_IMAGE: Final = "ghcr.io/apextrader/apextrader:0.1.0"
+#: The agents' image when neither `spec.image` nor the operator's settings (`APEX_AGENT_IMAGE`) name one.
+DEFAULT_IMAGE: Final = ImageSpec().reference  # this release's image
 #: Fingerprint of the pod's NATS credentials: a new pipeline key rolls the pods (env from a Secret
 #: is read only when a container starts).
 CREDENTIALS_HASH_ANNOTATION: Final = "apextrader.io/credentials-hash"
@@ -37,16 +37,11 @@ def service_account_name(pipeline: str) -> str:
     return f"{pipeline}-agents"
 
 
-def default_image() -> str:
-    return os.environ.get("APEX_AGENT_IMAGE", DEFAULT_IMAGE)
-
-
 def image_of(spec: TradingPipelineSpec, fallback: str) -> tuple[str, str]:
     """`repository:tag` and pull policy: the track's `spec.image`, else the operator's image."""
     if spec.image is None:
         return fallback, "IfNotPresent"
-    image: ImageSpec = spec.image
-    return f"{image.repository}:{image.tag}", image.pull_policy
+    return spec.image.reference, spec.image.pull_policy
 
 
 def config_hash(spec: TradingPipelineSpec) -> str:
