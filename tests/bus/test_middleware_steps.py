@@ -147,9 +147,9 @@ async def test_keepalive_stops_when_the_chain_goes_idle() -> None:
     beat = KeepAlive(ack_wait_s=0.15)  # interval 0.05 s
     msg = Msg(None, subject="x")  # type: ignore[arg-type]
     beat.begin(msg, time.perf_counter())
-    beat.end()
+    beat.end(msg)
     await asyncio.sleep(beat.interval * 3)
     assert not beat.armed  # the old timer rescheduled itself forever
     beat.begin(msg, time.perf_counter())
     assert beat.armed
-    beat.end()
+    beat.end(msg)

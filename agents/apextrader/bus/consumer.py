@@ -1,7 +1,16 @@
-"""A pull consumer bound to one durable: fetch a batch, run each message through the middleware chain
-in order (agents rely on per-consumer order), repeat until stopped.
+"""A pull consumer bound to one durable: messages are pulled continuously and run through the
+middleware chain one at a time, in order (agents rely on per-consumer order), until stopped.
 
-Stopping (SIGTERM) stops fetching, finishes the message in hand, naks the rest of the batch for
+**Pulling.** One pull request for up to `batch` messages stays open at the server (with an expiry
+and idle heartbeats); when fewer than half of them are still to come, another request tops it up.
+A message that lands is delivered at once into this consumer's queue, so a hop costs one server
+delivery, not a request round trip per message, and a burst arrives in one go (the same scheme as
+the Go client's `Consume`). The server's status messages steer it: `100` heartbeat (the pull is
+alive), `408` a request expired (its undelivered count comes back), `409` the request ended
+(leadership change, consumer deleted or changed: start over). No heartbeat for three intervals
+means the requests were lost with the server (restart, failover): pull again.
+
+**Stopping** (SIGTERM) stops pulling, finishes the message in hand, naks every prefetched one for
 immediate redelivery (to another replica or after restart) and leaves the durable in place.
 """
 
@@ -11,18 +20,29 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Final
 
+import orjson
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import ConnectionClosedError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.errors import FetchTimeoutError, NotFoundError
+from nats.js.errors import NotFoundError
 
 from apextrader.bus.metrics import STREAM_GAP
-from apextrader.bus.middleware import Delivery
+from apextrader.bus.middleware import Chain, Delivery
 from apextrader.bus.topology import ConsumerDecl
 
 log = logging.getLogger(__name__)
+
+
+STATUS: Final = "Status"
+PENDING_MESSAGES: Final = "Nats-Pending-Messages"
+#: A pull request lives this many heartbeat intervals, then the server sends 408 and we pull again.
+EXPIRES_IN_HEARTBEATS: Final = 20
+#: Heartbeats missed before the open requests count as lost.
+MISSED_HEARTBEATS: Final = 3
 
 
 class PullConsumer:
@@ -38,15 +58,26 @@ class PullConsumer:
         self.js = js
         self.decl = decl
         self.on_message = on_message
-        self.batch = batch
-        self.fetch_timeout = fetch_timeout
+        #: Messages requested ahead (bounded by the durable's max_ack_pending).
+        self.batch = max(1, min(batch, decl.max_ack_pending))
+        #: The idle heartbeat interval asked of the server (s).
+        self.heartbeat = fetch_timeout
         self.bound = False
         self.handled = 0
         #: Messages discarded by the stream before this consumer got them (`decl.track_gaps`).
         self.gaps = 0
         self._last_seq: int | None = None
         self._stopping = asyncio.Event()
-        self._sub: JetStreamContext.PullSubscription | None = None
+        self._queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self._sub: Subscription | None = None
+        #: Messages asked for by the open pull requests and not delivered yet.
+        self._credit = 0
+        #: The server ended the requests (409, 503): pause before pulling again.
+        self._refused = False
+
+    @property
+    def _nc(self) -> NatsClient:
+        return self.js._nc  # JetStreamContext has no public accessor
 
     async def bind(self) -> None:
         """Attach to the existing durable (created by the operator, `apex up` or `ensure_topology`)."""
@@ -54,7 +85,13 @@ class PullConsumer:
         if self.decl.track_gaps and self.decl.deliver_policy == "all" and info.delivered is not None:
             # what was delivered before a restart is the baseline; 0 for a new durable
             self._last_seq = info.delivered.stream_seq or 0
-        self._sub = await self.js.pull_subscribe_bind(durable=self.decl.durable, stream=self.decl.stream)
+        if self._sub is None:
+
+            async def enqueue(msg: Msg) -> None:
+                self._queue.put_nowait(msg)
+
+            # nats-py subscribes it again by itself after a reconnect.
+            self._sub = await self._nc.subscribe(self._nc.new_inbox(), cb=enqueue)
         self.bound = True
 
     async def _check_durable(self) -> None:
@@ -97,39 +134,111 @@ class PullConsumer:
     def stop(self) -> None:
         self._stopping.set()
 
+    async def _pull(self) -> None:
+        """Top the open requests up to `batch` messages when fewer than half are still to come."""
+        if self._credit > self.batch // 2:
+            return
+        assert self._sub is not None
+        want = self.batch - self._credit
+        hb_ns = int(self.heartbeat * 1e9)
+        request = {"batch": want, "expires": hb_ns * EXPIRES_IN_HEARTBEATS, "idle_heartbeat": hb_ns}
+        subject = f"{self.js._prefix}.CONSUMER.MSG.NEXT.{self.decl.stream}.{self.decl.durable}"
+        await self._nc.publish(subject, orjson.dumps(request), reply=self._sub.subject)
+        self._credit += want
+
+    def _on_status(self, msg: Msg, status: str) -> None:
+        """Account for a status message of the server (see the module docstring)."""
+        if status == "100":
+            return  # idle heartbeat: the requests are alive
+        headers = msg.headers or {}
+        if status == "408" and PENDING_MESSAGES in headers:
+            self._credit = max(0, self._credit - int(headers[PENDING_MESSAGES]))
+            return
+        # 409 (leadership change, consumer deleted, max waiting...) or a 408 without counts: the
+        # open requests are gone; pull afresh.
+        log.debug("pull %s/%s: status %s %s", self.decl.stream, self.decl.durable, status,
+                  headers.get("Description", ""))  # fmt: skip
+        self._credit = 0
+        self._refused = True
+
+    async def _next(self) -> list[Msg]:
+        """Everything delivered so far (at least one message), or [] when the wait timed out."""
+        try:
+            first = await asyncio.wait_for(self._queue.get(), self.heartbeat * MISSED_HEARTBEATS)
+        except TimeoutError:
+            return []
+        msgs = [first]
+        while not self._queue.empty():
+            msgs.append(self._queue.get_nowait())
+        return msgs
+
     async def run(self) -> None:
         if self._sub is None:
             await self.bind()
-        sub = self._sub
-        assert sub is not None
-        want = 1  # see below: how many to ask for is learnt from what is pending
         while not self._stopping.is_set():
+            if self._refused:
+                self._refused = False
+                await asyncio.sleep(0.1)
+                await self._check_durable()
             try:
-                msgs = await sub.fetch(want, timeout=self.fetch_timeout)
-            except (TimeoutError, NatsTimeoutError, FetchTimeoutError):
-                continue
+                await self._pull()
             except ConnectionClosedError:
                 break
-            except Exception as exc:  # disconnected / server restarting / durable deleted
-                log.debug("fetch %s/%s: %r", self.decl.stream, self.decl.durable, exc)
+            except Exception as exc:  # disconnected / server restarting
+                log.debug("pull %s/%s: %r", self.decl.stream, self.decl.durable, exc)
                 await asyncio.sleep(0.2)
+                continue
+            msgs = await self._next()
+            if not msgs:  # no message and no heartbeat: the requests were lost; pull again
+                self._credit = 0
                 await self._check_durable()
                 continue
-            # Ask for what is known to be waiting (the last message's num_pending), one when nothing
-            # is: when none is pending, nats-py's pull lingers until the *whole* batch has arrived (or
-            # the timeout), so at a trickle one event would wait up to `fetch_timeout` for company; a
-            # pull for one returns the moment it lands, and a pull for a known backlog at once.
-            if msgs:
-                want = max(1, min(self.batch, msgs[-1].metadata.num_pending))
+            await self._handle(msgs)
+        await self._close()
+
+    async def _handle(self, msgs: list[Msg]) -> None:
+        """Run `msgs` in order. Several at once are pipelined: the next message starts once this
+        one's handler ran and its outputs are sent, and each is acked after its own PubAcks."""
+        chain = self.on_message if isinstance(self.on_message, Chain) and len(msgs) > 1 else None
+        settling: list[asyncio.Task[Delivery]] = []
+        try:
             for i, msg in enumerate(msgs):
+                status = _status(msg)
+                if status is not None:
+                    self._on_status(msg, status)
+                    continue
+                self._credit = max(0, self._credit - 1)
                 if self._stopping.is_set():
                     for rest in msgs[i:]:
-                        await rest.nak()
-                    break
+                        if _status(rest) is None:
+                            await rest.nak()
+                    return
                 if self.decl.track_gaps:
                     await self._note_sequence(msg)
-                await self.on_message(msg)
+                if chain is None:
+                    await self.on_message(msg)
+                else:
+                    task, released = chain.begin(msg)
+                    settling.append(task)
+                    await released.wait()
                 self.handled += 1
+        finally:
+            if settling:
+                await asyncio.gather(*settling)
+
+    async def _close(self) -> None:
+        """Nak what was prefetched and not handled, then drop the subscription."""
         with contextlib.suppress(Exception):  # the connection may already be closing
-            await sub.unsubscribe()
+            while not self._queue.empty():
+                msg = self._queue.get_nowait()
+                if msg.reply and _status(msg) is None:
+                    await msg.nak()
+            if self._sub is not None:
+                await self._sub.unsubscribe()
+        self._sub = None
         self.bound = False
+
+
+def _status(msg: Msg) -> str | None:
+    """The status code of a server status message (no body, a `Status` header); None for events."""
+    return msg.headers.get(STATUS) if msg.headers and not msg.data else None

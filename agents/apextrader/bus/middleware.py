@@ -40,6 +40,7 @@ from apextrader.bus import metrics, tracing
 from apextrader.bus.codec import DEFAULT_MAX_EVENT_BYTES, DecodeError, decode
 from apextrader.bus.dlq import DeadLetter, send_to_dlq
 from apextrader.bus.errors import NotYet, Reject
+from apextrader.bus.hops import HopMarks, HopProfile, mark_decoded
 from apextrader.bus.publisher import CORRELATION_ID, EVENT_TYPE, Publisher
 from apextrader.contracts import Envelope, Handler
 from apextrader.contracts.names import AgentId, EventType, Track
@@ -66,6 +67,11 @@ class Delivery:
     outcome: str | None = None
     dlq_reason: str | None = None
     outputs: Sequence[Envelope] = field(default_factory=tuple)
+    #: Phase marks, only while a hop profile is recorded (`bus.hops`).
+    marks: HopMarks | None = None
+    #: Set when the consumer pipelines: once the handler ran and its outputs are sent, the next
+    #: message may start while this one waits for its PubAcks (`Chain.begin`).
+    released: asyncio.Event | None = None
 
     @classmethod
     def from_msg(cls, msg: Msg) -> Delivery:
@@ -122,6 +128,8 @@ class ChainConfig:
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     #: The consumer's ack wait: a handler running longer tells the server it is still working.
     ack_wait_s: float = 30.0
+    #: Record where each message's time goes (`APEX_HOP_PROFILE`); None on the normal path.
+    profile: HopProfile | None = None
 
     def backoff_for(self, num_delivered: int) -> float:
         if not self.backoff_s:
@@ -135,6 +143,18 @@ def count_event(cfg: ChainConfig, cache: dict[tuple[str, str], Counter], etype: 
     if child is None:
         child = cache[(etype, outcome)] = metrics.EVENTS.labels(cfg.agent, cfg.track, etype, outcome)
     child.inc()
+
+
+class ProfileStep:
+    """Outermost when a hop profile is recorded: marks the start and files the phases (`bus.hops`)."""
+
+    def __init__(self, profile: HopProfile) -> None:
+        self.profile = profile
+
+    async def __call__(self, d: Delivery, nxt: Next) -> None:
+        d.marks = HopMarks(start=time.perf_counter())
+        await nxt(d)
+        self.profile.record(d.type_label, d.marks, time.perf_counter())
 
 
 class MetricsStep:
@@ -231,9 +251,11 @@ class ValidateStep:
         self.max_bytes = cfg.max_event_bytes
 
     async def __call__(self, d: Delivery, nxt: Next) -> None:
-        d.event = decode(
+        d.event = event = decode(
             d.data, accepted=self.accepted, max_bytes=self.max_bytes, type_hint=d.headers.get(EVENT_TYPE)
         )
+        if d.marks is not None:
+            mark_decoded(d.marks, event.timestamp.timestamp())
         await nxt(d)
 
 
@@ -301,7 +323,11 @@ class IdempotencyStep:
 
 
 class InvokeStep:
-    """The terminal step: calls the handler, publishes its outputs, times it (`apex_handler_seconds`)."""
+    """The terminal step: calls the handler, publishes its outputs, times it (`apex_handler_seconds`).
+
+    Pipelined (`Delivery.released`), the outputs are sent, the next message is released, and then
+    their PubAcks are awaited: the input is still acknowledged only after its outputs are stored.
+    """
 
     def __init__(self, cfg: ChainConfig) -> None:
         self.cfg = cfg
@@ -315,65 +341,102 @@ class InvokeStep:
         self.keepalive.begin(d.msg, started)
         try:
             outputs = await self.cfg.handlers[event.type](event) or ()
-            for out in outputs:
-                await self.cfg.publisher.publish(out)
+            if d.marks is not None:
+                d.marks.handled = time.perf_counter()
+            await self._publish(d, outputs)
             d.outputs = outputs
+            if d.marks is not None:
+                d.marks.published = time.perf_counter()
         finally:
-            self.keepalive.end()
+            self.keepalive.end(d.msg)
             timer = self._timers.get(event.type)
             if timer is None:
                 labels = (self.cfg.agent, self.cfg.track, event.type)
                 timer = self._timers[event.type] = metrics.HANDLER_SECONDS.labels(*labels)
             timer.observe(time.perf_counter() - started)
 
+    async def _publish(self, d: Delivery, outputs: Sequence[Envelope]) -> None:
+        publisher = self.cfg.publisher
+        if d.released is None:
+            for out in outputs:
+                await publisher.publish(out)
+            return
+        sent = [await publisher.submit(out) for out in outputs]
+        d.released.set()
+        for one in sent:
+            await publisher.confirm(one)
 
-def build_chain(cfg: ChainConfig) -> Callable[[Msg], Awaitable[Delivery]]:
+
+class Chain:
+    """A consumer's message callback: runs one message through the middleware chain."""
+
+    def __init__(self, run: Next) -> None:
+        self._run = run
+
+    async def __call__(self, msg: Msg) -> Delivery:
+        """Run `msg` from start to settlement."""
+        d = Delivery.from_msg(msg)
+        await self._run(d)
+        return d
+
+    def begin(self, msg: Msg) -> tuple[asyncio.Task[Delivery], asyncio.Event]:
+        """Start `msg`: the event is set once its handler ran and its outputs are sent (or it ended
+        otherwise), so the next message may start; the task ends when it is settled."""
+        d = Delivery.from_msg(msg)
+        released = d.released = asyncio.Event()
+        return asyncio.get_running_loop().create_task(self._settle(d, released)), released
+
+    async def _settle(self, d: Delivery, released: asyncio.Event) -> Delivery:
+        try:
+            await self._run(d)
+        finally:
+            released.set()
+        return d
+
+
+def build_chain(cfg: ChainConfig) -> Chain:
     """The consumer's message callback: runs the chain and returns the settled delivery."""
     steps = (MetricsStep(cfg), SettleStep(cfg), ValidateStep(cfg), TraceStep(cfg), IdempotencyStep(cfg))
     # Bound methods: calling them is cheaper than calling the instances (hot path, every message).
     chain: Final[list[Middleware]] = [step.__call__ for step in steps]
-    run = compose(chain, InvokeStep(cfg).__call__)
-
-    async def on_message(msg: Msg) -> Delivery:
-        d = Delivery.from_msg(msg)
-        await run(d)
-        return d
-
-    return on_message
+    if cfg.profile is not None:
+        chain.insert(0, ProfileStep(cfg.profile).__call__)
+    return Chain(compose(chain, InvokeStep(cfg).__call__))
 
 
 class KeepAlive:
     """Tells the server a slow handler is still working (`+WPI`), so its message is not redelivered
-    meanwhile. One timer per chain (a chain handles one message at a time) rather than one per
-    message, so fast handlers pay two attribute writes; the timer re-arms only while a handler runs
-    and stops when the chain goes idle (it never outlives the consumer)."""
+    meanwhile. One timer per chain rather than one per message, so fast handlers pay two dict
+    writes; the timer re-arms only while a message is in the handler (a pipelining consumer may
+    have a few) and stops when the chain goes idle (it never outlives the consumer)."""
 
     def __init__(self, ack_wait_s: float) -> None:
         self.interval = max(ack_wait_s / 3, 0.05)
-        self.msg: Msg | None = None
-        self.since = 0.0
+        #: The messages in a handler (by identity: `Msg` is not hashable) and since when.
+        self.busy: dict[int, tuple[Msg, float]] = {}
         self.armed = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     def begin(self, msg: Msg, now: float) -> None:
-        self.msg, self.since = msg, now
+        self.busy[id(msg)] = (msg, now)
         if not self.armed:
             self.armed = True
             asyncio.get_running_loop().call_later(self.interval, self._tick)
 
-    def end(self) -> None:
-        self.msg = None
+    def end(self, msg: Msg) -> None:
+        self.busy.pop(id(msg), None)
 
     def _tick(self) -> None:
-        msg = self.msg
-        if msg is None:
+        if not self.busy:
             self.armed = False  # idle: the next begin() arms it again
             return
         loop = asyncio.get_running_loop()
-        if time.perf_counter() - self.since >= self.interval:
-            task = loop.create_task(msg.in_progress())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        now = time.perf_counter()
+        for msg, since in self.busy.values():
+            if now - since >= self.interval:
+                task = loop.create_task(msg.in_progress())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         loop.call_later(self.interval, self._tick)
 
 

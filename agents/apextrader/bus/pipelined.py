@@ -103,6 +103,30 @@ class PubAckInbox:
                 rnd.failed[i] = reason
                 self._settled(rnd)
 
+    async def send(self, m: Outgoing, headers: dict[str, str]) -> Round:
+        """Send one message now; its PubAck settles the returned round (`wait`)."""
+        await self._ensure_subscribed()
+        rnd = Round(window=1)
+        token = str(next(self._tokens))
+        self._pending[token] = (rnd, 0)
+        rnd.outstanding = 1
+        try:
+            await self.nc.publish(m.subject, m.body, reply=self._prefix + token, headers=headers)
+        except _SEND_REFUSED as exc:
+            if self._pending.pop(token, None) is not None:
+                rnd.failed[0] = repr(exc)
+                self._settled(rnd)
+        return rnd
+
+    async def wait(self, rnd: Round, ack_timeout: float) -> Round:
+        """`rnd` once its PubAcks are in, or with the missing ones in `failed` after `ack_timeout`."""
+        if rnd.outstanding:
+            try:
+                await asyncio.wait_for(rnd.done.wait(), ack_timeout)
+            except TimeoutError:
+                self._give_up(rnd, f"no PubAck within {ack_timeout}s")
+        return rnd
+
     async def publish(
         self,
         messages: Sequence[Outgoing],

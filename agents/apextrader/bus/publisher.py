@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from nats.errors import ConnectionReconnectingError, NoRespondersError, OutboundBufferLimitError
@@ -17,7 +18,7 @@ from opentelemetry.trace import SpanKind, Tracer
 
 from apextrader.bus import tracing
 from apextrader.bus.errors import BusError
-from apextrader.bus.pipelined import Outgoing, PubAckInbox
+from apextrader.bus.pipelined import Outgoing, PubAckInbox, Round
 from apextrader.bus.topology import subject
 from apextrader.contracts import Envelope
 
@@ -54,6 +55,15 @@ _DUPLICATE_IN_PROCESS: Final = 10158
 
 def _in_process(exc: Exception) -> bool:
     return isinstance(exc, APIError) and exc.err_code == _DUPLICATE_IN_PROCESS
+
+
+@dataclass(frozen=True)
+class Sent:
+    """An event sent by `Publisher.submit` whose PubAck `Publisher.confirm` awaits."""
+
+    message: Outgoing
+    headers: dict[str, str]
+    round: Round
 
 
 class Publisher:
@@ -106,6 +116,27 @@ class Publisher:
         ):
             return await self._send(subj, body, event_headers(event))
 
+    async def submit(self, event: Envelope) -> Sent:
+        """Send `event` now without waiting for its PubAck (`confirm` does): a consumer sends the
+        outputs of the next message while the server stores these. Events sent one after another
+        are stored in that order (one connection)."""
+        m = Outgoing(subject(event.pipeline, event.type, event.track), event.to_json(), event.id,
+                     event.correlation_id, event.type)  # fmt: skip
+        headers = self._headers(m)
+        return Sent(m, headers, await self._pipe().send(m, headers))
+
+    async def confirm(self, sent: Sent) -> None:
+        """Wait for the PubAck of a submitted event; without a good one, publish it again with the
+        same `Nats-Msg-Id` through `publish`'s retry path (raises as `publish` does)."""
+        rnd = await self._pipe().wait(sent.round, self.ack_timeout)
+        if rnd.failed:
+            await self._send(sent.message.subject, sent.message.body, sent.headers)
+
+    def _pipe(self) -> PubAckInbox:
+        if self._inbox is None:
+            self._inbox = PubAckInbox(self.js._nc)  # JetStreamContext has no public accessor
+        return self._inbox
+
     async def publish_many(self, messages: Sequence[Outgoing], window: int = 512) -> int:
         """Publish encoded events pipelined, up to `window` PubAcks outstanding, and return how
         many the stream already had (duplicates). Every PubAck is checked; a message without a
@@ -113,10 +144,8 @@ class Publisher:
         (raises `BusError`/the server's error when that fails too)."""
         if not messages:
             return 0
-        if self._inbox is None:
-            self._inbox = PubAckInbox(self.js._nc)  # JetStreamContext has no public accessor
         headers = [self._headers(m) for m in messages]
-        rnd = await self._inbox.publish(messages, headers, window=window, ack_timeout=self.ack_timeout)
+        rnd = await self._pipe().publish(messages, headers, window=window, ack_timeout=self.ack_timeout)
         duplicates = rnd.duplicates
         for i in sorted(rnd.failed):
             m = messages[i]

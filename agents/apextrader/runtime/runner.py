@@ -20,6 +20,7 @@ from nats.aio.client import Client as NatsClient
 from apextrader.bus.advisories import watch_max_deliveries
 from apextrader.bus.client import connect, ensure_topology
 from apextrader.bus.consumer import PullConsumer
+from apextrader.bus.hops import HopProfile
 from apextrader.bus.kv import KV
 from apextrader.bus.middleware import ChainConfig, CompletedIds, build_chain
 from apextrader.bus.publisher import Publisher
@@ -136,6 +137,7 @@ class AgentRunner:
         decls = topology.consumers_for(s.agent, s.track)
         covered: set[EventType] = set()
         completed = CompletedIds()
+        profile = HopProfile(s.agent, s.track) if s.hop_profile else None
         for decl in decls:
             types = consumer_event_types(decl, self.pipeline.name) & set(handlers)
             covered |= types
@@ -153,6 +155,7 @@ class AgentRunner:
                 completed=completed,
                 max_event_bytes=s.max_event_bytes,
                 ack_wait_s=decl.ack_wait_s,
+                profile=profile,
             )
             self.consumers.append(PullConsumer(js, decl, build_chain(cfg), batch=s.fetch_batch))
         missing = set(handlers) - covered
@@ -202,6 +205,8 @@ class AgentRunner:
                 await nc.drain()
             if provider is not None:
                 provider.shutdown()
+            if profile is not None and s.hop_profile is not None:
+                profile.dump(s.hop_profile)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)

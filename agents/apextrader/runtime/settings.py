@@ -39,6 +39,8 @@ class AgentSettings(BaseSettings):
     fetch_batch: int = Field(default=64, ge=1, le=1000)
     #: Seconds to finish in-flight work on SIGTERM before giving up.
     stop_timeout: float = Field(default=20.0, gt=0)
+    #: Record where each handled message's time goes and write it here on stop (`bus.hops`).
+    hop_profile: Path | None = None
     #: Largest event body accepted; bigger ones are dead-lettered as `oversized`.
     max_event_bytes: int = Field(default=256 * 1024, ge=1024)
     #: OTLP/HTTP collector base URL; OpenTelemetry's own OTEL_EXPORTER_OTLP_ENDPOINT is honoured.
