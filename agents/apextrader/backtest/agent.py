@@ -87,7 +87,8 @@ class BacktesterAgent(Agent):
             for name in STRATEGIES:
                 if not params_for(spec, name).enabled:
                     continue
-                # numba kernels release the GIL: the walk-forward runs off the event loop
+                # off the event loop: the plain-Python kernels hold the GIL only in 5 ms slices
+                # (sys.getswitchinterval), so events keep flowing during a refresh
                 record = await asyncio.to_thread(walk_forward_record, buffer, spec, name)
                 if record is not None:
                     self.records[(market, name, track)] = record
