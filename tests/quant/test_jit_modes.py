@@ -1,9 +1,10 @@
 """Live agents run the quant kernels as plain Python (`APEX_JIT=0`, no numba in the process); the
-backtester and the CLI run them compiled. Both must give the same bits: features streamed in a
+batch CLI runs them compiled. Both must give the same bits: features streamed in a
 plain-Python process equal the compiled batch, and so do the live strategy signals."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -88,3 +89,63 @@ def test_plain_python_streaming_equals_compiled_batch(tmp_path: Path) -> None:
         assert np.array_equal(live[name + "_side"], want.side), name
         assert np.array_equal(live[name + "_strength"], want.strength), name
         assert (want.side != 0).sum() >= 5, name  # real signals were compared
+
+
+# The live backtester's walk-forward record in a plain-Python child (what `apex agent backtester`
+# runs, docs/performance.md): every track's verdict printed as JSON.
+_WALK_FORWARD_CHILD = """
+import json, sys
+import numpy as np, polars as pl
+from apextrader.contracts import load_pipeline, track_spec
+from apextrader.quant import jit
+from apextrader.quant.live import BarBuffer, bars_needed, walk_forward_record
+from apextrader.quant.strategies import STRATEGIES
+from apextrader.quant.strategies.base import INPUT_COLUMNS
+
+assert not jit.ENABLED
+spec = load_pipeline("manifests/pipeline.yaml").spec
+frame = pl.read_parquet(sys.argv[1])
+out = []
+for track in ("stable", "canary"):
+    s = track_spec(spec, track)
+    buffer = BarBuffer(bars_needed(s))
+    ts = frame["timestamp"].dt.epoch("ms").to_list()
+    for t, row in zip(ts, frame.select(INPUT_COLUMNS).iter_rows(named=True)):
+        buffer.add(t, row)
+    for name in STRATEGIES:
+        v = walk_forward_record(buffer, s, name).verdict
+        out.append([v.accepted, v.expectancy, v.expectancy_se, v.trades, v.statistic, v.threshold])
+print(json.dumps(out))
+assert "numba" not in sys.modules
+"""
+
+
+def test_plain_python_walk_forward_equals_compiled(tmp_path: Path) -> None:
+    """The backtester's live gate runs uncompiled: the same verdicts, bit for bit, as compiled."""
+    from apextrader.contracts import load_pipeline, track_spec
+    from apextrader.quant.live import BarBuffer, bars_needed, walk_forward_record
+    from apextrader.quant.strategies.base import INPUT_COLUMNS
+
+    frame = compute_features(random_bars(900, seed=5, ar=0.2))
+    frame.write_parquet(tmp_path / "features.parquet")
+    env = {**os.environ, "APEX_JIT": "0", "PYTHONPATH": f"{ROOT / 'agents'}{os.pathsep}{ROOT}"}
+    child = subprocess.run(
+        [sys.executable, "-c", _WALK_FORWARD_CHILD, str(tmp_path / "features.parquet")],
+        env=env, check=True, cwd=ROOT, timeout=300, capture_output=True, text=True,
+    )  # fmt: skip
+    spec = load_pipeline(ROOT / "manifests/pipeline.yaml").spec
+    want, trades = [], 0
+    for track in ("stable", "canary"):
+        s = track_spec(spec, track)  # type: ignore[arg-type]
+        buffer = BarBuffer(bars_needed(s))
+        ts = frame["timestamp"].dt.epoch("ms").to_list()
+        for t, row in zip(ts, frame.select(INPUT_COLUMNS).iter_rows(named=True), strict=True):
+            buffer.add(t, row)
+        for name in STRATEGIES:
+            record = walk_forward_record(buffer, s, name)  # type: ignore[arg-type]
+            assert record is not None
+            v = record.verdict
+            want.append([v.accepted, v.expectancy, v.expectancy_se, v.trades, v.statistic, v.threshold])
+            trades += v.trades
+    assert json.loads(child.stdout) == want  # floats through JSON's repr round-trip exactly
+    assert trades >= 10  # real trades were compared

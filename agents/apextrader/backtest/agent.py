@@ -106,7 +106,8 @@ class BacktesterAgent(Agent):
             for name in STRATEGIES:
                 if not params_for(spec, name).enabled:
                     continue
-                # numba kernels release the GIL: the walk-forward runs off the event loop
+                # Off the event loop, on a low-priority thread; plain-Python kernels hold the GIL
+                # only in SWITCH_INTERVAL_S slices, so events keep flowing during a refresh.
                 record = await asyncio.get_running_loop().run_in_executor(
                     self._refresher, walk_forward_record, buffer, spec, name
                 )

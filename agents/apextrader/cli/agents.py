@@ -26,9 +26,11 @@ AGENT_CLASSES: Final[dict[AgentId, str]] = {
     "execution": "apextrader.execution.agent:ExecutionAgent",
 }
 
-#: Agents whose work is array crunching (walk-forward over history), so numba pays for its memory;
-#: the others step one event at a time and run the same kernels as plain Python (`quant.jit`).
-JIT_AGENTS: Final[frozenset[AgentId]] = frozenset({"backtester"})
+#: Agents that compile the quant kernels with numba (`quant.jit`); the others run them as plain
+#: Python, bit-identical. None does: numba + LLVM cost the backtester ~150 MB of RSS, while its live
+#: walk-forward (600 bars) takes ~12 ms per record in plain Python (docs/performance.md, "Memory").
+#: `APEX_JIT=1` in an agent's environment still compiles, e.g. for much longer walk-forward windows.
+JIT_AGENTS: Final[frozenset[AgentId]] = frozenset()
 
 
 def load_agent_class(agent_id: str) -> type[Agent]:

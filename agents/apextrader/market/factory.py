@@ -13,7 +13,6 @@ from apextrader.contracts.spec import TradingPipelineSpec
 from apextrader.contracts.units import parse_duration
 from apextrader.market.sources.base import MarketSource
 from apextrader.market.sources.pacing import DEFAULT_OFFLINE_SPEED
-from apextrader.market.sources.replay import ReplaySource
 from apextrader.market.sources.synthetic import SyntheticSource
 
 
@@ -42,6 +41,8 @@ def build_source(spec: TradingPipelineSpec) -> MarketSource:
         )
     if src.kind == "replay":
         assert src.path is not None  # the spec model requires it
+        from apextrader.market.sources.replay import ReplaySource  # polars: only to read the file
+
         return ReplaySource(src.path, speed=offline_speed(spec), **common)  # type: ignore[arg-type]
     stale_after = parse_duration(spec.watcher.stale_after).total_seconds()
     if src.transport == "websocket":  # ccxt (~100 MB) is imported only when used

@@ -36,15 +36,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
-import polars as pl
 
 from apextrader.contracts.payloads import Bar, Features
 from apextrader.quant import _feature_kernel as kernel
 from apextrader.quant.market_data import InvalidMarketData, validate_ohlcv
+
+if TYPE_CHECKING:  # polars (~35 MB RSS) is imported where a frame is built or read: docs/performance.md
+    import polars as pl
 
 FEATURE_COLUMNS: Final = (
     "atr14",
@@ -72,6 +74,8 @@ __all__ = [
 
 def compute_features(frame: pl.DataFrame) -> pl.DataFrame:
     """Return `frame` with the `FEATURE_COLUMNS` added (Float64, null during warm-up)."""
+    import polars as pl
+
     data = validate_ohlcv(frame)
     state = kernel.new_state()
     # One array per column, adopted by polars without a copy (a (9, n) block is over glibc's 32 MB
@@ -93,6 +97,8 @@ def compute_features(frame: pl.DataFrame) -> pl.DataFrame:
 def _warmup_nulls(name: str, values: npt.NDArray[np.float64], first: int) -> pl.Series:
     """`values` as a Series, null before `first`, without copying: Arrow's validity bitmap (LSB
     first) over the numpy buffer, which polars adopts as is."""
+    import polars as pl
+
     n = values.size
     first = min(first, n)
     valid = np.full((n + 7) // 8, 0xFF, dtype=np.uint8)

@@ -9,7 +9,8 @@ no kernel divides by zero (numba raises there, numpy would return inf).
 
 The mode is read once, from `APEX_JIT` (default `1`), when this module is first imported; set it
 before importing any quant kernel. `apex agent` sets `APEX_JIT=0` for the agents that do not
-compile (`apextrader.cli.agents.JIT_AGENTS` lists those that do), unless it is already set.
+compile (`apextrader.cli.agents.JIT_AGENTS` lists those that do: none by default, the batch CLI
+compiles), unless it is already set.
 """
 
 from __future__ import annotations

@@ -7,12 +7,15 @@ the timestamp, and a short `reason` word (used as the DLQ reason by the agents).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import polars as pl
 
 from apextrader.quant.jit import njit
+
+if TYPE_CHECKING:  # polars (~35 MB RSS) is imported where a frame is built or read: docs/performance.md
+    import polars as pl
 
 FloatArray = npt.NDArray[np.float64]
 OHLCV_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
@@ -42,6 +45,8 @@ class OhlcvArrays:
 
 def timestamps_ms(frame: pl.DataFrame) -> npt.NDArray[np.int64]:
     """The `timestamp` column as epoch milliseconds (Datetime of any unit/zone, or integer ms)."""
+    import polars as pl
+
     col = frame.get_column("timestamp")
     if col.dtype.is_temporal() and isinstance(col.dtype, pl.Datetime):
         col = col.dt.epoch("ms")
@@ -67,6 +72,8 @@ def _at(frame: pl.DataFrame, row: int) -> str:
 
 
 def _float_column(frame: pl.DataFrame, name: str) -> npt.NDArray[np.float64]:
+    import polars as pl
+
     col = frame.get_column(name)
     if not col.dtype.is_numeric():
         raise InvalidMarketData("invalid", f"column '{name}' has type {col.dtype}: numbers expected")
@@ -157,6 +164,8 @@ def _explain(frame: pl.DataFrame, ts: npt.NDArray[np.int64], cols: dict[str, Flo
 
 
 def _buy_volume(frame: pl.DataFrame, volume: FloatArray) -> FloatArray:
+    import polars as pl
+
     buy: FloatArray = np.full(volume.size, np.nan)
     if "buy_volume" in frame.columns:
         col = frame.get_column("buy_volume")

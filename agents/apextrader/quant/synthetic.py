@@ -29,14 +29,17 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import polars as pl
 
 from apextrader.contracts.spec import RegimesSpec
 from apextrader.contracts.units import timeframe_seconds
 from apextrader.quant.jit import njit
+
+if TYPE_CHECKING:  # polars (~35 MB RSS) is imported where a frame is built or read: docs/performance.md
+    import polars as pl
 
 Array = npt.NDArray[np.float64]
 SUBSTEPS = 8
@@ -187,6 +190,8 @@ class SyntheticMarket:
 
     # -- generation -----------------------------------------------------------------------------
     def _frame(self, chunks: list[dict[str, Array]]) -> pl.DataFrame:
+        import polars as pl
+
         cols = {k: np.concatenate([c[k] for c in chunks]) if chunks else np.empty(0) for k in FRAME_COLUMNS}
         epoch_ms = int(self.start.timestamp() * 1000) + (cols.pop("timestamp") * 1000).astype(np.int64)
         ts = pl.Series("timestamp", epoch_ms, dtype=pl.Int64).cast(pl.Datetime("ms", "UTC"))
@@ -371,6 +376,8 @@ def generate_long(
     structure: RegimesSpec | None = None,
 ) -> pl.DataFrame:
     """All symbols in one frame with a `symbol` column (the file format of docs/backtest.md)."""
+    import polars as pl
+
     frames = generate(symbols, bars, seed=seed, timeframe=timeframe, start=start, structure=structure)
     return pl.concat(
         [f.with_columns(symbol=pl.lit(s)).select("symbol", *FRAME_COLUMNS) for s, f in frames.items()]

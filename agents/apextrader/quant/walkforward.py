@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
+from apextrader.quant import jit
 from apextrader.quant.backtest import kernel
 from apextrader.quant.backtest.engine import BacktestArrays, BacktestConfig, run_arrays
 from apextrader.quant.significance import METHOD, significance_of
@@ -231,7 +232,7 @@ def walk_forward(
 ) -> WalkForwardResult:
     """Run the folds of `plan`; `bars` holds OHLC + funding (its signal columns are replaced).
 
-    Grid points run on `workers` threads (the compiled kernels release the GIL); the choice does not
+    Grid points run on `workers` threads when compiled (the kernels release the GIL); the choice does not
     depend on their order: the best score wins, ties go to the earlier grid point."""
     if not grid:
         raise WalkForwardError("grid", f"grid for {strategy.name} has no valid point")
@@ -260,7 +261,9 @@ def walk_forward(
         if progress is not None:
             progress(1)
 
-    n_workers = workers or min(4, os.cpu_count() or 1)
+    # Threads pay only when the kernels are compiled (they release the GIL); plain-Python kernels
+    # hold it, so more threads would only add switching and a thread stack each.
+    n_workers = workers or (min(4, os.cpu_count() or 1) if jit.ENABLED else 1)
     if n_workers <= 1 or len(grid) == 1:
         for p_index in range(len(grid)):
             evaluate(p_index)

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+from array import array
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from apextrader.contracts.payloads import Exchange, OrderApproved, OrderBook
+from apextrader.contracts.payloads import BookLevel, Exchange, OrderApproved, OrderBook
 from apextrader.contracts.spec import BarFillSpec, ExecutionSpec
 
 
@@ -77,28 +78,45 @@ class LatencyModel:
 
 
 class BookHistory:
-    """Recent order books of one instrument by wall time, to find the one in effect at a moment."""
+    """Recent order books of one instrument by wall time, to find the one in effect at a moment.
+
+    Books are kept as flat float arrays (price, amount, price, amount, ...), ~0.4 KB each instead of
+    ~11 KB as pydantic models: 256 books x 6 instruments were 17 MB of the execution agent's RSS
+    (docs/performance.md, "Memory"). A book is rebuilt, with the same floats, only when asked for.
+    """
 
     def __init__(self, maxlen: int = 256) -> None:
         self._times: deque[datetime] = deque(maxlen=maxlen)
-        self._books: deque[OrderBook] = deque(maxlen=maxlen)
+        self._books: deque[tuple[array[float], array[float]]] = deque(maxlen=maxlen)
 
     def add(self, at: datetime, book: OrderBook) -> None:
         if self._times and at < self._times[-1]:
             return  # out-of-order snapshot: keep the history monotonic
         self._times.append(at)
-        self._books.append(book)
+        self._books.append((_flat(book.bids), _flat(book.asks)))
 
     def at(self, moment: datetime) -> OrderBook | None:
         """The latest book published at or before `moment` (the oldest one if all are later)."""
         if not self._books:
             return None
         i = bisect.bisect_right(self._times, moment)
-        return self._books[max(0, i - 1)]
+        return _book(*self._books[max(0, i - 1)])
 
     @property
     def latest(self) -> OrderBook | None:
-        return self._books[-1] if self._books else None
+        return _book(*self._books[-1]) if self._books else None
+
+
+def _flat(levels: list[BookLevel]) -> array[float]:
+    return array("d", [x for level in levels for x in (level.price, level.amount)])
+
+
+def _levels(flat: array[float]) -> list[BookLevel]:
+    return [BookLevel(price=flat[i], amount=flat[i + 1]) for i in range(0, len(flat), 2)]
+
+
+def _book(bids: array[float], asks: array[float]) -> OrderBook:
+    return OrderBook(bids=_levels(bids), asks=_levels(asks))
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
-import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from apextrader.contracts.spec import TradingPipelineSpec
 from apextrader.quant.backtest import kernel
+
+if TYPE_CHECKING:  # polars (~35 MB RSS) is imported where a frame is built or read: docs/performance.md
+    import polars as pl
 
 F64 = npt.NDArray[np.float64]
 
@@ -92,20 +94,26 @@ class KernelOutput:
     trades: F64  # rows of kernel.T_* columns
 
 
-TRADE_SCHEMA: Final[dict[str, pl.DataType]] = {  # instances, so the mapping type-checks
-    "entry_time": pl.Datetime("ms", "UTC"),
-    "exit_time": pl.Datetime("ms", "UTC"),
-    "side": pl.String(),
-    "size": pl.Float64(),
-    "entry_price": pl.Float64(),
-    "exit_price": pl.Float64(),
-    "fees": pl.Float64(),
-    "funding": pl.Float64(),
-    "pnl": pl.Float64(),
-    "ret": pl.Float64(),
-    "exit_reason": pl.String(),
-    "status": pl.String(),
-}
+def trade_schema() -> dict[str, pl.DataType]:
+    """The `trades.parquet` columns; a function so polars is imported only by frame builders."""
+    import polars as pl
+
+    return {  # instances, so the mapping type-checks
+        "entry_time": pl.Datetime("ms", "UTC"),
+        "exit_time": pl.Datetime("ms", "UTC"),
+        "side": pl.String(),
+        "size": pl.Float64(),
+        "entry_price": pl.Float64(),
+        "exit_price": pl.Float64(),
+        "fees": pl.Float64(),
+        "funding": pl.Float64(),
+        "pnl": pl.Float64(),
+        "ret": pl.Float64(),
+        "exit_reason": pl.String(),
+        "status": pl.String(),
+    }
+
+
 #: `exit_reason` per kernel reason; an open trade has none (its exit is the last close, unrealised).
 _REASONS: Final = ("signal", "stop", "target", "end", None)
 
@@ -121,12 +129,16 @@ class BacktestResult:
 
 
 def _bools(frame: pl.DataFrame, name: str) -> npt.NDArray[np.bool_]:
+    import polars as pl
+
     if name not in frame.columns:
         return np.zeros(frame.height, dtype=np.bool_)
     return np.ascontiguousarray(frame[name].fill_null(False).cast(pl.Boolean).to_numpy(), dtype=np.bool_)
 
 
 def _floats(frame: pl.DataFrame, name: str, default: float) -> F64:
+    import polars as pl
+
     if name not in frame.columns:
         return np.full(frame.height, default)
     return np.ascontiguousarray(frame[name].cast(pl.Float64).fill_null(default).to_numpy(), dtype=np.float64)
@@ -134,6 +146,8 @@ def _floats(frame: pl.DataFrame, name: str, default: float) -> F64:
 
 def funding_per_bar(frame: pl.DataFrame, funding_hours: int) -> F64:
     """`funding_rate` at the bars whose open time is a funding time, 0 elsewhere."""
+    import polars as pl
+
     if "funding_rate" not in frame.columns:
         return np.zeros(frame.height)
     period_ms = funding_hours * 3_600_000
@@ -188,8 +202,10 @@ def run_arrays(arrays: BacktestArrays, config: BacktestConfig) -> KernelOutput:
 
 def trades_frame(trades: F64, timestamps: pl.Series) -> pl.DataFrame:
     """Kernel trade rows as the `trades.parquet` frame (times are bar open times of the fills)."""
+    import polars as pl
+
     if trades.shape[0] == 0:
-        return pl.DataFrame(schema=TRADE_SCHEMA)
+        return pl.DataFrame(schema=trade_schema())
     ts = timestamps.cast(pl.Datetime("ms", "UTC"))
     entry_i = trades[:, kernel.T_ENTRY_I].astype(np.int64)
     exit_i = trades[:, kernel.T_EXIT_I].astype(np.int64)
@@ -208,12 +224,14 @@ def trades_frame(trades: F64, timestamps: pl.Series) -> pl.DataFrame:
             "exit_reason": [_REASONS[int(r)] for r in trades[:, kernel.T_REASON]],
             "status": np.where(trades[:, kernel.T_REASON] == kernel.EXIT_OPEN, "open", "closed"),
         },
-        schema=TRADE_SCHEMA,
+        schema=trade_schema(),
     )
 
 
 def run_backtest(frame: pl.DataFrame, config: BacktestConfig) -> BacktestResult:
     """Backtest one symbol: `frame` has timestamp, OHLC(+funding_rate) and the signal columns."""
+    import polars as pl
+
     out = run_arrays(to_arrays(frame, config.funding_hours), config)
     ts = frame["timestamp"].cast(pl.Datetime("ms", "UTC"))
     equity = pl.DataFrame({"timestamp": ts, "equity": out.equity, "position": out.position})

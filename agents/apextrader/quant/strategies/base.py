@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
-import polars as pl
 
 from apextrader.contracts.payloads import StrategyName
+
+if TYPE_CHECKING:  # polars (~35 MB RSS) is imported where a frame is built or read: docs/performance.md
+    import polars as pl
 
 F64 = npt.NDArray[np.float64]
 I8 = npt.NDArray[np.int8]
@@ -54,6 +56,8 @@ class FeatureArrays:
 
     @classmethod
     def from_frame(cls, frame: pl.DataFrame) -> FeatureArrays:
+        import polars as pl
+
         missing = [c for c in INPUT_COLUMNS if c not in frame.columns]
         if missing:
             raise ValueError(f"features frame lacks column(s) {', '.join(missing)}")
