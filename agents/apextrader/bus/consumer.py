@@ -1,6 +1,11 @@
 """A pull consumer bound to one durable: fetch a batch, run each message through the middleware chain
 in order (agents rely on per-consumer order), repeat until stopped.
 
+A consumer that falls behind sheds intrabar data: within a fetched batch, a forming-bar snapshot
+that a later one of the same market supersedes (`bus.coalesce`) is acked without being decoded or
+handled, and counted (`apex_snapshots_shed_total`, `PullConsumer.shed`). An ack is an ack: the run
+accounting (matched == acked + DLQ + pending) still balances.
+
 Stopping (SIGTERM) stops fetching, finishes the message in hand, naks the rest of the batch for
 immediate redelivery (to another replica or after restart) and leaves the durable in place.
 """
@@ -18,7 +23,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import FetchTimeoutError, NotFoundError
 
-from apextrader.bus.metrics import STREAM_GAP
+from apextrader.bus.coalesce import COALESCE, superseded
+from apextrader.bus.metrics import SNAPSHOTS_SHED, STREAM_GAP
 from apextrader.bus.middleware import Delivery
 from apextrader.bus.topology import ConsumerDecl
 
@@ -44,6 +50,9 @@ class PullConsumer:
         self.handled = 0
         #: Messages discarded by the stream before this consumer got them (`decl.track_gaps`).
         self.gaps = 0
+        #: Superseded forming-bar snapshots acked without handling (`bus.coalesce`).
+        self.shed = 0
+        self._shed_metric = SNAPSHOTS_SHED.labels(decl.agent)  # 0 from the start: increase() sees the first
         self._last_seq: int | None = None
         self._stopping = asyncio.Event()
         self._sub: JetStreamContext.PullSubscription | None = None
@@ -94,6 +103,12 @@ class PullConsumer:
         if last is None or seq > last:
             self._last_seq = seq
 
+    async def _shed(self, msg: Msg) -> None:
+        """A later snapshot of the same market is in hand: this one is done with, unhandled."""
+        await msg.ack()
+        self.shed += 1
+        self._shed_metric.inc()
+
     def stop(self) -> None:
         self._stopping.set()
 
@@ -121,6 +136,7 @@ class PullConsumer:
             # pull for one returns the moment it lands, and a pull for a known backlog at once.
             if msgs:
                 want = max(1, min(self.batch, msgs[-1].metadata.num_pending))
+            shed = superseded([(m.headers or {}).get(COALESCE) for m in msgs])
             for i, msg in enumerate(msgs):
                 if self._stopping.is_set():
                     for rest in msgs[i:]:
@@ -128,6 +144,9 @@ class PullConsumer:
                     break
                 if self.decl.track_gaps:
                     await self._note_sequence(msg)
+                if i in shed:
+                    await self._shed(msg)
+                    continue
                 await self.on_message(msg)
                 self.handled += 1
         with contextlib.suppress(Exception):  # the connection may already be closing
