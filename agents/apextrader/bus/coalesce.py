@@ -18,6 +18,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+#: How many messages a consumer that just shed may ask for next (up to what is pending): the wider
+#: the window, the more snapshots of each market it holds, the fewer it handles. Kept well under a
+#: durable's `max_ack_pending` (1000); what is kept is at most one snapshot per market plus the
+#: closed bars, so the window costs little handling time.
+WINDOW: Final = 512
+
 #: The header naming a coalescible message's market; absent on everything that must be handled.
 COALESCE: Final = "Apex-Coalesce"
 

@@ -3,7 +3,8 @@ in order (agents rely on per-consumer order), repeat until stopped.
 
 A consumer that falls behind sheds intrabar data: within a fetched batch, a forming-bar snapshot
 that a later one of the same market supersedes (`bus.coalesce`) is acked without being decoded or
-handled, and counted (`apex_snapshots_shed_total`, `PullConsumer.shed`). An ack is an ack: the run
+handled, and counted (`apex_snapshots_shed_total`, `PullConsumer.shed`); while it sheds, it fetches
+up to `coalesce.WINDOW` of its backlog at once, so that more snapshots of each market coalesce. An ack is an ack: the run
 accounting (matched == acked + DLQ + pending) still balances.
 
 Stopping (SIGTERM) stops fetching, finishes the message in hand, naks the rest of the batch for
@@ -23,7 +24,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import FetchTimeoutError, NotFoundError
 
-from apextrader.bus.coalesce import COALESCE, superseded
+from apextrader.bus.coalesce import COALESCE, WINDOW, superseded
 from apextrader.bus.metrics import SNAPSHOTS_SHED, STREAM_GAP
 from apextrader.bus.middleware import Delivery
 from apextrader.bus.topology import ConsumerDecl
@@ -137,6 +138,8 @@ class PullConsumer:
             if msgs:
                 want = max(1, min(self.batch, msgs[-1].metadata.num_pending))
             shed = superseded([(m.headers or {}).get(COALESCE) for m in msgs])
+            if shed:  # behind on market data: a wider next fetch coalesces more of the backlog
+                want = max(want, min(WINDOW, msgs[-1].metadata.num_pending))
             for i, msg in enumerate(msgs):
                 if self._stopping.is_set():
                     for rest in msgs[i:]:
