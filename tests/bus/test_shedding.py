@@ -136,3 +136,25 @@ async def test_a_consumer_that_keeps_up_sheds_nothing(nc: NatsClient, topology: 
             await wait_settled(js, decl)
     assert handled == [e.id for e in events]
     assert running.consumer.shed == 0
+
+
+async def test_a_consumer_that_sheds_widens_its_next_fetch(nc: NatsClient, topology: Topology) -> None:
+    """With fetches of 4 and two markets interleaved at most half could be shed; the wider window
+    (`coalesce.WINDOW`) after the first shed coalesces nearly the whole backlog."""
+    js = nc.jetstream()
+    topo = fast_topology(topology)
+    await ensure_topology(js, topo)
+    decl = consumer_decl(topo, AGENT)
+    events = burst(bars=0, ticks=200)  # 400 forming snapshots of two markets, a backlog from the start
+    await publish(js, events)
+    handled: list[str] = []
+
+    async def handle(ev: Envelope) -> None:
+        handled.append(ev.id)
+
+    cfg = chain_config(js, topo, decl, {"market.snapshot": handle})
+    async with RunningConsumer(js, decl, cfg, batch=4) as running:
+        await wait_settled(js, decl)
+    assert running.consumer.shed + len(handled) == len(events)
+    assert running.consumer.shed > len(events) * 3 // 4
+    assert events[-1].id in handled and events[-2].id in handled
