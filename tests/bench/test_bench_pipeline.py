@@ -174,11 +174,13 @@ def _decision_latency(summary: dict[str, Any]) -> str:
 
 
 def test_bench_overload_coalesces_forming_snapshots(tmp_path: Path) -> None:
-    factors, seconds, backfill = ((2, 5), 30, 250) if FULL else ((2,), 12, 100)
+    # backfill 600 warms the walk-forward gate so that there are decisions to time (full run only)
+    factors, seconds, backfill = ((2, 5), 40, 600) if FULL else ((2,), 12, 100)
     for factor in factors:
         target = factor * MAX_SUSTAINED
-        # ≤ 80 Hz per market (the source allows 100): several snapshots of a market per fetch
-        symbols = max(2, math.ceil(target / (3 * 80)))
+        # as few markets as the source's 100 Hz allows: the overload is intrabar snapshots, while the
+        # closed-bar flow (6 bars/s per market) stays near the max sustained run's (21 markets)
+        symbols = max(2, math.ceil(target / (3 * 100)))
         hz = _hz_for(target, 3 * symbols)
         pipeline, pairs = _pipeline(tmp_path, symbols=symbols, hz=hz, backfill=backfill)
         summary = _apex_up(pipeline, tmp_path / f"overload-{factor}x", seconds)
