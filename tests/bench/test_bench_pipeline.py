@@ -10,8 +10,13 @@ under load, measured from what the run itself recorded (`summary.json`).
   scanner delivered it, the feature hop's p99 stayed under a second (no growing backlog) and the
   drain at the end took under 2 s. Goal ≥ 1,000 events/s, stretch 10,000.
 
+- **Overload** (issue #19): `apex up` at 2x and 5x the max sustained rate (`MAX_SUSTAINED`): the
+  agents behind their market data coalesce forming-bar snapshots (docs/bus.md, "Overload"). Prints
+  what each agent shed, the decision latency, agent restarts and the drain after the burst (market
+  data off until every flow consumer caught up); asserts zero loss only.
+
 Numbers are printed, never asserted (a busy machine is not a bug); zero loss is asserted.
-Smoke size in `make test` (one 15 s run at 100/s); full size with `APEX_BENCH_FULL=1` (`make bench`).
+Smoke size in `make test` (one 15 s run at 100/s, one 12 s run at 2x); full size with `APEX_BENCH_FULL=1` (`make bench`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = ROOT / "manifests" / "pipeline.yaml"
 FULL = os.environ.get("APEX_BENCH_FULL") == "1"
 BARS_PER_SECOND = 6  # apex up's accelerated clock for offline sources (local.options)
+#: Max sustained snapshots/s of the whole pipeline on 2 cores (`test_bench_max_sustained_throughput`).
+MAX_SUSTAINED = 1_000
 
 
 def _pipeline(tmp: Path, *, symbols: int, hz: float, backfill: int) -> tuple[Path, int]:
@@ -150,3 +157,48 @@ def test_bench_max_sustained_throughput(tmp_path: Path) -> None:
             f"[bench] max sustained: {rate:.0f} market snapshots/s on {os.cpu_count()} cores "
             f"(goal ≥ 1,000, stretch 10,000); latency there: {_stage_line(summary)}"
         )
+
+
+def _decision_latency(summary: dict[str, Any]) -> str:
+    """`order.filled` from the snapshot, exact, if the run reached its steady window; else the
+    execution decisions' histogram over the whole run (bucket-interpolated)."""
+    decided = summary["stage_latency"].get("order.filled")
+    if decided:
+        return f"p50 {decided['p50_ms']:.1f} p99 {decided['p99_ms']:.1f} ms over {decided['count']} fills"
+    hist = [
+        f"{t['track']} p50 {t['latency_p50_ms']:.1f} p99 {t['latency_p99_ms']:.1f} ms"
+        for t in summary["tracks"]
+        if t["latency_p99_ms"] is not None
+    ]
+    return ("histogram, whole run: " + ", ".join(hist)) if hist else "N/A (no decision)"
+
+
+def test_bench_overload_coalesces_forming_snapshots(tmp_path: Path) -> None:
+    # backfill 600 warms the walk-forward gate so that there are decisions to time (full run only)
+    factors, seconds, backfill = ((2, 5), 40, 600) if FULL else ((2,), 12, 100)
+    for factor in factors:
+        target = factor * MAX_SUSTAINED
+        # as few markets as the source's 100 Hz allows: the overload is intrabar snapshots, while the
+        # closed-bar flow (6 bars/s per market) stays near the max sustained run's (21 markets)
+        symbols = max(2, math.ceil(target / (3 * 100)))
+        hz = _hz_for(target, 3 * symbols)
+        pipeline, pairs = _pipeline(tmp_path, symbols=symbols, hz=hz, backfill=backfill)
+        summary = _apex_up(pipeline, tmp_path / f"overload-{factor}x", seconds)
+        _assert_no_loss(summary)
+        market = next(n for s, n in summary["published"].items() if s.endswith("_MARKET"))
+        live = market - backfill * pairs  # the scanner also publishes while the others start
+        shed = {k: n for k, n in summary["shed"].items() if n}
+        feats = summary["stage_latency"].get("features.computed")
+        print(
+            f"\n[bench] overload {factor}x ({target}/s target, {pairs} markets at {hz:.0f} Hz): "
+            f"{live} live snapshots published; shed {sum(shed.values())} "
+            f"({', '.join(f'{k} {n}' for k, n in sorted(shed.items())) or 'none'}); "
+            f"restarts {sum(a['restarts'] for a in summary['agents'])}; "
+            f"steady window {'reached' if summary['steady_window'] else 'never reached'}; "
+            f"drain after the burst {summary['drain_s']:.2f} s"
+        )
+        print(f"[bench] overload {factor}x: snapshot → execution decision: {_decision_latency(summary)}")
+        if feats:
+            print(
+                f"[bench] overload {factor}x: feature hop p50 {feats['p50_ms']:.1f} p99 {feats['p99_ms']:.1f} ms"
+            )

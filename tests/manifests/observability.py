@@ -34,6 +34,7 @@ METRICS: Final[dict[str, set[str]]] = {
     "apex_stream_gap_total": {"agent", "stream"},
     "apex_stream_discarded_total": {"stream"},
     "apex_stream_fill_ratio": {"stream"},
+    "apex_snapshots_shed_total": {"agent"},
     "apex_canary_analysis_value": {"pipeline", "track", "criterion"},
     "apex_canary_analysis_threshold": {"pipeline", "track", "criterion"},
     "apex_canary_analysis_result": {"pipeline", "track", "criterion"},

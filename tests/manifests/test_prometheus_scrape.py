@@ -46,6 +46,7 @@ async def _feed(stop: asyncio.Event) -> None:
     while not stop.is_set():
         m.STREAM_GAP.labels(agent="feature-engineer", stream="APEX_BTC_PERP_MARKET").inc()
         m.STREAM_DISCARDED.labels(stream="APEX_BTC_PERP_ORDERS").inc()
+        m.SNAPSHOTS_SHED.labels(agent="feature-engineer").inc()  # behind its market data
         for track, latency, slippage in (("canary", 0.2, 10.0), ("stable", 0.004, 1.0)):
             m.PIPELINE_LATENCY.labels(track=track).observe(latency)
             m.SLIPPAGE_BPS.labels(track=track, exchange=EXCHANGE, symbol=SYMBOL).observe(slippage)

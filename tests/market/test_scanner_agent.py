@@ -8,13 +8,16 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from apextrader.bus.coalesce import COALESCE, coalesce_key
 from apextrader.bus.metrics import SOURCE_UP
-from apextrader.contracts import MarketAlert, MarketSnapshot, TradingPipeline
+from apextrader.bus.topology import stream_name
+from apextrader.contracts import MarketAlert, MarketSnapshot, TradingPipeline, decode_event
+from apextrader.local.collect import iter_messages
 from apextrader.local.nats_server import EmbeddedNats
 from apextrader.market.agent import MarketScannerAgent, snapshot_id
 from apextrader.market.sources.ccxt_client import Backoff
 from apextrader.market.sources.rest_source import CcxtSource
-from apextrader.runtime import AgentContext
+from apextrader.runtime import AgentContext, AgentRunner
 from tests.market.agents_on_bus import count, eventually, pipeline_with, read_all, running
 from tests.market.fake_exchanges import FakeExchanges
 
@@ -32,6 +35,8 @@ async def test_scanner_backfills_then_publishes_live_bars(
     async with running(MarketScannerAgent, fast_synthetic, nats_server, pipeline_file) as runner:
         await eventually(lambda: _enough(runner, name, 30 * 6 + 60))
         events = await read_all(runner, name, "market.snapshot")
+        marks = await _coalesce_headers(runner, name)
+    _assert_forming_bars_only_are_coalescible(marks)
     snaps = [e.data for e in events]
     assert all(isinstance(s, MarketSnapshot) for s in snaps)
     backfill = snaps[:180]
@@ -47,6 +52,27 @@ async def test_scanner_backfills_then_publishes_live_bars(
     closed_events = [e for e in events if e.data.closed]  # type: ignore[attr-defined]
     assert all(e.id == snapshot_id(name, e.data) for e in closed_events)  # type: ignore[arg-type]
     assert all(e.correlation_id == e.id for e in events)  # each snapshot starts a chain
+
+
+async def _coalesce_headers(runner: AgentRunner, name: str) -> list[tuple[bool, str | None, str]]:
+    """(closed, `Apex-Coalesce` header, expected key) of every stored snapshot."""
+    assert runner.nc is not None
+    out = []
+    async for msg in iter_messages(runner.nc.jetstream(), stream_name(name, "MARKET"), ">"):
+        ev = decode_event(msg.data)
+        d = ev.data
+        assert isinstance(d, MarketSnapshot)
+        out.append(
+            (d.closed, (msg.headers or {}).get(COALESCE), coalesce_key(d.exchange, d.symbol, d.timeframe))
+        )
+    return out
+
+
+def _assert_forming_bars_only_are_coalescible(marks: list[tuple[bool, str | None, str]]) -> None:
+    forming = [(header, key) for closed, header, key in marks if not closed]
+    assert forming, "the source published no forming bar"
+    assert all(header == key for header, key in forming)
+    assert all(header is None for closed, header, _ in marks if closed)
 
 
 async def _enough(runner: object, name: str, n: int) -> bool:

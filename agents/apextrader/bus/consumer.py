@@ -10,6 +10,13 @@ alive), `408` a request expired (its undelivered count comes back), `409` the re
 (leadership change, consumer deleted or changed: start over). No heartbeat for three intervals
 means the requests were lost with the server (restart, failover): pull again.
 
+**Overload.** A consumer that falls behind sheds intrabar data: among the messages delivered and
+not yet handled, a forming-bar snapshot that a later one of the same market supersedes
+(`bus.coalesce`) is acked without being decoded or handled, and counted (`apex_snapshots_shed_total`,
+`PullConsumer.shed`); while it sheds it asks for up to `coalesce.WINDOW` messages ahead, so that
+more snapshots of each market coalesce. An ack is an ack: the run accounting (matched == acked +
+DLQ + pending) still balances. Closed bars, signals and orders are never shed.
+
 **Stopping** (SIGTERM) stops pulling, finishes the message in hand, naks every prefetched one for
 immediate redelivery (to another replica or after restart) and leaves the durable in place.
 """
@@ -30,7 +37,8 @@ from nats.errors import ConnectionClosedError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from apextrader.bus.metrics import STREAM_GAP
+from apextrader.bus.coalesce import COALESCE, WINDOW, superseded
+from apextrader.bus.metrics import SNAPSHOTS_SHED, STREAM_GAP
 from apextrader.bus.middleware import Chain, Delivery
 from apextrader.bus.topology import ConsumerDecl
 
@@ -66,6 +74,11 @@ class PullConsumer:
         self.handled = 0
         #: Messages discarded by the stream before this consumer got them (`decl.track_gaps`).
         self.gaps = 0
+        #: Superseded forming-bar snapshots acked without handling (`bus.coalesce`).
+        self.shed = 0
+        self._shed_metric = SNAPSHOTS_SHED.labels(decl.agent)  # 0 from the start: increase() sees the first
+        #: How many messages the open requests ask for: `batch`, or `WINDOW` while shedding.
+        self._ahead = self.batch
         self._last_seq: int | None = None
         self._stopping = asyncio.Event()
         self._queue: asyncio.Queue[Msg] = asyncio.Queue()
@@ -131,15 +144,21 @@ class PullConsumer:
         if last is None or seq > last:
             self._last_seq = seq
 
+    async def _shed(self, msg: Msg) -> None:
+        """A later snapshot of the same market is in hand: this one is done with, unhandled."""
+        await msg.ack()
+        self.shed += 1
+        self._shed_metric.inc()
+
     def stop(self) -> None:
         self._stopping.set()
 
     async def _pull(self) -> None:
         """Top the open requests up to `batch` messages when fewer than half are still to come."""
-        if self._credit > self.batch // 2:
+        if self._credit > self._ahead // 2:
             return
         assert self._sub is not None
-        want = self.batch - self._credit
+        want = self._ahead - self._credit
         hb_ns = int(self.heartbeat * 1e9)
         request = {"batch": want, "expires": hb_ns * EXPIRES_IN_HEARTBEATS, "idle_heartbeat": hb_ns}
         subject = f"{self.js._prefix}.CONSUMER.MSG.NEXT.{self.decl.stream}.{self.decl.durable}"
@@ -200,6 +219,9 @@ class PullConsumer:
         """Run `msgs` in order. Several at once are pipelined: the next message starts once this
         one's handler ran and its outputs are sent, and each is acked after its own PubAcks."""
         chain = self.on_message if isinstance(self.on_message, Chain) and len(msgs) > 1 else None
+        shed = superseded([None if _status(m) else (m.headers or {}).get(COALESCE) for m in msgs])
+        # Behind on market data: ask further ahead so that more of the backlog coalesces.
+        self._ahead = max(self.batch, min(WINDOW, self.decl.max_ack_pending // 2)) if shed else self.batch
         settling: list[asyncio.Task[Delivery]] = []
         try:
             for i, msg in enumerate(msgs):
@@ -215,6 +237,9 @@ class PullConsumer:
                     return
                 if self.decl.track_gaps:
                     await self._note_sequence(msg)
+                if i in shed:
+                    await self._shed(msg)
+                    continue
                 if chain is None:
                     await self.on_message(msg)
                 else:

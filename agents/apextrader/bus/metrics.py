@@ -32,6 +32,7 @@ class MetricName:
     STREAM_GAP: Final = "apex_stream_gap_total"
     STREAM_DISCARDED: Final = "apex_stream_discarded_total"
     STREAM_FILL: Final = "apex_stream_fill_ratio"
+    SNAPSHOTS_SHED: Final = "apex_snapshots_shed_total"
 
 
 REGISTRY: Final = CollectorRegistry(auto_describe=True)
@@ -162,6 +163,13 @@ STREAM_GAP: Final = Counter(
     MetricName.STREAM_GAP,
     "Messages a consumer never received because its stream discarded them first (MARKET, FEATURES).",
     ["agent", "stream"],
+    registry=REGISTRY,
+)
+SNAPSHOTS_SHED: Final = Counter(
+    MetricName.SNAPSHOTS_SHED,
+    "Forming-bar snapshots acked unhandled: a later one of the same market was in the same fetch "
+    "(the consumer was behind; docs/bus.md, Overload).",
+    ["agent"],
     registry=REGISTRY,
 )
 STREAM_DISCARDED: Final = Counter(

@@ -36,6 +36,9 @@ class Outgoing(NamedTuple):
     event_id: str
     correlation_id: str
     event_type: str
+    #: The `Apex-Coalesce` key of a message a later one of the same market may supersede (a
+    #: forming-bar snapshot, `bus.coalesce`); None for everything that must be handled.
+    coalesce: str | None = None
 
 
 @dataclass

@@ -17,6 +17,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Tracer
 
 from apextrader.bus import tracing
+from apextrader.bus.coalesce import COALESCE
 from apextrader.bus.errors import BusError
 from apextrader.bus.pipelined import Outgoing, PubAckInbox, Round
 from apextrader.bus.topology import subject
@@ -154,6 +155,12 @@ class Publisher:
         return duplicates
 
     def _headers(self, m: Outgoing) -> dict[str, str]:
+        headers = self._event_headers(m)
+        if m.coalesce is not None:
+            headers[COALESCE] = m.coalesce
+        return headers
+
+    def _event_headers(self, m: Outgoing) -> dict[str, str]:
         if tracing.is_noop(self.tracer) or trace.get_current_span().get_span_context().is_valid:
             return headers_for(m.event_id, m.correlation_id, m.event_type)
         # A chain starts here: a producer span in the correlation id's trace (as in `publish`).

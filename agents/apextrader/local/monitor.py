@@ -1,5 +1,5 @@
 """Polls every agent's `/metrics` and `/ready` and condenses them into what the live view and the report
-show: per-agent health, events/s and DLQ count; per-track latency, fills, positions, PnL and weight."""
+show: per-agent health, events/s, DLQ count and shed snapshots; per-track latency, fills, positions, PnL and weight."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ class AgentRow:
     dlq: float
     handler_p99_ms: float | None
     rss_mb: float | None = None
+    #: Forming-bar snapshots shed since the process started (None: the agent consumes nothing).
+    shed: float | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,17 @@ class LiveSnapshot:
     @property
     def dlq_total(self) -> float:
         return sum(a.dlq for a in self.agents)
+
+    @property
+    def shed(self) -> dict[str, int]:
+        """Per agent process key, the snapshots its consumers shed (`summary.json` `shed`)."""
+        return {a.key: int(a.shed) for a in self.agents if a.shed is not None}
+
+
+def shed_of(samples: list[Sample]) -> float | None:
+    """`apex_snapshots_shed_total` of one agent's scrape; None when it does not export it."""
+    values = [s.value for s in samples if s.name == M.SNAPSHOTS_SHED]
+    return sum(values) if values else None
 
 
 class Monitor:
@@ -117,6 +130,7 @@ class Monitor:
                     dlq=total(samples, M.DLQ),
                     handler_p99_ms=None if p99 is None else p99 * 1000,
                     rss_mb=rss,
+                    shed=shed_of(samples),
                 )
             )
         self.rss_total_peak_mb = max(self.rss_total_peak_mb, rss_total)

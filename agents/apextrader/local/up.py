@@ -275,6 +275,7 @@ async def _summarise(session: Session, observed: _Observed, ended: _Ended) -> Ru
         dlq_by_reason=dict(reasons),
         published=await collect.published_counts(js, topology),
         discarded=await collect.discarded_counts(js, topology),
+        shed=last.shed,
         tracks=tracks,
         fills=fills,
         gate=gate_records(s for samples in last.samples.values() for s in samples),

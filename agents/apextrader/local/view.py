@@ -29,6 +29,7 @@ def agents_table(snap: LiveSnapshot) -> Table:
         ("handler p99 ms", "right"),
         ("RSS MB", "right"),
         ("DLQ", "right"),
+        ("shed", "right"),
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for a in snap.agents:
@@ -43,8 +44,16 @@ def agents_table(snap: LiveSnapshot) -> Table:
             _num(a.handler_p99_ms, "{:.2f}"),
             _num(a.rss_mb, "{:.0f}"),
             f"[red]{a.dlq:.0f}[/]" if a.dlq else "0",
+            _shed(a.shed),
         )
     return table
+
+
+def _shed(n: float | None) -> str:
+    """Intrabar snapshots the agent coalesced away while behind (docs/bus.md, Overload)."""
+    if n is None:
+        return "–"
+    return f"[yellow]{n:.0f}[/]" if n else "0"
 
 
 def tracks_table(snap: LiveSnapshot, declared_weight: int | None, canary_state: str) -> Table:

@@ -30,7 +30,15 @@ from apextrader.contracts.names import EventType
 from apextrader.contracts.payloads import Exchange
 from apextrader.market.factory import build_source
 from apextrader.market.sources.base import Batch, MarketSource
-from apextrader.market.wire import SNAPSHOT, TRACK, AnySnapshot, encode_snapshot_event, snapshot_id, wire_data
+from apextrader.market.wire import (
+    SNAPSHOT,
+    TRACK,
+    AnySnapshot,
+    coalesce_of,
+    encode_snapshot_event,
+    snapshot_id,
+    wire_data,
+)
 from apextrader.runtime import Agent, AgentContext, Handler
 
 __all__ = ["BACKLOG", "PUBLISH_WINDOW", "MarketScannerAgent", "snapshot_id"]
@@ -123,7 +131,7 @@ class MarketScannerAgent(Agent):
 
     async def publish_batch(self, batch: Batch) -> None:
         """Encode every snapshot straight to bytes (`market.wire`) and publish them pipelined,
-        every PubAck checked (`Publisher.publish_many`)."""
+        every PubAck checked (`Publisher.publish_many`); forming bars marked coalescible."""
         pipeline = self.ctx.pipeline.name
         subj = subject(pipeline, SNAPSHOT, TRACK)
         now = utcnow()
@@ -137,7 +145,7 @@ class MarketScannerAgent(Agent):
                 event_id=snapshot_id(pipeline, data),
                 now=now,
             )
-            out.append(Outgoing(subj, body, eid, eid, SNAPSHOT))
+            out.append(Outgoing(subj, body, eid, eid, SNAPSHOT, coalesce_of(data)))
         await self.ctx.publisher.publish_many(out, window=PUBLISH_WINDOW)
         self.published += len(out)
 

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import orjson
 
+from apextrader.bus.coalesce import coalesce_key
 from apextrader.contracts import MarketSnapshot, MarketSnapshotEvent
 from apextrader.contracts.envelope import SCHEMA_VERSION
 from apextrader.contracts.ids import new_id
@@ -61,6 +62,15 @@ def snapshot_id(pipeline: str, snap: AnySnapshot | dict[str, Any]) -> str | None
     open_time: datetime = data["bar"]["open_time"]
     key = f"{pipeline}|{data['exchange']}|{data['symbol']}|{data['timeframe']}|{open_time.isoformat()}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def coalesce_of(data: dict[str, Any]) -> str | None:
+    """The `Apex-Coalesce` key of a forming-bar snapshot (a later one of the same market supersedes
+    it at a consumer that fell behind, docs/bus.md "Overload"); None for a closed bar, which every
+    consumer must handle."""
+    if data["closed"]:
+        return None
+    return coalesce_key(data["exchange"], data["symbol"], data["timeframe"])
 
 
 def encode_snapshot_event(

@@ -219,6 +219,21 @@ def _canary_text(s: RunSummary) -> str:
     return f'<p class="muted">canary phase {html.escape(c.phase)} (abortPolicy {c.abort_policy}){held}. {note}</p>'
 
 
+SHED_NOTE = (
+    "A consumer that falls behind acks a forming-bar snapshot unhandled when a later one of the same "
+    "market is in the same fetch (the latest wins); closed bars, signals and orders are never shed. "
+    "Counted since each agent process last started."
+)
+
+
+def shed_section(s: RunSummary) -> str:
+    """Snapshots each agent shed under overload (`summary.json` `shed`)."""
+    if not s.shed:
+        return '<p class="muted">not measured</p>'
+    rows = [[key, f"{n:,}"] for key, n in sorted(s.shed.items())]
+    return _table(["agent", "shed snapshots (msgs)"], rows) + f'<p class="muted">{html.escape(SHED_NOTE)}</p>'
+
+
 def render_run_report(s: RunSummary) -> str:
     started = _ts(s.started_at).strftime("%Y-%m-%d %H:%M:%S UTC")
     outages = [
@@ -254,7 +269,7 @@ def render_run_report(s: RunSummary) -> str:
         f"<h1>ApexTrader run: {html.escape(s.pipeline)}</h1>",
         f'<p class="muted">{started} · {s.duration_s:.0f} s · source {html.escape(s.source)} · '
         f"{sum(len(t.slippage_bps) for t in s.tracks)} fills ({_fill_models(s)}) · "
-        f"{s.dlq_total} DLQ entries</p>",
+        f"{s.dlq_total} DLQ entries · {sum(s.shed.values()):,} snapshots shed</p>",
         "<h2>Go/No-Go</h2>",
         gonogo_section(s),
         "<h2>Tracks</h2>",
@@ -290,6 +305,8 @@ def render_run_report(s: RunSummary) -> str:
             ],
             consumers,
         ),
+        "<h2>Overload: shed snapshots</h2>",
+        shed_section(s),
         "<h2>Memory (peak RSS, MB)</h2>",
         _table(["agent", "peak RSS (MB)"], memory) if memory else '<p class="muted">not sampled</p>',
     ]

@@ -138,6 +138,10 @@ class RunSummary(Frozen):
     published: dict[str, int] = Field(default_factory=dict)  # stream -> messages ever accepted
     #: stream -> messages removed under its limits (MARKET/FEATURES only; protected streams: 0)
     discarded: dict[str, int] = Field(default_factory=dict)
+    #: agent process key -> forming-bar snapshots its consumers shed while behind (acked unhandled,
+    #: a later snapshot of the same market was in hand; docs/bus.md "Overload"). From the agents'
+    #: last scrape: counted since each process last started.
+    shed: dict[str, int] = Field(default_factory=dict)
     tracks: list[TrackRecord]
     fills: list[FillRecord] = Field(default_factory=list)
     gate: list[GateRecord] = Field(default_factory=list)
