@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import nats.errors
 from rich.console import Console
@@ -24,10 +25,10 @@ from rich.live import Live
 
 from apextrader.bus.kv import KV
 from apextrader.bus.metrics import MetricName as M
-from apextrader.bus.topology import KV_CANARY_REQUEST, declare
+from apextrader.bus.topology import KV_CANARY_REQUEST, Topology, declare
 from apextrader.canary.analysis import thresholds
 from apextrader.canary.weights import track_weights
-from apextrader.contracts import load_pipeline
+from apextrader.contracts import TradingPipelineSpec, load_pipeline
 from apextrader.contracts.canary_spec import CanaryAnalysis
 from apextrader.contracts.status import CanaryStatus
 from apextrader.local import collect
@@ -136,11 +137,11 @@ async def _watch(
         ) as live:
             if not opts.ui:
                 live.stop()
-            flow_consumers = sum(c.deliver_policy == "all" for c in session.topology.consumers)
+            allowed = steady_backlog(session.tp.spec, session.topology)
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 status_now = await _bus_tolerant(session.canary.tick(), session.canary.status)
                 snap = await monitor.poll()
-                await _note_steady(session, observed, flow_consumers)
+                await _note_steady(session, observed, allowed)
                 session.write_runtime()  # pids change when agents restart
                 _record_equity(session, observed, snap, status_now)
                 if on_snapshot:
@@ -155,11 +156,24 @@ async def _watch(
     return observed
 
 
-async def _note_steady(session: Session, observed: _Observed, flow_consumers: int) -> None:
-    """Mark the first tick at which at most one event per flow consumer is outstanding."""
+#: A flow consumer is caught up when what it has not acked is at most this much market data: one
+#: event at a trickle, more at high rates, where messages are always in flight (prefetched, or
+#: waiting for the PubAcks of their outputs) and "at most one" is never seen.
+STEADY_LAG_S: Final = 0.05
+
+
+def steady_backlog(spec: TradingPipelineSpec, topology: Topology) -> int:
+    """Outstanding events (all flow consumers together) below which the start-up backlog is over."""
+    markets = len(spec.symbols) * len(spec.exchanges)
+    per_consumer = max(1, math.ceil(spec.source.snapshot_hz * markets * STEADY_LAG_S))
+    return per_consumer * sum(c.deliver_policy == "all" for c in topology.consumers)
+
+
+async def _note_steady(session: Session, observed: _Observed, allowed: int) -> None:
+    """Mark the first tick at which at most `allowed` events are outstanding on flow consumers."""
     session.topology = declare(session.canary.spec, session.tp.name)  # a promote retires consumers
-    left = await _bus_tolerant(collect.outstanding(session.js, session.topology), flow_consumers + 1)
-    if observed.steady_since is None and left <= flow_consumers:
+    left = await _bus_tolerant(collect.outstanding(session.js, session.topology), allowed + 1)
+    if observed.steady_since is None and left <= allowed:
         observed.steady_since = time.time()
 
 
