@@ -81,7 +81,6 @@ class PullConsumer:
         self._ahead = self.batch
         self._last_seq: int | None = None
         self._stopping = asyncio.Event()
-        self._queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._sub: Subscription | None = None
         #: Messages asked for by the open pull requests and not delivered yet.
         self._credit = 0
@@ -99,12 +98,9 @@ class PullConsumer:
             # what was delivered before a restart is the baseline; 0 for a new durable
             self._last_seq = info.delivered.stream_seq or 0
         if self._sub is None:
-
-            async def enqueue(msg: Msg) -> None:
-                self._queue.put_nowait(msg)
-
-            # nats-py subscribes it again by itself after a reconnect.
-            self._sub = await self._nc.subscribe(self._nc.new_inbox(), cb=enqueue)
+            # No callback: the client queues deliveries and `_next` takes them straight from that
+            # queue (no task hop per message). nats-py subscribes it again after a reconnect.
+            self._sub = await self._nc.subscribe(self._nc.new_inbox())
         self.bound = True
 
     async def _check_durable(self) -> None:
@@ -182,13 +178,22 @@ class PullConsumer:
 
     async def _next(self) -> list[Msg]:
         """Everything delivered so far (at least one message), or [] when the wait timed out."""
+        assert self._sub is not None
+        queue = self._sub._pending_queue  # nats-py's own pull code reads it the same way
         try:
-            first = await asyncio.wait_for(self._queue.get(), self.heartbeat * MISSED_HEARTBEATS)
+            if queue.empty():
+                async with asyncio.timeout(self.heartbeat * MISSED_HEARTBEATS):
+                    first = await queue.get()
+            else:
+                first = queue.get_nowait()
         except TimeoutError:
             return []
         msgs = [first]
-        while not self._queue.empty():
-            msgs.append(self._queue.get_nowait())
+        while not queue.empty():
+            msgs.append(queue.get_nowait())
+        for msg in msgs:  # the bookkeeping `next_msg` would do (slow-consumer limit, drain)
+            self._sub._pending_size -= len(msg.data)
+            queue.task_done()
         return msgs
 
     async def run(self) -> None:
@@ -249,13 +254,18 @@ class PullConsumer:
                 self.handled += 1
         finally:
             if settling:
-                await asyncio.gather(*settling)
+                settled = await asyncio.gather(*settling)
+                # Acks issued back to back leave in one write (every output was stored first).
+                for d in settled:
+                    if d.ack_later:
+                        await d.msg.ack()
 
     async def _close(self) -> None:
         """Nak what was prefetched and not handled, then drop the subscription."""
         with contextlib.suppress(Exception):  # the connection may already be closing
-            while not self._queue.empty():
-                msg = self._queue.get_nowait()
+            queue = self._sub._pending_queue if self._sub is not None else None
+            while queue is not None and not queue.empty():
+                msg = queue.get_nowait()
                 if msg.reply and _status(msg) is None:
                     await msg.nak()
             if self._sub is not None:

@@ -72,6 +72,8 @@ class Delivery:
     #: Set when the consumer pipelines: once the handler ran and its outputs are sent, the next
     #: message may start while this one waits for its PubAcks (`Chain.begin`).
     released: asyncio.Event | None = None
+    #: Settled with success while pipelined: the consumer acks it with the rest of its batch.
+    ack_later: bool = False
 
     @classmethod
     def from_msg(cls, msg: Msg) -> Delivery:
@@ -202,7 +204,10 @@ class SettleStep:
         except Exception as exc:
             await self.failed(d, exc)
         else:
-            await d.msg.ack()
+            if d.released is None:
+                await d.msg.ack()
+            else:  # pipelined: the consumer acks the batch back to back (one socket write)
+                d.ack_later = True
             d.outcome = d.outcome or "acked"
 
     async def failed(self, d: Delivery, exc: Exception) -> None:
