@@ -43,9 +43,9 @@ from apextrader.runtime import Agent, AgentContext, Handler
 
 __all__ = ["BACKLOG", "PUBLISH_WINDOW", "MarketScannerAgent", "snapshot_id"]
 
-PUBLISH_WINDOW = 2048
+PUBLISH_WINDOW = 1024
 #: Snapshots produced ahead of the publisher.
-BACKLOG = 2 * PUBLISH_WINDOW
+BACKLOG = PUBLISH_WINDOW
 
 
 class MarketScannerAgent(Agent):
