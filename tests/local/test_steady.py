@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from apextrader.bus.topology import declare
 from apextrader.contracts import TradingPipeline
-from apextrader.local.up import STEADY_LAG_S, steady_backlog
+from apextrader.local.up import STEADY_LAG_S, shed_since, steady_backlog
 
 
 def _flow_consumers(tp: TradingPipeline) -> int:
@@ -30,3 +30,10 @@ def test_a_fraction_of_a_second_of_market_data_at_high_rates(example_pipeline: T
         example_pipeline
     )
     assert per_consumer == round(80.0 * markets * STEADY_LAG_S) > 1
+
+
+def test_shed_counted_from_the_steady_window_survives_a_restart() -> None:
+    before = {"feature-engineer": 40, "event-watcher": 10}
+    now = {"feature-engineer": 45, "event-watcher": 3, "execution-stable": 2}
+    # event-watcher restarted (its counter began again at 0): its 3 are all after `before`
+    assert shed_since(before, now) == {"feature-engineer": 5, "event-watcher": 3, "execution-stable": 2}

@@ -56,6 +56,7 @@ class _Observed:
 
     equity: dict[str, list[tuple[float, float]]]
     steady_since: float | None = None  # the start-up backlog (backfill, warm-up) cleared
+    shed_at_steady: dict[str, int] = field(default_factory=dict)  # per agent, when it cleared
     rss_peak: dict[str, float] = field(default_factory=dict)
     rss_total_peak: float = 0.0
 
@@ -141,7 +142,10 @@ async def _watch(
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 status_now = await _bus_tolerant(session.canary.tick(), session.canary.status)
                 snap = await monitor.poll()
+                was_steady = observed.steady_since is not None
                 await _note_steady(session, observed, allowed)
+                if not was_steady:
+                    observed.shed_at_steady = snap.shed  # shedding while catching up is expected
                 session.write_runtime()  # pids change when agents restart
                 _record_equity(session, observed, snap, status_now)
                 if on_snapshot:
@@ -167,6 +171,11 @@ def steady_backlog(spec: TradingPipelineSpec, topology: Topology) -> int:
     markets = len(spec.symbols) * len(spec.exchanges)
     per_consumer = max(1, math.ceil(spec.source.snapshot_hz * markets * STEADY_LAG_S))
     return per_consumer * sum(c.deliver_policy == "all" for c in topology.consumers)
+
+
+def shed_since(before: dict[str, int], now: dict[str, int]) -> dict[str, int]:
+    """Snapshots each agent shed after `before` (a counter that went down restarted with its process)."""
+    return {k: n - before.get(k, 0) if n >= before.get(k, 0) else n for k, n in now.items()}
 
 
 async def _note_steady(session: Session, observed: _Observed, allowed: int) -> None:
@@ -290,6 +299,7 @@ async def _summarise(session: Session, observed: _Observed, ended: _Ended) -> Ru
         published=await collect.published_counts(js, topology),
         discarded=await collect.discarded_counts(js, topology),
         shed=last.shed,
+        shed_steady=shed_since(observed.shed_at_steady, last.shed) if observed.steady_since else {},
         tracks=tracks,
         fills=fills,
         gate=gate_records(s for samples in last.samples.values() for s in samples),

@@ -40,6 +40,7 @@ from apextrader.market.wire import (
     wire_data,
 )
 from apextrader.runtime import Agent, AgentContext, Handler
+from apextrader.runtime.memory import trim
 
 __all__ = ["BACKLOG", "PUBLISH_WINDOW", "MarketScannerAgent", "snapshot_id"]
 
@@ -102,6 +103,7 @@ class MarketScannerAgent(Agent):
         log.info("source open", extra={"source": self.source.kind})
         await self.pump(self.source.backfill())
         log.info("backfill published", extra={"snapshots": self.published})
+        trim()  # the backfill's burst of snapshots is garbage now (~10 MB of heap kept otherwise)
         await self.pump(self.source.live())
         log.info("source finished", extra={"snapshots": self.published})
 

@@ -142,6 +142,9 @@ class RunSummary(Frozen):
     #: a later snapshot of the same market was in hand; docs/bus.md "Overload"). From the agents'
     #: last scrape: counted since each process last started.
     shed: dict[str, int] = Field(default_factory=dict)
+    #: The same from the start of the steady window on (shedding while the start-up backlog clears
+    #: is expected); empty when the run never reached it.
+    shed_steady: dict[str, int] = Field(default_factory=dict)
     tracks: list[TrackRecord]
     fills: list[FillRecord] = Field(default_factory=list)
     gate: list[GateRecord] = Field(default_factory=list)
