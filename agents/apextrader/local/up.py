@@ -204,12 +204,16 @@ async def _stop_and_drain(session: Session, console: Console) -> _Ended:
     drain_started = time.monotonic()
     left = await collect.drain(session.js, session.topology, DRAIN_TIMEOUT_S)
     drain_s = time.monotonic() - drain_started
+    async with Monitor(supervisor, session.tracks) as final:
+        last = await final.poll()
+    # The event watcher still raises alerts without input (a source gone stale): stop it, then let
+    # the risk managers take what it raised last.
+    await supervisor.stop_one("event-watcher")
+    left = await collect.drain(session.js, session.topology, DRAIN_TIMEOUT_S)
     if left:
         console.print(
             f"[yellow]{left} events still in flight after {DRAIN_TIMEOUT_S:.0f} s (counted as pending)[/]"
         )
-    async with Monitor(supervisor, session.tracks) as final:
-        last = await final.poll()
     await supervisor.stop()
     return _Ended(last=last, ready_at_end=ready_at_end, market_off=market_off, drain_s=drain_s)
 
