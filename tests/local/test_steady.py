@@ -1,5 +1,5 @@
-"""When `apex up` calls the start-up backlog over: at most one event per flow consumer at a trickle,
-about `STEADY_LAG_S` of market data per flow consumer at high rates (where messages are always in
+"""When `apex up` calls the start-up backlog over: at most one event per consumer at a trickle,
+about `STEADY_LAG_S` of market data per consumer at high rates (where messages are always in
 flight and "one" is never observed)."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from apextrader.local.up import STEADY_LAG_S, shed_since, steady_backlog
 
 
 def _flow_consumers(tp: TradingPipeline) -> int:
-    return sum(c.deliver_policy == "all" for c in declare(tp.spec, tp.name).consumers)
+    """Every consumer: the decision agents' market data (deliver new) catches up last."""
+    return len(declare(tp.spec, tp.name).consumers)
 
 
 def test_one_event_per_flow_consumer_at_a_trickle(example_pipeline: TradingPipeline) -> None:

@@ -2,7 +2,10 @@
 
 It keeps the latest closed bars (with features) per (exchange, symbol) from `features.computed`,
 backfill included, and every `backtest.refreshBars` new bars recomputes a walk-forward record per
-strategy and track with that track's own spec (`track_spec`). A `signal.proposed` is forwarded as
+strategy and track with that track's own spec (`track_spec`). Refreshes run one at a time in the
+background, on a copy of the market's latest bars, while the handlers keep taking bars and signals:
+a market that comes due again before its refresh ran is refreshed once, on its latest bars, so a
+burst of bars (or a machine too slow for the cadence) delays records instead of the event streams. A `signal.proposed` is forwarded as
 `signal.validated` only when its record's out-of-sample evidence is significant: at least
 `backtest.minTrades` trades whose t-statistic against `backtest.minExpectancy` beats the threshold
 corrected for the grid's trials at `backtest.significance` (docs/backtest.md). Otherwise
@@ -79,6 +82,9 @@ class BacktesterAgent(Agent):
         self.buffers: dict[Market, BarBuffer] = {}
         self.records: dict[tuple[Market, StrategyName, Track], Record] = {}
         self._refresher = ThreadPoolExecutor(1, "walk-forward", initializer=_lower_priority)
+        #: Markets whose refresh is due, oldest first (a dict as an ordered set).
+        self._due: dict[Market, None] = {}
+        self._wake = asyncio.Event()
         sys.setswitchinterval(SWITCH_INTERVAL_S)
 
     def subscriptions(self) -> Mapping[EventType, Handler]:
@@ -92,6 +98,20 @@ class BacktesterAgent(Agent):
                 touched.add(self._add(ev.data)[0])
         for market in touched:
             await self._refresh(market)
+        self.ctx.spawn(self._refresh_due())
+
+    async def _refresh_due(self) -> None:
+        """The background refresher: due markets one at a time, each on its latest bars."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._due:
+                market = next(iter(self._due))
+                del self._due[market]
+                try:
+                    await self._refresh(market)
+                except Exception as exc:  # the record stays as it was; the next due refresh retries
+                    self.ctx.log.error("walk-forward refresh failed: %r", exc, extra={"market": market})
 
     def _add(self, data: FeaturesComputed) -> tuple[Market, bool]:
         market = (data.exchange, data.symbol)
@@ -101,7 +121,7 @@ class BacktesterAgent(Agent):
         return market, buffer.add(bar_time_ms(data), feature_values(data))
 
     async def _refresh(self, market: Market) -> None:
-        buffer = self.buffers[market]
+        buffer = self.buffers[market].copy()  # the handlers go on adding bars meanwhile
         for track, spec in self.specs.items():
             for name in STRATEGIES:
                 if not params_for(spec, name).enabled:
@@ -152,7 +172,8 @@ class BacktesterAgent(Agent):
         buffer = self.buffers[market]
         first_complete = len(buffer) == self.buffer_size and not any(k[0] == market for k in self.records)
         if added and (buffer.added % self.refresh_bars == 0 or first_complete):
-            await self._refresh(market)
+            self._due[market] = None
+            self._wake.set()
         return None
 
     async def on_signal(self, ev: Envelope) -> list[Envelope]:

@@ -95,11 +95,12 @@ async def consumer_accounts(
     return accounts, reasons
 
 
-async def outstanding(js: JetStreamContext, topology: Topology) -> int:
-    """Messages that flow consumers have not yet acked (or dead-lettered)."""
+async def outstanding(js: JetStreamContext, topology: Topology, *, flow_only: bool = True) -> int:
+    """Messages that flow consumers (with `flow_only=False`: all consumers, also the decision
+    agents' market data) have not yet acked (or dead-lettered)."""
     total = 0
     for decl in topology.consumers:
-        if decl.deliver_policy == "all":
+        if decl.deliver_policy == "all" or not flow_only:
             ci = await js.consumer_info(decl.stream, decl.durable)
             total += int(ci.num_pending or 0) + int(ci.num_ack_pending or 0)
     return total

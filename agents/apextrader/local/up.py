@@ -167,10 +167,10 @@ STEADY_LAG_S: Final = 0.05
 
 
 def steady_backlog(spec: TradingPipelineSpec, topology: Topology) -> int:
-    """Outstanding events (all flow consumers together) below which the start-up backlog is over."""
+    """Outstanding events (all consumers together) below which the start-up backlog is over."""
     markets = len(spec.symbols) * len(spec.exchanges)
     per_consumer = max(1, math.ceil(spec.source.snapshot_hz * markets * STEADY_LAG_S))
-    return per_consumer * sum(c.deliver_policy == "all" for c in topology.consumers)
+    return per_consumer * len(topology.consumers)
 
 
 def shed_since(before: dict[str, int], now: dict[str, int]) -> dict[str, int]:
@@ -179,9 +179,11 @@ def shed_since(before: dict[str, int], now: dict[str, int]) -> dict[str, int]:
 
 
 async def _note_steady(session: Session, observed: _Observed, allowed: int) -> None:
-    """Mark the first tick at which at most `allowed` events are outstanding on flow consumers."""
+    """Mark the first tick at which at most `allowed` events are outstanding, on every consumer (the
+    decision agents' market data too: started last, they catch up last)."""
     session.topology = declare(session.canary.spec, session.tp.name)  # a promote retires consumers
-    left = await _bus_tolerant(collect.outstanding(session.js, session.topology), allowed + 1)
+    pending = collect.outstanding(session.js, session.topology, flow_only=False)
+    left = await _bus_tolerant(pending, allowed + 1)
     if observed.steady_since is None and left <= allowed:
         observed.steady_since = time.time()
 

@@ -61,6 +61,14 @@ class BarBuffer:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def copy(self) -> BarBuffer:
+        """A frozen copy to compute on in another thread while this one keeps taking bars."""
+        out = BarBuffer(self.size)
+        out.times.extend(self.times)
+        out.rows.extend(self.rows)
+        out.added = self.added
+        return out
+
     def arrays(self) -> tuple[BacktestArrays, FeatureArrays]:
         matrix = np.array(self.rows, dtype=np.float64).reshape(-1, len(INPUT_COLUMNS))
         cols = {c: np.ascontiguousarray(matrix[:, j]) for j, c in enumerate(INPUT_COLUMNS)}
