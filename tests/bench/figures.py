@@ -24,12 +24,14 @@ class Goal:
 
     limit: float
     below: bool = True
+    #: How the goal reads, when not `< limit` / `≥ limit` (e.g. "≤ 150" for a limit of 150.5).
+    text: str | None = None
 
     def met(self, value: float) -> bool:
         return value < self.limit if self.below else value >= self.limit
 
     def __str__(self) -> str:
-        return f"{'<' if self.below else '≥'} {self.limit:,.0f}"
+        return self.text or f"{'<' if self.below else '≥'} {self.limit:,g}"
 
 
 def _load(path: Path) -> dict[str, float]:

@@ -8,7 +8,8 @@ under load, measured from what the run itself recorded (`summary.json`).
   by `apex up` itself during the load test.
 - **Max sustained throughput** (full run only): rising snapshot rates; a rate is sustained when the
   scanner delivered it, agents shed at most 1 % of it, the feature hop's p99 stayed under 50 ms
-  and the drain at the end took under 2 s. Goal ≥ 3,000 snapshots/s, stretch 10,000.
+  and the drain at the end took under 2 s. Goal ≥ 3,000 snapshots/s, stretch 10,000. Printed
+  beside it: the highest rate kept up with the earlier rounds' bound (feature hop p99 under 1 s).
 
 - **Overload**: `apex up` at 2x and 5x the max sustained rate (`MAX_SUSTAINED`): the
   agents behind their market data coalesce forming-bar snapshots (docs/bus.md, "Overload"). Prints
@@ -133,9 +134,17 @@ def test_bench_load_100_events_per_second(tmp_path: Path) -> None:
         "[bench] peak RSS per agent: "
         + ", ".join(f"{k} {v:.0f}" for k, v in sorted(rss.items(), key=lambda kv: -kv[1]))
     )
-    record("rss_max_agent_mb", "peak RSS, largest agent", max(rss.values()), "MB", Goal(150.5))
-    record("rss_backtester_mb", "peak RSS, backtester", rss.get("backtester"), "MB", Goal(150.5))
-    record("rss_total_mb", "peak RSS, all agents together", summary["rss_total_peak_mb"], "MB", Goal(800.5))
+    record("rss_max_agent_mb", "peak RSS, largest agent", max(rss.values()), "MB", Goal(150.5, text="≤ 150"))
+    record(
+        "rss_backtester_mb", "peak RSS, backtester", rss.get("backtester"), "MB", Goal(150.5, text="≤ 150")
+    )
+    record(
+        "rss_total_mb",
+        "peak RSS, all agents together",
+        summary["rss_total_peak_mb"],
+        "MB",
+        Goal(800.5, text="≤ 800"),
+    )
     assert rate > 0 and summary["stage_latency"]["features.computed"]["count"] > 0
 
 
@@ -146,7 +155,8 @@ def test_bench_max_sustained_throughput(tmp_path: Path) -> None:
     rates = [250, 500, 1_000, 1_500, 2_000, 3_000, 4_000]
     seconds = 25
     backfill = 250  # EMA 200 warms up; the walk-forward gate (600 bars) stays cold, off the hot path
-    sustained: tuple[float, dict[str, Any]] | None = None
+    handled: tuple[float, dict[str, Any]] | None = None  # kept up (the criterion of earlier rounds)
+    fast: tuple[float, dict[str, Any]] | None = None  # kept up with the feature hop's p99 < 50 ms
     for target in rates:
         symbols = max(2, math.ceil(target / (3 * 50)))  # ≤ 50 Hz per market
         pipeline, pairs = _pipeline(
@@ -161,32 +171,33 @@ def test_bench_max_sustained_throughput(tmp_path: Path) -> None:
         shed = sum(summary["shed_steady"].values())
         # market data readers: feature engineer, event watcher, a risk manager and an execution per track
         deliveries = summary["steady_snapshots"] * (2 + 2 * len(summary["tracks"])) or 1
-        # Sustained: delivered; once the start-up backlog had cleared, the agents handled their
-        # market data (at most 1 % of the snapshot deliveries coalesced away in a passing stall);
-        # the feature hop's p99 under 50 ms; caught up within 2 s of the market data stopping.
-        ok = (
-            rate >= 0.9 * target
-            and shed <= 0.01 * deliveries
-            and feats.get("p99_ms", math.inf) < 50
-            and summary["drain_s"] < 2.0
+        p99 = feats.get("p99_ms", math.inf)
+        # Kept up: delivered; once the start-up backlog had cleared, the agents handled their market
+        # data (at most 1 % of the snapshot deliveries coalesced away in a passing stall); no growing
+        # backlog (feature hop p99 under a second); caught up within 2 s of the market data stopping.
+        kept_up = (
+            rate >= 0.9 * target and shed <= 0.01 * deliveries and p99 < 1_000 and summary["drain_s"] < 2.0
         )
         print(
             f"\n[bench] target {target}/s over {pairs} markets: delivered {rate:.0f} snapshots/s, "
             f"derived events {derived:.0f}/s, feature hop p50 {feats.get('p50_ms', math.nan):.1f} "
-            f"p99 {feats.get('p99_ms', math.nan):.1f} ms, shed {shed} ({shed / deliveries:.1%} of the "
-            f"snapshot deliveries), drain {summary['drain_s']:.2f} s → "
-            + ("sustained" if ok else "NOT sustained")
+            f"p99 {p99:.1f} ms, shed {shed} ({shed / deliveries:.1%} of the snapshot deliveries), "
+            f"drain {summary['drain_s']:.2f} s → "
+            + ("kept up" + (", feature p99 < 50 ms" if p99 < 50 else "") if kept_up else "did NOT keep up")
         )
-        if not ok:
+        if not kept_up:
             break
-        sustained = (rate, summary)
-    record("max_sustained_per_s", f"max sustained on {os.cpu_count()} cores", sustained[0] if sustained else 0.0,
-           "snapshots/s", Goal(3_000, below=False))  # fmt: skip
-    if sustained:
-        feats = sustained[1]["stage_latency"].get("features.computed", {})
-        record("max_sustained_feature_p99_ms", "feature hop p99 at the max sustained rate",
-               feats.get("p99_ms"), "ms", Goal(50))  # fmt: skip
-        print(f"[bench] latency at the max sustained rate: {_stage_line(sustained[1])}")
+        handled = (rate, summary)
+        if p99 < 50:
+            fast = (rate, summary)
+    cores = os.cpu_count()
+    record("max_sustained_per_s", f"max sustained on {cores} cores (kept up, feature hop p99 < 50 ms)",
+           fast[0] if fast else 0.0, "snapshots/s", Goal(3_000, below=False))  # fmt: skip
+    record("max_kept_up_per_s", f"max rate kept up on {cores} cores (feature hop p99 < 1 s)",
+           handled[0] if handled else 0.0, "snapshots/s")  # fmt: skip
+    for what, found in (("max sustained", fast), ("max kept up", handled)):
+        if found:
+            print(f"[bench] latency at the {what} rate: {_stage_line(found[1])}")
 
 
 def _decision_latency(summary: dict[str, Any]) -> str:
@@ -231,7 +242,7 @@ def test_bench_overload_coalesces_forming_snapshots(tmp_path: Path) -> None:
         record(f"overload_{factor}x_recovery_s", f"overload {factor}x: caught up after the burst",
                summary["drain_s"], "s", Goal(5))  # fmt: skip
         record(f"overload_{factor}x_restarts", f"overload {factor}x: agent restarts",
-               sum(a["restarts"] for a in summary["agents"]), "", Goal(0.5))  # fmt: skip
+               sum(a["restarts"] for a in summary["agents"]), "", Goal(0.5, text="0"))  # fmt: skip
         if feats:
             print(
                 f"[bench] overload {factor}x: feature hop p50 {feats['p50_ms']:.1f} p99 {feats['p99_ms']:.1f} ms"

@@ -146,7 +146,13 @@ async def test_an_isolated_leader_acknowledges_nothing_and_the_majority_loses_no
         for (i, j), proxy in proxies.items():
             if alone in (i, j):
                 await proxy.cut()
-        await asyncio.sleep(8.0)
+        # until the majority has elected a leader and stored a good run (an election takes a few
+        # seconds, more on a loaded machine), at most 30 s
+        deadline = cut_at + 30.0
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            if sum(t > cut_at + 0.5 for t in list(acked_majority.values())) > 50:
+                break
         during_minority = [t for t in acked_minority.values() if t > cut_at + 0.5]
         during_majority = [t for t in acked_majority.values() if t > cut_at + 0.5]
         majority_leader = await _leader(majority.jetstream(timeout=5), stream)

@@ -32,6 +32,7 @@ from apextrader.runtime.agent import Agent
 from apextrader.runtime.context import AgentContext
 from apextrader.runtime.http import HealthServer
 from apextrader.runtime.logging import setup_logging
+from apextrader.runtime.memory import trim
 from apextrader.runtime.settings import AgentSettings
 
 
@@ -172,8 +173,9 @@ class AgentRunner:
                 loop.add_signal_handler(sig, self.request_stop)
         await agent.start()
         # Start-up objects (modules, spec, agent state) never die: keep them out of the collector's
-        # scans, which otherwise show up as latency spikes on the hot path.
-        gc.collect()
+        # scans, which otherwise show up as latency spikes on the hot path. The start-up's garbage
+        # (history replayed, imports' temporaries) goes back to the system.
+        trim()
         gc.freeze()
         consumer_tasks = [self.spawn(c.run()) for c in self.consumers]
         log.info(
