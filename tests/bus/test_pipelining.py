@@ -81,3 +81,33 @@ async def test_a_backlog_is_handled_while_outputs_are_stored_and_acked_after_the
         stored.append(msg.headers["Nats-Msg-Id"] if msg.headers else None)
     assert stored == [_features_of(e).id for e in events]  # in the order of their inputs
     assert (await js.stream_info(stream)).state.messages == len(events)
+
+
+async def test_a_cancelled_consumer_leaves_no_pull_open_that_would_strand_messages(
+    nc: NatsClient, topology: Topology
+) -> None:
+    """A consumer task cancelled (e.g. after the stop timeout) drops its open pull requests with its
+    subscription; otherwise the server would go on delivering into a queue nobody reads, and those
+    messages would wait for the ack wait before anyone else got them."""
+    js = nc.jetstream()
+    topo = fast_topology(topology)
+    await ensure_topology(js, topo)
+    decl = consumer_decl(topo, "feature-engineer")
+    limit_s = 3.0  # 20 messages take milliseconds; a stranded one would take the ack wait
+    assert decl.ack_wait_s > limit_s
+    handled: list[str] = []
+
+    async def handle(ev: Envelope) -> None:
+        handled.append(ev.id)
+
+    first = RunningConsumer(js, decl, chain_config(js, topo, decl, {"market.snapshot": handle}))
+    await first.consumer.bind()
+    task = asyncio.create_task(first.consumer.run())
+    await wait_until(lambda: first.consumer._credit > 0, what="the first consumer's pull request")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    events = [snapshot(i) for i in range(20)]
+    async with RunningConsumer(js, decl, chain_config(js, topo, decl, {"market.snapshot": handle})):
+        await publish_many(js, events)
+        await wait_until(lambda: len(handled) == len(events), limit_s=limit_s, what="every message handled")
+    assert handled == [e.id for e in events]

@@ -199,6 +199,15 @@ class PullConsumer:
     async def run(self) -> None:
         if self._sub is None:
             await self.bind()
+        try:
+            await self._loop()
+        finally:
+            # Also when cancelled: the open pull requests die with the subscription (the server
+            # drops requests nobody listens to), instead of taking messages into a queue nobody
+            # reads until their ack wait runs out.
+            await self._close()
+
+    async def _loop(self) -> None:
         while not self._stopping.is_set():
             if self._refused:
                 self._refused = False
@@ -218,7 +227,6 @@ class PullConsumer:
                 await self._check_durable()
                 continue
             await self._handle(msgs)
-        await self._close()
 
     async def _handle(self, msgs: list[Msg]) -> None:
         """Run `msgs` in order. Several at once are pipelined: the next message starts once this
