@@ -9,6 +9,8 @@ import asyncio
 from nats.aio.client import Client as NatsClient
 
 from apextrader.bus.client import ensure_topology
+from apextrader.bus.consumer import PullConsumer
+from apextrader.bus.middleware import build_chain
 from apextrader.bus.publisher import Publisher, Sent
 from apextrader.bus.topology import Topology, stream_name
 from apextrader.contracts import Envelope, FeaturesComputed, FeaturesComputedEvent, MarketSnapshot
@@ -111,3 +113,22 @@ async def test_a_cancelled_consumer_leaves_no_pull_open_that_would_strand_messag
         await publish_many(js, events)
         await wait_until(lambda: len(handled) == len(events), limit_s=limit_s, what="every message handled")
     assert handled == [e.id for e in events]
+
+
+async def test_an_idle_consumer_stops_at_once(nc: NatsClient, topology: Topology) -> None:
+    """`stop()` ends the wait for the next delivery (otherwise it lasts up to three heartbeats)."""
+    js = nc.jetstream()
+    topo = fast_topology(topology)
+    await ensure_topology(js, topo)
+    decl = consumer_decl(topo, "feature-engineer")
+
+    async def handle(ev: Envelope) -> None:
+        return None
+
+    consumer = PullConsumer(js, decl, build_chain(chain_config(js, topo, decl, {"market.snapshot": handle})),
+                            fetch_timeout=1.0)  # fmt: skip
+    task = asyncio.create_task(consumer.run())
+    await wait_until(lambda: consumer._waiting is not None, what="the consumer waiting for a delivery")
+    consumer.stop()
+    await asyncio.wait_for(task, 1.0)  # the wait had ~3 s to go
+    assert not consumer.bound

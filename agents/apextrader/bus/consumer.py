@@ -86,6 +86,8 @@ class PullConsumer:
         self._credit = 0
         #: The server ended the requests (409, 503): pause before pulling again.
         self._refused = False
+        #: The wait for the next delivery, which `stop` ends at once.
+        self._waiting: asyncio.Timeout | None = None
 
     @property
     def _nc(self) -> NatsClient:
@@ -148,6 +150,9 @@ class PullConsumer:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self._waiting is not None:  # idle: stop now rather than at the next heartbeat check
+            with contextlib.suppress(RuntimeError):  # the wait is ending anyway
+                self._waiting.reschedule(asyncio.get_running_loop().time())
 
     async def _pull(self) -> None:
         """Top the open requests up to `batch` messages when fewer than half are still to come."""
@@ -182,12 +187,14 @@ class PullConsumer:
         queue = self._sub._pending_queue  # nats-py's own pull code reads it the same way
         try:
             if queue.empty():
-                async with asyncio.timeout(self.heartbeat * MISSED_HEARTBEATS):
+                async with asyncio.timeout(self.heartbeat * MISSED_HEARTBEATS) as self._waiting:
                     first = await queue.get()
             else:
                 first = queue.get_nowait()
         except TimeoutError:
             return []
+        finally:
+            self._waiting = None
         msgs = [first]
         while not queue.empty():
             msgs.append(queue.get_nowait())
@@ -222,6 +229,8 @@ class PullConsumer:
                 await asyncio.sleep(0.2)
                 continue
             msgs = await self._next()
+            if self._stopping.is_set() and not msgs:
+                break
             if not msgs:  # no message and no heartbeat: the requests were lost; pull again
                 self._credit = 0
                 await self._check_durable()
