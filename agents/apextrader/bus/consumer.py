@@ -155,7 +155,8 @@ class PullConsumer:
                 self._waiting.reschedule(asyncio.get_running_loop().time())
 
     async def _pull(self) -> None:
-        """Top the open requests up to `batch` messages when fewer than half are still to come."""
+        """Top the open requests up to `_ahead` messages (`batch`, or `coalesce.WINDOW` while
+        shedding) when fewer than half are still to come."""
         if self._credit > self._ahead // 2:
             return
         assert self._sub is not None

@@ -110,20 +110,25 @@ class PubAckInbox:
         """Send one message now; its PubAck settles the returned round (`wait`)."""
         await self._ensure_subscribed()
         rnd = Round(window=1)
+        await self._send_one(rnd, 0, m, headers)
+        return rnd
+
+    async def _send_one(self, rnd: Round, i: int, m: Outgoing, headers: dict[str, str]) -> None:
+        """Send message `i` of `rnd` with its reply token; a send refused counts as failed."""
         token = str(next(self._tokens))
-        self._pending[token] = (rnd, 0)
-        rnd.outstanding = 1
+        self._pending[token] = (rnd, i)
+        rnd.outstanding += 1
         try:
             await self.nc.publish(m.subject, m.body, reply=self._prefix + token, headers=headers)
         except _SEND_REFUSED as exc:
             if self._pending.pop(token, None) is not None:
-                rnd.failed[0] = repr(exc)
+                rnd.failed[i] = repr(exc)
                 self._settled(rnd)
-        return rnd
 
     async def wait(self, rnd: Round, ack_timeout: float) -> Round:
         """`rnd` once its PubAcks are in, or with the missing ones in `failed` after `ack_timeout`."""
         if rnd.outstanding:
+            rnd.done.clear()  # it may have been set while a window drained to zero earlier
             try:
                 await asyncio.wait_for(rnd.done.wait(), ack_timeout)
             except TimeoutError:
@@ -142,7 +147,6 @@ class PubAckInbox:
         Never raises for a missing or bad ack: those are in the returned `Round.failed`."""
         await self._ensure_subscribed()
         rnd = Round(window=window)
-        prefix = self._prefix
         for i, (m, hdrs) in enumerate(zip(messages, headers, strict=True)):
             while rnd.outstanding >= window:
                 rnd.room.clear()
@@ -150,19 +154,5 @@ class PubAckInbox:
                     await asyncio.wait_for(rnd.room.wait(), ack_timeout)
                 except TimeoutError:
                     self._give_up(rnd, f"no PubAck within {ack_timeout}s")
-            token = str(next(self._tokens))
-            self._pending[token] = (rnd, i)
-            rnd.outstanding += 1
-            try:
-                await self.nc.publish(m.subject, m.body, reply=prefix + token, headers=hdrs)
-            except _SEND_REFUSED as exc:
-                if self._pending.pop(token, None) is not None:
-                    rnd.failed[i] = repr(exc)
-                    self._settled(rnd)
-        if rnd.outstanding:
-            rnd.done.clear()  # it may have been set while the window drained to zero earlier
-            try:
-                await asyncio.wait_for(rnd.done.wait(), ack_timeout)
-            except TimeoutError:
-                self._give_up(rnd, f"no PubAck within {ack_timeout}s")
-        return rnd
+            await self._send_one(rnd, i, m, hdrs)
+        return await self.wait(rnd, ack_timeout)

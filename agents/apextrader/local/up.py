@@ -160,9 +160,9 @@ async def _watch(
     return observed
 
 
-#: A flow consumer is caught up when what it has not acked is at most this much market data: one
-#: event at a trickle, more at high rates, where messages are always in flight (prefetched, or
-#: waiting for the PubAcks of their outputs) and "at most one" is never seen.
+#: A consumer is caught up when what it has not acked is at most this much market data: one event
+#: at a trickle, more at high rates, where messages are always in flight (prefetched, or waiting
+#: for the PubAcks of their outputs) and "at most one" is never seen.
 STEADY_LAG_S: Final = 0.05
 
 
